@@ -1,0 +1,1 @@
+"""The ``residual-detectron`` command line."""

@@ -1,0 +1,4 @@
+"""First-pass multi-band detection (footprints and peaks)."""
+
+from .detect import *  # noqa: F401,F403
+from .io import *  # noqa: F401,F403

@@ -1,0 +1,272 @@
+"""The multi-band scene: the project's public in-memory and on-disk format.
+
+A scene is a stack of background-subtracted, aligned images of one sky
+region, one per band, with their variance, an optional bad-pixel mask and one
+PSF image per band. Simulated scenes also carry their truth (`Truth`).
+
+On disk a scene is a multi-extension FITS file (format version 1):
+
+``PRIMARY``
+    No data. Header: ``BANDS`` (e.g. ``'u,g,r,i,z,y'``, wavelength order),
+    ``FMTVER`` (``1``), and optional scalar metadata (``PIXSCALE`` in
+    arcsec/pixel, ``BUNIT``, ``ZEROPT`` AB magnitude of one image unit,
+    ``SEED``, ``DEPTH``...).
+``IMAGE``
+    float32 (nbands, H, W).
+``VARIANCE``
+    float32 (nbands, H, W), per-pixel variance of ``IMAGE``.
+``MASK`` (optional)
+    integer (nbands, H, W); nonzero marks a bad pixel.
+``PSF``
+    float32 (nbands, K, K), K odd, each PSF centred and normalised to sum 1.
+``TRUTH`` and ``TRUTH_STAMPS`` (simulated scenes only)
+    See `lsst.meas.extensions.residual.truth`.
+
+See ``doc/lsst.meas.extensions.residual/scene-format.rst``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Scene", "SceneFormatError", "read_scene", "write_scene", "FORMAT_VERSION"]
+
+import dataclasses
+import os
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from .bands import check_band_order
+from .truth import Truth
+
+FORMAT_VERSION = 1
+
+# Relative tolerance on the PSF normalisation: PSFs are stored as float32.
+_PSF_SUM_TOLERANCE = 1e-3
+
+
+class SceneFormatError(ValueError):
+    """A scene (in memory or on disk) does not follow the scene format."""
+
+
+@dataclasses.dataclass
+class Scene:
+    """A multi-band scene.
+
+    Parameters
+    ----------
+    image : `numpy.ndarray`
+        (nbands, H, W) background-subtracted image.
+    variance : `numpy.ndarray`
+        (nbands, H, W) variance of ``image``.
+    psf : `numpy.ndarray`
+        (nbands, K, K) PSF image per band, K odd, each summing to 1.
+    bands : `tuple` [`str`]
+        Band names, in LSST wavelength order, one per image plane.
+    mask : `numpy.ndarray`, optional
+        (nbands, H, W) integer mask; nonzero marks a bad pixel.
+    truth : `Truth`, optional
+        Truth of a simulated scene.
+    metadata : `dict`, optional
+        Scalar metadata (``PIXSCALE``, ``BUNIT``, ``SEED``, ...).
+
+    Raises
+    ------
+    SceneFormatError
+        If shapes, bands or PSFs are inconsistent.
+    """
+
+    image: np.ndarray
+    variance: np.ndarray
+    psf: np.ndarray
+    bands: tuple[str, ...]
+    mask: np.ndarray | None = None
+    truth: Truth | None = None
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.image = np.asarray(self.image, dtype=np.float32)
+        self.variance = np.asarray(self.variance, dtype=np.float32)
+        self.psf = np.asarray(self.psf, dtype=np.float32)
+        if self.mask is not None:
+            self.mask = np.asarray(self.mask)
+            if not np.issubdtype(self.mask.dtype, np.integer) and self.mask.dtype != bool:
+                raise SceneFormatError(f"MASK must be an integer array, not {self.mask.dtype}.")
+        try:
+            self.bands = check_band_order(tuple(self.bands), "Scene bands")
+        except ValueError as err:
+            raise SceneFormatError(str(err)) from None
+        self._validate()
+
+    def _validate(self) -> None:
+        nbands = len(self.bands)
+        if self.image.ndim != 3:
+            raise SceneFormatError(f"IMAGE must be (nbands, H, W); got shape {self.image.shape}.")
+        if self.image.shape[0] != nbands:
+            raise SceneFormatError(
+                f"IMAGE has {self.image.shape[0]} planes but {nbands} bands ({','.join(self.bands)})."
+            )
+        if self.image.shape[1] == 0 or self.image.shape[2] == 0:
+            raise SceneFormatError(f"IMAGE is empty (shape {self.image.shape}).")
+        if self.variance.shape != self.image.shape:
+            raise SceneFormatError(
+                f"VARIANCE shape {self.variance.shape} differs from IMAGE shape {self.image.shape}."
+            )
+        if self.mask is not None and self.mask.shape != self.image.shape:
+            raise SceneFormatError(f"MASK shape {self.mask.shape} differs from IMAGE shape {self.image.shape}.")
+        if self.psf.ndim != 3 or self.psf.shape[1] != self.psf.shape[2] or self.psf.shape[1] % 2 == 0:
+            raise SceneFormatError(f"PSF must be (nbands, K, K) with K odd; got shape {self.psf.shape}.")
+        if self.psf.shape[0] != nbands:
+            raise SceneFormatError(f"PSF has {self.psf.shape[0]} planes but the scene has {nbands} bands.")
+        if not np.all(np.isfinite(self.psf)):
+            raise SceneFormatError("PSF has non-finite values.")
+        sums = self.psf.sum(axis=(1, 2), dtype=np.float64)
+        bad = np.abs(sums - 1) > _PSF_SUM_TOLERANCE
+        if np.any(bad):
+            detail = ", ".join(f"{b}: {s:.4g}" for b, s, is_bad in zip(self.bands, sums, bad) if is_bad)
+            raise SceneFormatError(f"Each PSF must be normalised to sum 1; sums are {detail}.")
+        if not np.any(self.good):
+            raise SceneFormatError("Every pixel of the scene is masked or non-finite.")
+
+    @property
+    def nbands(self) -> int:
+        return len(self.bands)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Image (H, W)."""
+        return self.image.shape[1], self.image.shape[2]
+
+    @property
+    def pixel_scale(self) -> float:
+        """Pixel scale in arcsec (0.2, LSST's, unless the metadata says)."""
+        return float(self.metadata.get("PIXSCALE", 0.2))
+
+    @property
+    def good(self) -> np.ndarray:
+        """(nbands, H, W) boolean: pixels usable in a fit.
+
+        A pixel is bad if it is masked, its image or variance is not finite,
+        or its variance is not positive.
+        """
+        good = np.isfinite(self.image) & np.isfinite(self.variance) & (self.variance > 0)
+        if self.mask is not None:
+            good &= self.mask == 0
+        return good
+
+    def weights(self) -> np.ndarray:
+        """(nbands, H, W) inverse variance, zero at bad pixels."""
+        good = self.good
+        weights = np.zeros_like(self.variance)
+        weights[good] = 1.0 / self.variance[good]
+        return weights
+
+    def clean_image(self) -> np.ndarray:
+        """The image with bad pixels set to zero (so NaNs never propagate)."""
+        return np.where(self.good, self.image, np.float32(0))
+
+    def band_subset(self, bands: tuple[str, ...] | list[str]) -> Scene:
+        """Return the scene restricted to ``bands`` (which must be present)."""
+        missing = [b for b in bands if b not in self.bands]
+        if missing:
+            raise SceneFormatError(f"Scene has bands {','.join(self.bands)}; missing {','.join(missing)}.")
+        index = [self.bands.index(b) for b in bands]
+        return Scene(
+            image=self.image[index],
+            variance=self.variance[index],
+            psf=self.psf[index],
+            bands=tuple(bands),
+            mask=None if self.mask is None else self.mask[index],
+            truth=None if self.truth is None else self.truth.band_subset(index),
+            metadata=dict(self.metadata),
+        )
+
+
+def write_scene(scene: Scene, path: str | os.PathLike, overwrite: bool = False) -> None:
+    """Write ``scene`` to a multi-extension FITS file in the scene format."""
+    primary = fits.PrimaryHDU()
+    header = primary.header
+    header["FMTVER"] = (FORMAT_VERSION, "ResidualDetectron scene format version")
+    header["BANDS"] = (",".join(scene.bands), "bands of the IMAGE planes, in order")
+    for key, value in scene.metadata.items():
+        if key in ("FMTVER", "BANDS"):
+            continue
+        card_key = key if len(key) <= 8 else f"HIERARCH {key}"
+        header[card_key] = value
+    hdus = [
+        primary,
+        fits.ImageHDU(scene.image, name="IMAGE"),
+        fits.ImageHDU(scene.variance, name="VARIANCE"),
+    ]
+    if scene.mask is not None:
+        hdus.append(fits.ImageHDU(scene.mask.astype(np.int32), name="MASK"))
+    hdus.append(fits.ImageHDU(scene.psf, name="PSF"))
+    if scene.truth is not None:
+        hdus.extend(scene.truth.to_hdus())
+    fits.HDUList(hdus).writeto(os.fspath(path), overwrite=overwrite)
+
+
+def read_scene(path: str | os.PathLike) -> Scene:
+    """Read a scene FITS file.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    SceneFormatError
+        If the file is not a readable scene (not FITS, missing extensions,
+        inconsistent shapes or bands).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Scene file {path!r} does not exist.")
+    try:
+        hdul = fits.open(path, memmap=False)
+    except Exception as err:  # astropy raises OSError, TypeError, ValueError...
+        raise SceneFormatError(f"{path!r} is not a readable FITS file: {err}") from err
+    with hdul:
+        names = {hdu.name for hdu in hdul}
+        missing = [n for n in ("IMAGE", "VARIANCE", "PSF") if n not in names]
+        if missing:
+            raise SceneFormatError(f"{path!r} is not a scene file: missing extension(s) {', '.join(missing)}.")
+        header = hdul[0].header
+        version = header.get("FMTVER", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise SceneFormatError(f"{path!r} has scene format version {version}; this reader knows {FORMAT_VERSION}.")
+        if "BANDS" not in header:
+            raise SceneFormatError(f"{path!r} has no BANDS keyword in its primary header.")
+        bands = tuple(b.strip() for b in str(header["BANDS"]).split(","))
+        metadata = {
+            key: header[key]
+            for key in header
+            if key not in ("SIMPLE", "BITPIX", "NAXIS", "EXTEND", "FMTVER", "BANDS", "COMMENT", "HISTORY", "")
+        }
+        try:
+            image = _read_data(hdul, "IMAGE", path)
+            variance = _read_data(hdul, "VARIANCE", path)
+            psf = _read_data(hdul, "PSF", path)
+            mask = hdul["MASK"].data if "MASK" in names else None
+            truth = Truth.from_hdus(hdul) if "TRUTH" in names else None
+        except (TypeError, ValueError, OSError) as err:
+            if isinstance(err, SceneFormatError):
+                raise
+            raise SceneFormatError(f"{path!r} could not be read (corrupt or truncated?): {err}") from err
+    try:
+        return Scene(
+            image=image,
+            variance=variance,
+            psf=psf,
+            bands=bands,
+            mask=None if mask is None else np.array(mask),
+            truth=truth,
+            metadata=metadata,
+        )
+    except SceneFormatError as err:
+        raise SceneFormatError(f"{path!r}: {err}") from None
+
+
+def _read_data(hdul: fits.HDUList, name: str, path: str) -> np.ndarray:
+    data = hdul[name].data
+    if data is None:
+        raise SceneFormatError(f"{path!r}: extension {name} has no data.")
+    return np.array(data, dtype=np.float32)

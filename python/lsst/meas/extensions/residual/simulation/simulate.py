@@ -1,0 +1,138 @@
+"""Simulate an LSST-like multi-band coadd scene with truth."""
+
+from __future__ import annotations
+
+__all__ = ["SimulationConfig", "simulate_scene", "DEFAULT_GALAXY_DENSITY"]
+
+import dataclasses
+
+import numpy as np
+from astropy.table import Table
+
+from ..bands import LSST_BANDS, parse_bands
+from ..scene import Scene
+from ..truth import Truth
+from .noise import make_noise_model
+from .population import PopulationConfig, draw_population
+from .psf import make_psfs
+from .render import render_sources
+from .survey import NJY_ZEROPOINT, PIXEL_SCALE, flux_to_mag
+
+#: Default galaxies per arcmin² brighter than the i-band 5σ depth.
+DEFAULT_GALAXY_DENSITY = {"10yr": 60.0, "1yr": 35.0}
+
+
+@dataclasses.dataclass
+class SimulationConfig:
+    """Parameters of a simulated scene; with a seed they fix it completely."""
+
+    height: int = 512
+    width: int = 512
+    bands: tuple[str, ...] = LSST_BANDS
+    depth: str = "10yr"
+    """Coadd depth: ``"10yr"`` or ``"1yr"``."""
+    galaxy_density: float | None = None
+    """Galaxies per arcmin² brighter than the i-band depth (None: the depth's default)."""
+    star_density: float = 8.0
+    """Stars per arcmin² brighter than the i-band depth."""
+    psf_model: str = "kolmogorov"
+    """``"kolmogorov"`` or ``"moffat"``."""
+    psf_fwhm_range: tuple[float, float] = (0.5, 1.1)
+    """Range of the r-band PSF FWHM (arcsec) drawn per scene."""
+    psf_shear_sigma: float = 0.02
+    """Scatter of the per-band PSF reduced shear."""
+    psf_size: int = 31
+    """Odd side of the PSF images (pixels)."""
+    read_noise_fraction: float = 0.05
+    pixel_scale: float = PIXEL_SCALE
+
+    def __post_init__(self) -> None:
+        self.bands = parse_bands(self.bands)
+        if self.height <= 0 or self.width <= 0:
+            raise ValueError(f"Scene size must be positive, not {self.height}x{self.width}.")
+        if self.depth not in DEFAULT_GALAXY_DENSITY:
+            raise ValueError(f"Unknown depth {self.depth!r}; choose 10yr or 1yr.")
+        if self.galaxy_density is not None and self.galaxy_density < 0:
+            raise ValueError(f"galaxy_density must be >= 0, not {self.galaxy_density}.")
+        if self.star_density < 0:
+            raise ValueError(f"star_density must be >= 0, not {self.star_density}.")
+        lo, hi = self.psf_fwhm_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"psf_fwhm_range must satisfy 0 < min <= max, not {self.psf_fwhm_range}.")
+        if self.psf_size < 3 or self.psf_size % 2 == 0:
+            raise ValueError(f"psf_size must be odd and >= 3, not {self.psf_size}.")
+
+
+def simulate_scene(seed: int, config: SimulationConfig | None = None) -> Scene:
+    """Simulate a scene.
+
+    Parameters
+    ----------
+    seed : `int`
+        Random seed; the same seed and config give the same scene.
+    config : `SimulationConfig`, optional
+        Scene parameters.
+
+    Returns
+    -------
+    scene : `lsst.meas.extensions.residual.scene.Scene`
+        Image in nJy with variance, PSFs, and truth.
+    """
+    config = SimulationConfig() if config is None else config
+    rng = np.random.default_rng(seed)
+    bands = config.bands
+    shape = (config.height, config.width)
+
+    fwhm_r = rng.uniform(*config.psf_fwhm_range)
+    psf_shear = rng.normal(0.0, config.psf_shear_sigma, size=(len(bands), 2))
+    psf = make_psfs(bands, fwhm_r, config.psf_size, config.pixel_scale, config.psf_model, psf_shear)
+
+    density = DEFAULT_GALAXY_DENSITY[config.depth] if config.galaxy_density is None else config.galaxy_density
+    population = draw_population(
+        rng,
+        shape,
+        bands,
+        config.pixel_scale,
+        PopulationConfig(galaxy_density=density, star_density=config.star_density, depth=config.depth),
+    )
+    reference = bands.index("i") if "i" in bands else len(bands) // 2
+    rendered = render_sources(population, psf, config.pixel_scale, reference)
+
+    truth_table = Table()
+    truth_table["id"] = np.arange(1, len(population) + 1, dtype=np.int64)
+    truth_table["x"] = np.asarray(population["x"], dtype=np.float64)
+    truth_table["y"] = np.asarray(population["y"], dtype=np.float64)
+    truth_table["class"] = population["class"]
+    truth_table["flux"] = np.asarray(population["flux"], dtype=np.float64).reshape(len(population), len(bands))
+    truth_table["mag"] = flux_to_mag(truth_table["flux"])
+    truth_table["hlr"] = [r.hlr for r in rendered]
+    truth_table["e1"] = [r.e1 for r in rendered]
+    truth_table["e2"] = [r.e2 for r in rendered]
+    truth_table["redshift"] = population["redshift"]
+    truth_table["bulge_fraction"] = population["bulge_fraction"]
+    truth_table["stamp_x0"] = np.array([r.x0 for r in rendered], dtype=np.int32)
+    truth_table["stamp_y0"] = np.array([r.y0 for r in rendered], dtype=np.int32)
+    truth_table["stamp_height"] = np.array([r.stamp.shape[1] for r in rendered], dtype=np.int32)
+    truth_table["stamp_width"] = np.array([r.stamp.shape[2] for r in rendered], dtype=np.int32)
+    truth_table["flux"].unit = "nJy"
+    truth_table["hlr"].unit = "arcsec"
+    truth = Truth(truth_table, [r.stamp.astype(np.float32) for r in rendered])
+
+    model = truth.render(shape).astype(np.float64)
+    noise = make_noise_model(bands, config.depth, config.pixel_scale, config.read_noise_fraction)
+    image = noise.add_noise(rng, model)
+    variance = noise.variance(model)
+
+    metadata = {
+        "PIXSCALE": config.pixel_scale,
+        "BUNIT": "nJy",
+        "ZEROPT": NJY_ZEROPOINT,
+        "SEED": int(seed),
+        "DEPTH": config.depth,
+        "PSFMODEL": config.psf_model,
+        "PSFFWHM": round(float(fwhm_r), 4),
+        "SIMULATD": True,
+    }
+    return Scene(
+        image=image, variance=variance, psf=psf.image, bands=bands, truth=truth, metadata=metadata
+    )
