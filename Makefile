@@ -7,10 +7,11 @@ SHELL := /bin/bash
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Python >= 3.12: first on PATH, then under pyenv.
+# Python >= 3.12: the first candidate that runs and is new enough (pyenv
+# shims exist for versions that are not selected, so each one is tried).
 PYTHON ?= $(shell for p in python3.12 python3.13 \
 	$$HOME/.pyenv/versions/3.12*/bin/python3.12 $$HOME/.pyenv/versions/3.13*/bin/python3.13; do \
-	command -v $$p >/dev/null 2>&1 && { command -v $$p; break; }; done)
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1 && { command -v $$p; break; }; done)
 PYTEST_WORKERS ?= 2
 DEMO_DIR ?= demo_output
 BENCH_DIR ?= bench_output

@@ -17,7 +17,7 @@ import sys
 from ..scene import SceneFormatError
 
 # Subcommand modules, in the order ``--help`` lists them.
-_SUBCOMMANDS = ("simulate", "detect_peaks")
+_SUBCOMMANDS = ("simulate", "detect_peaks", "demo")
 
 
 class CommandError(Exception):

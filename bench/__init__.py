@@ -1,0 +1,7 @@
+"""Benchmarks (``make bench`` / ``python -m bench``).
+
+Each module here with a ``run(out_dir: pathlib.Path, quick: bool) -> dict``
+function is one benchmark: it measures speed or quality against baselines
+measured in the same run, prints a short report, writes JSON (and PNG plots)
+under ``out_dir``, and returns its summary.
+"""
