@@ -35,8 +35,6 @@ def main(args: argparse.Namespace) -> None:
     from ..simulation import SimulationConfig, simulate_scene
     from .main import CommandError
 
-    if os.path.exists(args.out) and not args.overwrite:
-        raise CommandError(f"{args.out} exists; pass --overwrite to replace it.")
     config = SimulationConfig(
         height=args.size,
         width=args.size,
@@ -46,6 +44,8 @@ def main(args: argparse.Namespace) -> None:
         star_density=args.star_density,
         psf_model=args.psf_model,
     )
+    if os.path.exists(args.out) and not args.overwrite:
+        raise CommandError(f"{args.out} exists; pass --overwrite to replace it.")
     scene = simulate_scene(args.seed, config)
     write_scene(scene, args.out, overwrite=args.overwrite)
     n_stars = int(scene.truth.is_star.sum())

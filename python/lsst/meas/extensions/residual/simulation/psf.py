@@ -32,12 +32,15 @@ class ScenePsf:
         it gives the observed galaxy without counting the pixel twice.
     fwhm : `numpy.ndarray`
         (nbands,) FWHM in arcsec.
+    fwhm_r : `float`
+        FWHM (arcsec) at the r-band wavelength, which sets the others.
     """
 
     profiles: list
     image: np.ndarray
     sampled: np.ndarray
     fwhm: np.ndarray
+    fwhm_r: float
 
     def point_source(self, band_index: int, offset: tuple[float, float], pixel_scale: float) -> np.ndarray:
         """Unit-flux (K, K) image of a point source offset by (dx, dy) pixels from the centre."""
@@ -97,4 +100,4 @@ def make_psfs(
         images.append(image / image.sum())
         sampled.append(point / point.sum())
         fwhms.append(fwhm)
-    return ScenePsf(profiles, np.array(images), np.array(sampled), np.array(fwhms))
+    return ScenePsf(profiles, np.array(images), np.array(sampled), np.array(fwhms), float(fwhm_r))

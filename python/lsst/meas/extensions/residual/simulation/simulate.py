@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["SimulationConfig", "simulate_scene", "DEFAULT_GALAXY_DENSITY"]
+__all__ = ["SimulationConfig", "simulate_scene", "draw_psf_and_population", "DEFAULT_GALAXY_DENSITY"]
 
 import dataclasses
 
@@ -14,7 +14,7 @@ from ..scene import Scene
 from ..truth import Truth
 from .noise import make_noise_model
 from .population import PopulationConfig, draw_population
-from .psf import make_psfs
+from .psf import ScenePsf, make_psfs
 from .render import render_sources
 from .survey import NJY_ZEROPOINT, PIXEL_SCALE, flux_to_mag
 
@@ -63,6 +63,22 @@ class SimulationConfig:
             raise ValueError(f"psf_size must be odd and >= 3, not {self.psf_size}.")
 
 
+def draw_psf_and_population(rng: np.random.Generator, config: SimulationConfig) -> tuple[ScenePsf, Table]:
+    """Draw a scene's PSFs and its source population (the first draws of `simulate_scene`)."""
+    fwhm_r = rng.uniform(*config.psf_fwhm_range)
+    psf_shear = rng.normal(0.0, config.psf_shear_sigma, size=(len(config.bands), 2))
+    psf = make_psfs(config.bands, fwhm_r, config.psf_size, config.pixel_scale, config.psf_model, psf_shear)
+    density = DEFAULT_GALAXY_DENSITY[config.depth] if config.galaxy_density is None else config.galaxy_density
+    population = draw_population(
+        rng,
+        (config.height, config.width),
+        config.bands,
+        config.pixel_scale,
+        PopulationConfig(galaxy_density=density, star_density=config.star_density, depth=config.depth),
+    )
+    return psf, population
+
+
 def simulate_scene(seed: int, config: SimulationConfig | None = None) -> Scene:
     """Simulate a scene.
 
@@ -82,19 +98,7 @@ def simulate_scene(seed: int, config: SimulationConfig | None = None) -> Scene:
     rng = np.random.default_rng(seed)
     bands = config.bands
     shape = (config.height, config.width)
-
-    fwhm_r = rng.uniform(*config.psf_fwhm_range)
-    psf_shear = rng.normal(0.0, config.psf_shear_sigma, size=(len(bands), 2))
-    psf = make_psfs(bands, fwhm_r, config.psf_size, config.pixel_scale, config.psf_model, psf_shear)
-
-    density = DEFAULT_GALAXY_DENSITY[config.depth] if config.galaxy_density is None else config.galaxy_density
-    population = draw_population(
-        rng,
-        shape,
-        bands,
-        config.pixel_scale,
-        PopulationConfig(galaxy_density=density, star_density=config.star_density, depth=config.depth),
-    )
+    psf, population = draw_psf_and_population(rng, config)
     reference = bands.index("i") if "i" in bands else len(bands) // 2
     rendered = render_sources(population, psf, config.pixel_scale, reference)
 
@@ -130,7 +134,7 @@ def simulate_scene(seed: int, config: SimulationConfig | None = None) -> Scene:
         "SEED": int(seed),
         "DEPTH": config.depth,
         "PSFMODEL": config.psf_model,
-        "PSFFWHM": round(float(fwhm_r), 4),
+        "PSFFWHM": round(psf.fwhm_r, 4),
         "SIMULATD": True,
     }
     return Scene(
