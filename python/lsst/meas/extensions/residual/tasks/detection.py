@@ -1,0 +1,150 @@
+"""First-pass detection as a PipelineTask (embedded default).
+
+Stands in for DRP's ``detectCoaddPeaks`` + ``mergeObjectDetection`` pair when
+the chain runs from PyPI packages alone: it reads every band's ``deep_coadd``
+of a patch and runs `lsst.meas.extensions.residual.detection.detect_peaks`
+on the multi-band detection image.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FirstPassDetectionConnections",
+    "FirstPassDetectionConfig",
+    "FirstPassDetectionTask",
+]
+
+from collections.abc import Mapping
+from typing import Any
+
+import lsst.pex.config as pexConfig
+import lsst.pipe.base as pipeBase
+import lsst.pipe.base.connectionTypes as cT
+
+from ..detection import DetectionConfig, detect_peaks
+from .catalogs import detections_to_catalog, label_image
+from .coadds import DEFAULT_BAD_MASK_PLANES, EmptyPatchError, assemble_patch, read_coadd_plane
+from .datasets import BAND_PATCH_DIMENSIONS, PATCH_DIMENSIONS
+from .validation import validate_band_list
+
+
+class FirstPassDetectionConnections(pipeBase.PipelineTaskConnections, dimensions=PATCH_DIMENSIONS):
+    coadds = cT.Input(
+        doc="Coadd of the patch in each band.",
+        name="deep_coadd",
+        storageClass="CellCoadd",
+        dimensions=BAND_PATCH_DIMENSIONS,
+        multiple=True,
+    )
+    catalog = cT.Output(
+        doc="Detected peaks: id, footprint_id, x, y (tract pixels), ra, dec, significance, {band}_psf_flux.",
+        name="object_detection_merged",
+        storageClass="ArrowAstropy",
+        dimensions=PATCH_DIMENSIONS,
+    )
+    footprints = cT.Output(
+        doc="Footprint label image over the patch (int32, local footprint ids, 0 outside).",
+        name="object_detection_footprints",
+        storageClass="ImageV2",
+        dimensions=PATCH_DIMENSIONS,
+    )
+
+
+class FirstPassDetectionConfig(pipeBase.PipelineTaskConfig, pipelineConnections=FirstPassDetectionConnections):
+    threshold = pexConfig.Field[float](
+        doc="Detection threshold in sigma of the multi-band S/N image (LSST: 5).", default=5.0
+    )
+    growPsfSigma = pexConfig.Field[float](
+        doc="Footprints are grown by this many PSF sigma (LSST's nSigmaToGrow).", default=2.4
+    )
+    minPixels = pexConfig.Field[int](doc="Footprints with fewer pixels above threshold are dropped.", default=5)
+    minProminence = pexConfig.Field[float](
+        doc="A peak must rise this many sigma above its saddle to a brighter peak.", default=3.0
+    )
+    minContrast = pexConfig.Field[float](
+        doc="... and at least this fraction of its own height.", default=0.05
+    )
+    maxPeaksPerFootprint = pexConfig.Field[int](
+        doc="Keep at most this many (brightest) peaks per footprint (Scarlet's limit).", default=600
+    )
+    bands = pexConfig.ListField[str](
+        doc="Bands to detect on, in LSST order; empty: every band that has a coadd.", default=[]
+    )
+    badMaskPlanes = pexConfig.ListField[str](
+        doc="Mask planes marking pixels that are ignored.", default=list(DEFAULT_BAD_MASK_PLANES)
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        validate_band_list(self.bands, "bands", allow_empty=True)
+        self.detection_config()  # the core checks its own ranges
+
+    def detection_config(self) -> DetectionConfig:
+        return DetectionConfig(
+            threshold=self.threshold,
+            grow_psf_sigma=self.growPsfSigma,
+            min_pixels=self.minPixels,
+            min_prominence=self.minProminence,
+            min_contrast=self.minContrast,
+            max_peaks_per_footprint=self.maxPeaksPerFootprint,
+        )
+
+
+class FirstPassDetectionTask(pipeBase.PipelineTask):
+    """Detect footprints and peaks on all bands of a patch at once."""
+
+    ConfigClass = FirstPassDetectionConfig
+    _DefaultName = "firstPassDetection"
+    config: FirstPassDetectionConfig
+
+    def runQuantum(self, butlerQC, inputRefs, outputRefs) -> None:
+        coadds = {ref.dataId["band"]: butlerQC.get(ref) for ref in inputRefs.coadds}
+        data_id = butlerQC.quantum.dataId
+        outputs = self.run(coadds=coadds, tract=data_id["tract"], patch=data_id["patch"])
+        butlerQC.put(outputs, outputRefs)
+
+    def run(self, coadds: Mapping[str, Any], tract: int, patch: int) -> pipeBase.Struct:
+        """Detect peaks in one patch.
+
+        Parameters
+        ----------
+        coadds : mapping [`str`, `object`]
+            Coadd per band (``CellCoadd``, afw ``Exposure`` or `CoaddPlane`).
+        tract, patch : `int`
+            Where the patch is (for global ids).
+
+        Returns
+        -------
+        result : `lsst.pipe.base.Struct`
+            ``catalog`` (`astropy.table.Table`), ``footprints``
+            (`lsst.images.Image`), ``detections`` (core `Detections`, patch
+            pixels) and ``patch_images`` (`PatchImages`).
+
+        Raises
+        ------
+        lsst.pipe.base.NoWorkFound
+            If the patch has no usable pixel.
+        """
+        what = f"tract {tract} patch {patch}"
+        planes = {
+            band: read_coadd_plane(coadd, self.config.badMaskPlanes, f"{what} deep_coadd {band}")
+            for band, coadd in coadds.items()
+        }
+        try:
+            patch_images = assemble_patch(planes, self.config.bands or None, what=what)
+        except EmptyPatchError as err:
+            raise pipeBase.NoWorkFound(str(err)) from err
+        detections = detect_peaks(patch_images.scene, self.config.detection_config())
+        self.log.info(
+            "%s: %d peaks in %d footprints on bands %s.",
+            what,
+            len(detections.peaks),
+            int(detections.footprints.max(initial=0)),
+            "".join(patch_images.scene.bands),
+        )
+        return pipeBase.Struct(
+            catalog=detections_to_catalog(detections, patch_images, tract, patch),
+            footprints=label_image(detections.footprints, patch_images),
+            detections=detections,
+            patch_images=patch_images,
+        )
