@@ -1,3 +1,4 @@
-"""Evaluation against truth: matching, metrics, reports."""
+"""Evaluation against truth: matching, metrics, baselines, reports."""
 
 from .matching import *  # noqa: F401,F403
+from .metrics import *  # noqa: F401,F403

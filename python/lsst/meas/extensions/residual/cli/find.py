@@ -1,0 +1,121 @@
+"""``residual-detectron find``: run a model package on a scene file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+_log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "find",
+        help="find (missed) sources in a scene with a trained model package",
+        description=(
+            "Run the Mask R-CNN of a model package on a scene FITS file (tiled, any size). Residual-mode "
+            "packages need the first-pass model: give it with --first-pass-model, or it is computed here "
+            "with detect-peaks and the deblender. Writes OUT/sources.fits (catalogue + footprints), "
+            "OUT/sources.ecsv, OUT/overlay.png and OUT/summary.json."
+        ),
+    )
+    parser.add_argument("scene", help="scene FITS file")
+    parser.add_argument("--model", default=None,
+                        help="model package (.zip); default: the shipped residual-mode package")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--first-pass-model", default=None,
+                        help="FITS file with the first-pass model cube (extension MODEL, or the first image HDU)")
+    parser.add_argument("--score-threshold", type=float, default=None, help="default: the package's")
+    parser.add_argument("--tile-size", type=int, default=None, help="tile side, multiple of 32 (default: package's)")
+    parser.add_argument("--overlap", type=int, default=None, help="tile overlap in pixels (default: package's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="tiles per network call")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
+    parser.add_argument("--no-plot", action="store_true", help="skip overlay.png")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.set_defaults(handler=main)
+
+
+def _read_model_cube(path: str, shape: tuple[int, ...]):
+    import numpy as np
+    from astropy.io import fits
+
+    from ..scene import SceneFormatError
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"First-pass model file {path!r} does not exist.")
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            names = [hdu.name for hdu in hdul]
+            hdu = hdul["MODEL"] if "MODEL" in names else next((h for h in hdul if h.data is not None), None)
+            if hdu is None:
+                raise SceneFormatError(f"{path!r} has no image data.")
+            cube = np.array(hdu.data, dtype=np.float32)
+    except OSError as err:
+        raise SceneFormatError(f"{path!r} is not a readable FITS file: {err}") from err
+    if cube.shape != shape:
+        raise SceneFormatError(f"First-pass model in {path!r} has shape {cube.shape}; the scene's image is {shape}.")
+    return cube
+
+
+def main(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from ..network import Detector, default_model_path, read_model_metadata
+    from ..scene import read_scene
+    from .main import CommandError
+
+    out = Path(args.out)
+    outputs = [out / name for name in ("sources.fits", "sources.ecsv", "overlay.png", "summary.json")]
+    if any(p.exists() for p in outputs) and not args.overwrite:
+        raise CommandError(f"{out} already has outputs; pass --overwrite to replace them.")
+    package_path = args.model or default_model_path("residual")
+    metadata = read_model_metadata(package_path)
+    scene = read_scene(args.scene)
+    metadata.check_data(scene.bands, has_model=True)  # bands first: cheaper than deblending to find out
+    model_cube = None
+    if metadata.needs_model:
+        if args.first_pass_model:
+            model_cube = _read_model_cube(args.first_pass_model, scene.image.shape)
+        else:
+            from ..detection import detect_peaks
+            from ..training.scenes import first_pass_model
+
+            _log.info("No --first-pass-model: running first-pass detection and deblending.")
+            try:
+                model_cube = first_pass_model(scene, detect_peaks(scene))
+            except RuntimeError as err:
+                raise CommandError(str(err)) from None
+    out.mkdir(parents=True, exist_ok=True)
+    detector = Detector(package_path, device=args.device)
+    start = time.perf_counter()
+    detections = detector.find(
+        scene.image, scene.variance, scene.bands, model_cube, scene.mask,
+        tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
+        score_threshold=args.score_threshold, progress=True,
+    )
+    seconds = time.perf_counter() - start
+    detections.write(out / "sources.fits", overwrite=True)
+    detections.table.write(out / "sources.ecsv", overwrite=True)
+    if not args.no_plot:
+        from ..evaluation.plots import plot_overlay
+
+        residual = None if model_cube is None else np.where(scene.good, scene.image - model_cube, 0.0)
+        plot_overlay(scene.clean_image(), scene.bands, detections, out / "overlay.png", residual=residual,
+                     title=f"{metadata.name} on {os.path.basename(args.scene)}")
+    classes = list(detections.table["class"])
+    summary = {
+        "scene": os.path.abspath(args.scene),
+        "model": os.path.abspath(package_path),
+        "mode": metadata.mode,
+        "detections": len(detections),
+        "per_class": {name: classes.count(name) for name in metadata.classes},
+        "score_threshold": metadata.score_threshold if args.score_threshold is None else args.score_threshold,
+        "device": detector.device,
+        "network_seconds": round(seconds, 2),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))

@@ -1,0 +1,41 @@
+"""``residual-detectron train``: generate training data, train, write a model package."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+_log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train the Mask R-CNN detector and write a model package",
+        description=(
+            "Generate (or reuse) the cached simulated training and validation sets, train the Mask R-CNN, "
+            "validate after each epoch and write OUT/model.zip. An interrupted run resumes from "
+            "OUT/checkpoint.pt when started again with the same config."
+        ),
+    )
+    parser.add_argument("--config", required=True, help="training YAML file (see config/train_*.yaml)")
+    parser.add_argument("--out", required=True, help="output directory (checkpoints, history, model.zip)")
+    parser.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
+    parser.add_argument("--device", default=None, help="override the config's device (auto, cpu, cuda)")
+    parser.add_argument("--cache-dir", default=None, help="override the config's dataset cache directory")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    parser.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from ..training import load_train_config, train
+
+    config = load_train_config(args.config)
+    if args.device is not None:
+        config = dataclasses.replace(config, device=args.device)
+    if args.cache_dir is not None:
+        config = dataclasses.replace(config, cache_dir=args.cache_dir)
+    path = train(config, args.out, restart=args.restart, progress=not args.no_progress)
+    _log.info("Wrote model package %s", path)

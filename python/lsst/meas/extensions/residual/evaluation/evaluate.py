@@ -1,0 +1,287 @@
+"""Evaluate a model package on held-out simulated scenes, against baselines.
+
+Each scene (seeds ``seed`` ... ``seed + n_scenes - 1``, which must not be
+among the package's training or validation seeds) is simulated with the
+package's training settings, taken through the first pass (peaks, and the
+deblender in residual mode) and labelled exactly as training data are
+(`~lsst.meas.extensions.residual.training.scenes.prepare_scene`). The
+network then runs on the whole scene (tiled), and on the same input
+(residual in residual mode, image in image mode) so do the baselines: SEP at
+3σ and 5σ and photutils segmentation + deblending (`baselines`); in image
+mode also the first-pass peaks.
+
+Reported (``evaluation.json`` + PNGs), with the definitions of
+`~lsst.meas.extensions.residual.evaluation.metrics`:
+
+- precision, recall and F1 along a score grid, for all sources and per class
+  (``pr_curves.png``); star and galaxy precision at 80% recall;
+- the best recall at precision ≥ 90% and the ratio to SEP 5σ's recall;
+- figures at the package's score threshold, including the median mask IoU of
+  matched targets;
+- recall of the targets versus magnitude for every detector
+  (``recall_vs_mag.png``);
+- an overlay of the first scene (``example_overlay.png``).
+"""
+
+from __future__ import annotations
+
+__all__ = ["EvaluationConfig", "evaluate_package", "check_held_out"]
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..detection import DetectionConfig
+from ..network.inference import Detector
+from ..network.package import ModelPackage, load_model_package
+from ..simulation import SimulationConfig
+from ..training.labels import LabelConfig
+from ..training.scenes import prepare_scene
+from .baselines import chi_image, photutils_detect, sep_detect
+from .metrics import (
+    DEFAULT_THRESHOLDS,
+    CurveCounts,
+    TruthSet,
+    binned_recall,
+    count_curve,
+    curve_metrics,
+    mask_iou,
+    matched_targets,
+    precision_at_recall,
+    recall_at_precision,
+)
+
+
+@dataclasses.dataclass
+class EvaluationConfig:
+    """What to evaluate on."""
+
+    n_scenes: int = 20
+    seed: int = 1_000_000
+    """Scenes have seeds ``seed`` ... ``seed + n_scenes - 1``."""
+    scene_size: int = 512
+    match_radius: float = 3.0
+    score_threshold: float | None = None
+    """Operating threshold (default: the package's)."""
+    mag_edges: tuple[float, ...] = tuple(np.round(np.arange(20.0, 28.01, 0.5), 2))
+    baselines: bool = True
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.n_scenes < 1:
+            raise ValueError(f"n_scenes must be >= 1, not {self.n_scenes}.")
+        if self.scene_size < 32:
+            raise ValueError(f"scene_size must be >= 32, not {self.scene_size}.")
+
+
+def check_held_out(package: ModelPackage, seed: int, n_scenes: int) -> None:
+    """Refuse scene seeds the package was trained or validated on.
+
+    Raises
+    ------
+    ValueError
+        If the seed ranges overlap.
+    """
+    provenance = package.metadata.provenance
+    wanted = range(seed, seed + n_scenes)
+    for key in ("training_dataset", "validation_dataset"):
+        seeds = provenance.get(key, {}).get("seeds")
+        if seeds and max(seeds[0], wanted.start) <= min(seeds[1], wanted.stop - 1):
+            raise ValueError(
+                f"Evaluation seeds {wanted.start}..{wanted.stop - 1} overlap the package's {key.replace('_', ' ')} "
+                f"seeds {seeds[0]}..{seeds[1]}; choose scenes the model never saw (another --seed)."
+            )
+
+
+def _settings(package: ModelPackage, config: EvaluationConfig):
+    dataset = package.metadata.training.get("dataset", {})
+    meta = package.metadata
+    simulation = SimulationConfig(
+        height=config.scene_size,
+        width=config.scene_size,
+        bands=meta.bands,
+        depth=dataset.get("depth", "10yr"),
+        galaxy_density=dataset.get("galaxy_density"),
+        star_density=dataset.get("star_density", 8.0),
+        psf_model=dataset.get("psf_model", "kolmogorov"),
+    )
+    labels = LabelConfig(**{**dataset.get("labels", {}), "mode": meta.mode})
+    detection = DetectionConfig(**dataset.get("detection", {}))
+    return simulation, labels, detection, dataset.get("deblend", {})
+
+
+def _point(counts: CurveCounts) -> dict[str, Any]:
+    curves = curve_metrics(counts)
+    return {
+        "recall": float(curves["recall"][0]),
+        "precision": float(curves["precision"][0]),
+        "f1": float(curves["f1"][0]),
+        "n_detections": int(counts.n_detections[0]),
+        "n_matched_targets": int(counts.matched_targets[0]),
+    }
+
+
+def evaluate_package(
+    package: ModelPackage | str,
+    config: EvaluationConfig,
+    out_dir: str | Path,
+    progress: bool = True,
+    deblender=None,
+) -> dict[str, Any]:
+    """Evaluate ``package`` (see module docstring); returns the summary written to ``evaluation.json``."""
+    from tqdm import tqdm
+
+    from .plots import plot_overlay, plot_pr_curves, plot_recall_vs_magnitude
+
+    package = package if isinstance(package, ModelPackage) else load_model_package(package)
+    meta = package.metadata
+    check_held_out(package, config.seed, config.n_scenes)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    detector = Detector(package, device=config.device)
+    simulation, label_config, detection_config, deblend_options = _settings(package, config)
+    operating = meta.score_threshold if config.score_threshold is None else float(config.score_threshold)
+    thresholds = np.union1d(DEFAULT_THRESHOLDS, [operating])
+    op_index = int(np.flatnonzero(np.isclose(thresholds, operating))[0])
+    classes = list(meta.classes)
+
+    total = CurveCounts.zeros(thresholds)
+    per_class = {c: CurveCounts.zeros(thresholds) for c in classes}
+    baseline_names = []
+    if config.baselines:
+        baseline_names = ["SEP 3σ", "SEP 5σ", "photutils 3σ + deblend"]
+        if meta.mode == "image":
+            baseline_names.append("first-pass peaks")
+    baseline_counts = {name: CurveCounts.zeros([0.0]) for name in baseline_names}
+    found = {"network": [], **{name: [] for name in baseline_names}}
+    target_mags, ious = [], []
+    n_sources = n_detected_first_pass = 0
+    timing = {"prepare": 0.0, "network": 0.0, "baselines": 0.0}
+    seeds = range(config.seed, config.seed + config.n_scenes)
+    for k, seed in enumerate(tqdm(seeds, desc="evaluate", unit="scene", disable=not progress)):
+        start = time.perf_counter()
+        prepared = prepare_scene(
+            seed, simulation, label_config, need_model=meta.needs_model, detection=detection_config,
+            deblend_options=deblend_options, deblender=deblender,
+        )
+        timing["prepare"] += time.perf_counter() - start
+        scene, labels = prepared.scene, prepared.labels
+        truth = TruthSet.from_sources(labels.sources, meta.mode)
+        n_sources += len(truth.xy)
+        n_detected_first_pass += int(np.sum(labels.sources["detected"]))
+
+        start = time.perf_counter()
+        detections = detector.find(
+            scene.image, scene.variance, scene.bands, prepared.model, scene.mask,
+            score_threshold=float(thresholds[0]),
+        )
+        timing["network"] += time.perf_counter() - start
+        xy, score = detections.xy, np.asarray(detections.table["score"], dtype=float)
+        det_class = np.asarray(detections.table["class_id"])
+        total = total + count_curve(truth, xy, score, config.match_radius, thresholds)
+        for c, name in enumerate(classes, start=1):
+            per_class[name] = per_class[name] + count_curve(
+                truth, xy, score, config.match_radius, thresholds, det_class, c
+            )
+        operating_detections = detections.above(operating)
+        hit, which = matched_targets(truth, operating_detections.xy, config.match_radius)
+        found["network"].append(hit)
+        target_mags.append(truth.mag[truth.target])
+        for target_row, det_index in enumerate(which):
+            if det_index >= 0:
+                ious.append(mask_iou(labels.footprints[target_row], operating_detections.footprints[det_index]))
+
+        if config.baselines:
+            start = time.perf_counter()
+            data = prepared.residual if meta.mode == "residual" else scene.clean_image()
+            usable = scene.good.any(axis=0)
+            chi = chi_image(data, scene.variance, scene.good)
+            positions = {
+                "SEP 3σ": sep_detect(chi, 3.0, usable),
+                "SEP 5σ": sep_detect(chi, 5.0, usable),
+                "photutils 3σ + deblend": photutils_detect(chi, scene.psf, 3.0, usable),
+            }
+            if meta.mode == "image":
+                positions["first-pass peaks"] = prepared.detections.xy
+            for name, positions_xy in positions.items():
+                baseline_counts[name] = baseline_counts[name] + count_curve(
+                    truth, positions_xy, None, config.match_radius, [0.0]
+                )
+                found[name].append(matched_targets(truth, positions_xy, config.match_radius)[0])
+            timing["baselines"] += time.perf_counter() - start
+
+        if k == 0:
+            plot_overlay(
+                scene.clean_image(), scene.bands, operating_detections, out / "example_overlay.png",
+                targets_xy=truth.xy[truth.target],
+                residual=prepared.residual if prepared.model is not None else None,
+                title=f"{meta.name} on held-out scene seed {seed} (score ≥ {operating:.2f})",
+            )
+
+    curves = curve_metrics(total)
+    class_curves = {name: curve_metrics(counts) for name, counts in per_class.items()}
+    best_recall, best_index = recall_at_precision(curves["precision"], curves["recall"], 0.9)
+    summary: dict[str, Any] = {
+        "model": meta.name,
+        "mode": meta.mode,
+        "recipe": meta.recipe,
+        "scenes": {"n": config.n_scenes, "seeds": [config.seed, config.seed + config.n_scenes - 1],
+                   "size": config.scene_size, "depth": simulation.depth},
+        "match_radius": config.match_radius,
+        "n_true_sources": n_sources,
+        "n_detected_by_first_pass": n_detected_first_pass,
+        "n_targets": int(total.n_targets),
+        "n_targets_per_class": {name: int(c.n_targets) for name, c in per_class.items()},
+        "operating_threshold": operating,
+        "network_at_operating_threshold": {
+            "recall": float(curves["recall"][op_index]),
+            "precision": float(curves["precision"][op_index]),
+            "f1": float(curves["f1"][op_index]),
+            "n_detections": int(total.n_detections[op_index]),
+            "median_mask_iou": float(np.median(ious)) if ious else None,
+            "mean_mask_iou": float(np.mean(ious)) if ious else None,
+            "per_class": {
+                name: {"recall": float(cc["recall"][op_index]), "precision": float(cc["precision"][op_index])}
+                for name, cc in class_curves.items()
+            },
+        },
+        "network_recall_at_precision_0.9": best_recall,
+        "network_threshold_at_precision_0.9": None if best_index is None else float(thresholds[best_index]),
+        "network_best_f1": float(np.nanmax(curves["f1"])),
+        "precision_at_80_recall": {
+            name: precision_at_recall(cc["precision"], cc["recall"], 0.8) for name, cc in class_curves.items()
+        },
+        "max_recall_per_class": {name: float(np.nanmax(cc["recall"])) for name, cc in class_curves.items()},
+        "baselines": {name: _point(counts) for name, counts in baseline_counts.items()},
+        "seconds": {k: round(v, 2) for k, v in timing.items()},
+        "curves": {
+            "all": {k: [float(v) for v in values] for k, values in curves.items()},
+            **{name: {k: [float(v) for v in values] for k, values in cc.items()} for name, cc in class_curves.items()},
+        },
+    }
+    if "SEP 5σ" in summary["baselines"]:
+        sep5 = summary["baselines"]["SEP 5σ"]["recall"]
+        summary["recall_ratio_to_sep5_at_precision_0.9"] = best_recall / sep5 if sep5 > 0 else None
+    mags = np.concatenate(target_mags) if target_mags else np.zeros(0)
+    edges = np.asarray(config.mag_edges)
+    summary["recall_vs_magnitude"] = {
+        name: binned_recall(mags, np.concatenate(hits) if hits else np.zeros(0, bool), edges)
+        for name, hits in found.items()
+    }
+
+    (out / "evaluation.json").write_text(json.dumps(summary, indent=2))
+    plot_pr_curves(
+        {"all": summary["curves"]["all"], **{name: summary["curves"][name] for name in classes}},
+        summary["baselines"],
+        out / "pr_curves.png",
+        title=f"{meta.name}: {config.n_scenes} held-out {config.scene_size}² scenes",
+    )
+    plot_recall_vs_magnitude(
+        summary["recall_vs_magnitude"], out / "recall_vs_mag.png",
+        title=f"{meta.name}: recall of {'missed ' if meta.mode == 'residual' else ''}sources (targets)",
+    )
+    return summary

@@ -1,0 +1,421 @@
+"""Tiled inference: run a model package on images of any size.
+
+The image is cut into square tiles of ``tile_size`` pixels overlapping by
+``overlap`` (the last row and column of tiles are shifted back to end at the
+image edge; an image smaller than a tile is zero-padded, the padding being
+marked bad). Channels are made per tile from the full image's band noise, so
+a tile's input is exactly the corresponding cut-out of the whole image's
+channels. Tiles go through the network in batches; each detection's 28×28
+mask is resampled onto its box in image pixels.
+
+The same source can be found in two overlapping tiles, whole in one and cut
+by the border of the other. Duplicates are merged greedily: detections whose
+box does not touch an inner tile border come first, then by decreasing score;
+a detection is dropped if a kept one from another tile, of the same class,
+covers at least ``merge_ios`` of the smaller mask (intersection over
+smaller). Detections from the same tile are never merged here: the network's
+own non-maximum suppression already handled them, and overlapping blended
+sources must survive.
+
+Memory: besides the caller's arrays, one batch of tiles (channels, network
+activations) and the footprints found so far; nothing image-sized is copied.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Detector", "find_sources", "find_sources_in_scene", "tile_starts", "select_device"]
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from astropy.table import Table
+from scipy import ndimage
+
+from .footprints import Footprint, SourceDetections, mask_overlap
+from .package import ModelPackage, ModelPackageError, load_model_package
+from .recipes import band_noise, make_channels
+
+# Mask probability above which a pixel belongs to a source (torchvision's choice).
+_MASK_THRESHOLD = 0.5
+# A box within this many pixels of an inner tile border counts as cut by it.
+_BORDER_MARGIN = 1.0
+
+
+def select_device(device: str = "auto") -> str:
+    """``"cuda"`` if ``device`` is ``"auto"`` and a GPU is available, else ``"cpu"``; else ``device``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"Device {device!r} requested but CUDA is not available.")
+    return device
+
+
+def tile_starts(length: int, tile_size: int, overlap: int) -> list[int]:
+    """Start offsets of tiles covering ``length`` pixels with at least ``overlap`` shared."""
+    if tile_size <= 0 or not 0 <= overlap < tile_size:
+        raise ValueError(f"Need tile_size > 0 and 0 <= overlap < tile_size; got {tile_size}, {overlap}.")
+    if length <= tile_size:
+        return [0]
+    step = tile_size - overlap
+    starts = list(range(0, length - tile_size, step))
+    starts.append(length - tile_size)
+    return starts
+
+
+def _paste_mask(prob: np.ndarray, box: np.ndarray, shape: tuple[int, int]) -> tuple[Footprint, np.ndarray]:
+    """Resample an M×M mask probability onto the pixels of its box (tile coordinates).
+
+    torchvision builds mask targets with ``roi_align(aligned=False)``: bin j
+    of a box starting at x0 with width w samples coordinate x0 + (j + ½)·w/M,
+    where pixel i sits at coordinate i. The inverse maps pixel i to bin
+    (i - x0)·M/w - ½; the probability there is interpolated bilinearly.
+    """
+    size = prob.shape[-1]
+    x0, y0, x1, y1 = (float(v) for v in box)
+    ia, ib = max(int(np.floor(x0)), 0), min(int(np.ceil(x1)), shape[1])
+    ja, jb = max(int(np.floor(y0)), 0), min(int(np.ceil(y1)), shape[0])
+    ib, jb = max(ib, ia + 1), max(jb, ja + 1)
+    cols = (np.arange(ia, ib) - x0) * size / max(x1 - x0, 1e-3) - 0.5
+    rows = (np.arange(ja, jb) - y0) * size / max(y1 - y0, 1e-3) - 0.5
+    grid_r, grid_c = np.meshgrid(rows, cols, indexing="ij")
+    values = ndimage.map_coordinates(prob, [grid_r, grid_c], order=1, mode="nearest")
+    return Footprint(ja, ia, values >= _MASK_THRESHOLD), values
+
+
+class Detector:
+    """A model package ready to run on images.
+
+    Parameters
+    ----------
+    package : `ModelPackage` or path-like
+        The model package (loaded if a path).
+    device : `str`
+        ``"auto"`` (CUDA if available, else CPU), ``"cpu"`` or ``"cuda[:n]"``.
+    """
+
+    def __init__(self, package: ModelPackage | str | os.PathLike, device: str = "auto", model=None):
+        self.package = package if isinstance(package, ModelPackage) else load_model_package(package)
+        self.metadata = self.package.metadata
+        self.device = select_device(device)
+        # ``model``: a live torchvision model to use instead of building one
+        # from the package's weights (validation during training).
+        self.model = self.package.build(self.device) if model is None else model
+        import torch
+
+        self._mean = torch.tensor(self.metadata.channel_mean, dtype=torch.float32, device=self.device)[:, None, None]
+        self._std = torch.tensor(self.metadata.channel_std, dtype=torch.float32, device=self.device)[:, None, None]
+
+    def _run_batch(self, tiles: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """Network outputs (tile coordinates) for a batch of equal-size channel tiles."""
+        import torch
+        from torchvision.models.detection.image_list import ImageList
+
+        with torch.inference_mode():
+            batch = torch.from_numpy(np.stack(tiles)).to(self.device)
+            batch = (batch - self._mean) / self._std
+            size = batch.shape[-1]
+            images = ImageList(batch, [(size, size)] * len(tiles))
+            with torch.autocast(device_type="cuda", enabled=self.device.startswith("cuda")):
+                features = self.model.backbone(images.tensors)
+                proposals, _ = self.model.rpn(images, features)
+                outputs, _ = self.model.roi_heads(features, proposals, images.image_sizes)
+        return [
+            {
+                "boxes": out["boxes"].float().cpu().numpy(),
+                "labels": out["labels"].cpu().numpy(),
+                "scores": out["scores"].float().cpu().numpy(),
+                "masks": out["masks"][:, 0].float().cpu().numpy(),
+            }
+            for out in outputs
+        ]
+
+    def find(
+        self,
+        image: np.ndarray,
+        variance: np.ndarray,
+        bands: Sequence[str],
+        model: np.ndarray | None = None,
+        mask: np.ndarray | None = None,
+        *,
+        tile_size: int | None = None,
+        overlap: int | None = None,
+        batch_size: int | None = None,
+        score_threshold: float | None = None,
+        merge_ios: float | None = None,
+        progress: bool = False,
+    ) -> SourceDetections:
+        """Find sources in an image.
+
+        Parameters
+        ----------
+        image, variance : `numpy.ndarray`
+            (nbands, H, W) image and variance in ``bands``' order; bands the
+            package does not use are ignored.
+        bands : sequence of `str`
+            Bands of the planes.
+        model : `numpy.ndarray`, optional
+            (nbands, H, W) first-pass (Scarlet) model; required by packages
+            whose recipe has ``residual`` or ``model`` channels.
+        mask : `numpy.ndarray`, optional
+            (nbands, H, W) integer mask, nonzero = bad pixel.
+        tile_size, overlap : `int`, optional
+            Tile side (multiple of 32) and overlap; default: the package's.
+        batch_size : `int`, optional
+            Tiles per network call (default 4 on CPU, 16 on GPU); memory
+            grows with it.
+        score_threshold : `float`, optional
+            Keep detections scoring at least this (default: the package's).
+        merge_ios : `float`, optional
+            Intersection-over-smaller above which detections from different
+            tiles are duplicates (default: the package's).
+        progress : `bool`
+            Show a progress bar over batches.
+
+        Returns
+        -------
+        detections : `SourceDetections`
+
+        Raises
+        ------
+        ModelPackageError
+            If bands or model cube do not fit the package.
+        ValueError
+            If arrays have inconsistent shapes or no usable pixel.
+        """
+        meta = self.metadata
+        image = np.asarray(image)
+        variance = np.asarray(variance)
+        if image.ndim != 3:
+            raise ValueError(f"image must be (nbands, H, W), not shape {image.shape}.")
+        if len(bands) != image.shape[0]:
+            raise ModelPackageError(f"image has {image.shape[0]} planes but {len(bands)} bands were named.")
+        for name, array in (("variance", variance), ("model", model), ("mask", mask)):
+            if array is not None and np.shape(array) != image.shape:
+                raise ValueError(f"{name} shape {np.shape(array)} differs from image shape {image.shape}.")
+        index = meta.check_data(tuple(bands), model is not None)
+        tile_size = meta.tile_size if tile_size is None else int(tile_size)
+        overlap = meta.tile_overlap if overlap is None else int(overlap)
+        threshold = meta.score_threshold if score_threshold is None else float(score_threshold)
+        merge_ios = meta.merge_ios if merge_ios is None else float(merge_ios)
+        if batch_size is None:
+            batch_size = 16 if self.device.startswith("cuda") else 4
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, not {batch_size}.")
+
+        height, width = image.shape[1:]
+        # Band noise over the whole image, one band at a time (no image-sized copies).
+        noise = np.empty(len(index))
+        for out, band in enumerate(index):
+            var = np.asarray(variance[band])
+            good = np.isfinite(var) & (var > 0) & np.isfinite(np.asarray(image[band]))
+            if mask is not None:
+                good &= np.asarray(mask[band]) == 0
+            noise[out] = band_noise(var[None], good[None])[0]
+
+        def make_tile(y0, x0):
+            return self._tile_channels(image, variance, model, mask, index, noise, y0, x0, tile_size)
+
+        return self._find_tiles(make_tile, (height, width), tile_size, overlap, batch_size, threshold, merge_ios,
+                                progress)
+
+    def find_channels(
+        self,
+        channels: np.ndarray,
+        *,
+        tile_size: int | None = None,
+        overlap: int | None = None,
+        batch_size: int | None = None,
+        score_threshold: float | None = None,
+        merge_ios: float | None = None,
+    ) -> SourceDetections:
+        """Like `find`, on channels already made by the package's recipe ((C, H, W) array)."""
+        meta = self.metadata
+        if channels.ndim != 3 or channels.shape[0] != len(meta.channels):
+            raise ModelPackageError(
+                f"Package {meta.name!r} takes {len(meta.channels)} channels; got an array of shape {channels.shape}."
+            )
+        tile_size = meta.tile_size if tile_size is None else int(tile_size)
+        height, width = channels.shape[1:]
+
+        def make_tile(y0, x0):
+            tile = np.zeros((channels.shape[0], tile_size, tile_size), dtype=np.float32)
+            cut = np.asarray(channels[:, y0 : y0 + tile_size, x0 : x0 + tile_size], dtype=np.float32)
+            tile[:, : cut.shape[1], : cut.shape[2]] = cut
+            return tile
+
+        return self._find_tiles(
+            make_tile,
+            (height, width),
+            tile_size,
+            meta.tile_overlap if overlap is None else int(overlap),
+            batch_size or (16 if self.device.startswith("cuda") else 4),
+            meta.score_threshold if score_threshold is None else float(score_threshold),
+            meta.merge_ios if merge_ios is None else float(merge_ios),
+            False,
+        )
+
+    def _find_tiles(self, make_tile, shape, tile_size, overlap, batch_size, threshold, merge_ios, progress):
+        if tile_size % 32:
+            raise ValueError(f"tile_size must be a multiple of 32 (the network's stride), not {tile_size}.")
+        height, width = shape
+        tiles = [(y0, x0) for y0 in tile_starts(height, tile_size, overlap) for x0 in tile_starts(width, tile_size, overlap)]
+        candidates: list[tuple[dict, Footprint]] = []
+        batches = range(0, len(tiles), batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            batches = tqdm(batches, desc="tiles", unit="batch", total=len(batches))
+        for start in batches:
+            chunk = tiles[start : start + batch_size]
+            outputs = self._run_batch([make_tile(y0, x0) for y0, x0 in chunk])
+            for tile_index, ((y0, x0), out) in enumerate(zip(chunk, outputs), start=start):
+                candidates.extend(self._to_image(out, tile_index, y0, x0, tile_size, (height, width), threshold))
+        kept = _merge_duplicates(candidates, merge_ios)
+        return _to_detections(kept, self.metadata, (height, width))
+
+    def _tile_channels(self, image, variance, model, mask, index, noise, y0, x0, size) -> np.ndarray:
+        height, width = image.shape[1:]
+        sy = slice(y0, min(y0 + size, height))
+        sx = slice(x0, min(x0 + size, width))
+
+        def cut(array):
+            return None if array is None else np.asarray(array[index, sy, sx], dtype=np.float32)
+
+        img, var, mod = cut(image), cut(variance), cut(model)
+        with np.errstate(invalid="ignore"):
+            good = np.isfinite(img) & np.isfinite(var) & (var > 0)
+        if mask is not None:
+            good &= np.asarray(mask[index, sy, sx]) == 0
+        channels = make_channels(self.metadata.recipe, img, var, mod, good, noise, self.metadata.normalisation)
+        if channels.shape[1:] != (size, size):
+            padded = np.zeros((channels.shape[0], size, size), dtype=np.float32)
+            padded[:, : channels.shape[1], : channels.shape[2]] = channels
+            channels = padded
+        return channels
+
+    def _to_image(self, out, tile_index, y0, x0, size, shape, threshold) -> list[tuple[dict, Footprint]]:
+        height, width = shape
+        tile_shape = (min(size, height - y0), min(size, width - x0))
+        found = []
+        for box, label, score, prob in zip(out["boxes"], out["labels"], out["scores"], out["masks"]):
+            if score < threshold:
+                continue
+            footprint, values = _paste_mask(prob, box, tile_shape)
+            truncated = (
+                (box[0] <= _BORDER_MARGIN and x0 > 0)
+                or (box[1] <= _BORDER_MARGIN and y0 > 0)
+                or (box[2] >= size - _BORDER_MARGIN and x0 + size < width)
+                or (box[3] >= size - _BORDER_MARGIN and y0 + size < height)
+            )
+            weights = np.where(footprint.mask, values, 0.0)
+            total = weights.sum()
+            if total > 0:
+                rows, cols = np.indices(weights.shape)
+                y = footprint.y0 + (weights * rows).sum() / total
+                x = footprint.x0 + (weights * cols).sum() / total
+            else:  # tiny or very faint: box centre, and its pixel as the footprint
+                x, y = 0.5 * (box[0] + box[2]) - 0.5, 0.5 * (box[1] + box[3]) - 0.5
+                cy = int(np.clip(round(y), 0, tile_shape[0] - 1))
+                cx = int(np.clip(round(x), 0, tile_shape[1] - 1))
+                footprint = Footprint(cy, cx, np.ones((1, 1), dtype=bool))
+            footprint = Footprint(footprint.y0 + y0, footprint.x0 + x0, footprint.mask)
+            found.append((
+                {
+                    "x": float(x + x0),
+                    "y": float(y + y0),
+                    "class_id": int(label),
+                    "score": float(score),
+                    "bbox_x0": float(box[0] + x0 - 0.5),
+                    "bbox_y0": float(box[1] + y0 - 0.5),
+                    "bbox_x1": float(box[2] + x0 - 0.5),
+                    "bbox_y1": float(box[3] + y0 - 0.5),
+                    "tile": tile_index,
+                    "truncated": bool(truncated),
+                },
+                footprint,
+            ))
+        return found
+
+
+def _merge_duplicates(candidates: list[tuple[dict, Footprint]], merge_ios: float) -> list[tuple[dict, Footprint]]:
+    """Drop detections duplicated in another tile (see module docstring)."""
+    order = sorted(range(len(candidates)), key=lambda i: (candidates[i][0]["truncated"], -candidates[i][0]["score"]))
+    kept: list[tuple[dict, Footprint]] = []
+    boxes = np.zeros((0, 4))
+    for i in order:
+        row, footprint = candidates[i]
+        h, w = footprint.mask.shape
+        box = np.array([footprint.y0, footprint.y0 + h, footprint.x0, footprint.x0 + w])
+        duplicate = False
+        if len(kept):
+            near = np.flatnonzero(
+                (boxes[:, 0] < box[1]) & (boxes[:, 1] > box[0]) & (boxes[:, 2] < box[3]) & (boxes[:, 3] > box[2])
+            )
+            for j in near:
+                other_row, other = kept[j]
+                if other_row["tile"] == row["tile"] or other_row["class_id"] != row["class_id"]:
+                    continue
+                smaller = max(min(footprint.area, other.area), 1)
+                if mask_overlap(footprint, other) / smaller >= merge_ios:
+                    duplicate = True
+                    break
+        if not duplicate:
+            kept.append((row, footprint))
+            boxes = np.vstack([boxes, box])
+    return kept
+
+
+def _to_detections(kept, meta, shape) -> SourceDetections:
+    kept = sorted(kept, key=lambda item: -item[0]["score"])
+    table = Table()
+    n = len(kept)
+    table["id"] = np.arange(1, n + 1, dtype=np.int64)
+    for column, dtype in (("x", np.float64), ("y", np.float64)):
+        table[column] = np.array([r[column] for r, _ in kept], dtype=dtype)
+    class_ids = np.array([r["class_id"] for r, _ in kept], dtype=np.int32)
+    table["class"] = np.array([meta.classes[c - 1] for c in class_ids], dtype="U16")
+    table["class_id"] = class_ids
+    table["score"] = np.array([r["score"] for r, _ in kept], dtype=np.float32)
+    for column in ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"):
+        table[column] = np.array([r[column] for r, _ in kept], dtype=np.float32)
+    table["area"] = np.array([fp.area for _, fp in kept], dtype=np.int32)
+    table["tile"] = np.array([r["tile"] for r, _ in kept], dtype=np.int32)
+    table["truncated"] = np.array([r["truncated"] for r, _ in kept], dtype=bool)
+    metadata = {"BANDS": ",".join(meta.bands), "MODEL": meta.name, "RECIPE": meta.recipe}
+    return SourceDetections(table, [fp for _, fp in kept], shape, metadata)
+
+
+def find_sources(
+    package: ModelPackage | str | os.PathLike,
+    image: np.ndarray,
+    variance: np.ndarray,
+    bands: Sequence[str],
+    model: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    *,
+    device: str = "auto",
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    batch_size: int | None = None,
+    score_threshold: float | None = None,
+    merge_ios: float | None = None,
+    progress: bool = False,
+) -> SourceDetections:
+    """Find sources with a model package (no files needed).
+
+    A one-call wrapper around `Detector`; to run one package on many images,
+    make a `Detector` once and call its `~Detector.find`. Parameters as there.
+    """
+    return Detector(package, device).find(
+        image, variance, bands, model, mask,
+        tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+        score_threshold=score_threshold, merge_ios=merge_ios, progress=progress,
+    )
+
+
+def find_sources_in_scene(detector: Detector, scene, model: np.ndarray | None = None, **kwargs) -> SourceDetections:
+    """`Detector.find` on a `~lsst.meas.extensions.residual.scene.Scene` (its mask included)."""
+    return detector.find(scene.image, scene.variance, scene.bands, model, scene.mask, **kwargs)

@@ -1,0 +1,458 @@
+"""Training sets: simulated scenes through the first pass, cached on disk.
+
+A dataset is fixed by its `DatasetConfig` (recipe, bands, scene size, label
+cuts, seeds...). Scene ``i`` is simulated with seed ``seed + i``; held-out
+sets use a different ``seed`` range. Generating a dataset writes, under
+``cache_dir/<name>-<hash>/`` (hash of the config):
+
+``config.json``
+    The dataset config (what the hash was computed from).
+``scene_NNNNNN.npy``
+    float16 (nchannels, H, W): the recipe's channels of scene NNNNNN.
+``scene_NNNNNN.npz``
+    Its labels: ``boxes`` (N, 4), ``class_ids`` (N,), footprint geometry
+    ``fp_y0``, ``fp_x0``, ``fp_height``, ``fp_width`` and ``fp_masks``
+    (concatenated flat), target truth (``x``, ``y``, ``mag``, ``snr``), every
+    true source (``src_x``, ``src_y``, ``src_class_id``, ``src_mag``,
+    ``src_snr``, ``src_detected``, ``src_target``: see `SceneLabels`) and
+    scene facts (``seed``, ``n_sources``, ``n_peaks``).
+``manifest.json``
+    Written when every scene is there: counts and per-channel statistics.
+
+Each scene file is written atomically, so an interrupted generation resumes
+where it stopped and a finished one is reused as is. Training samples random
+``stamp_size`` crops of the cached scenes (`StampSampler`), with flips,
+rot90 and noise augmentation.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DatasetConfig",
+    "AugmentConfig",
+    "SceneRecord",
+    "generate_dataset",
+    "dataset_dir",
+    "load_dataset",
+    "channel_statistics",
+    "StampSampler",
+]
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..bands import LSST_BANDS, parse_bands
+from ..detection import DetectionConfig
+from ..network.footprints import Footprint
+from ..network.recipes import ChannelNormalisation, channel_names, make_channels, recipe_needs_model
+from ..simulation import SimulationConfig
+from .labels import LabelConfig
+from .scenes import prepare_scene
+
+_log = logging.getLogger(__name__)
+_CACHE_FORMAT = 1
+
+
+@dataclasses.dataclass
+class DatasetConfig:
+    """Everything that fixes a generated dataset."""
+
+    name: str = "residual"
+    recipe: str = "residual+model"
+    bands: tuple[str, ...] = LSST_BANDS
+    n_scenes: int = 400
+    seed: int = 0
+    """Scene i has seed ``seed + i``."""
+    scene_size: int = 256
+    depth: str = "10yr"
+    galaxy_density: float | None = None
+    star_density: float = 8.0
+    psf_model: str = "kolmogorov"
+    labels: LabelConfig = dataclasses.field(default_factory=LabelConfig)
+    normalisation: ChannelNormalisation = dataclasses.field(default_factory=ChannelNormalisation)
+    detection: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """`DetectionConfig` fields for the first pass."""
+    deblend: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """``DeblendConfig`` fields for the first pass."""
+
+    def __post_init__(self) -> None:
+        self.bands = parse_bands(self.bands)
+        if isinstance(self.labels, dict):
+            self.labels = LabelConfig(**self.labels)
+        if isinstance(self.normalisation, dict):
+            self.normalisation = ChannelNormalisation.from_dict(self.normalisation)
+        channel_names(self.recipe, self.bands)  # validates the recipe
+        if self.n_scenes < 1 or self.scene_size < 32:
+            raise ValueError(f"Need n_scenes >= 1 and scene_size >= 32; got {self.n_scenes}, {self.scene_size}.")
+        if self.labels.mode == "residual" and not recipe_needs_model(self.recipe):
+            raise ValueError(f"Residual-mode labels need a residual or model channel; recipe is {self.recipe!r}.")
+
+    @property
+    def needs_model(self) -> bool:
+        return recipe_needs_model(self.recipe)
+
+    def simulation(self) -> SimulationConfig:
+        return SimulationConfig(
+            height=self.scene_size,
+            width=self.scene_size,
+            bands=self.bands,
+            depth=self.depth,
+            galaxy_density=self.galaxy_density,
+            star_density=self.star_density,
+            psf_model=self.psf_model,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["bands"] = list(self.bands)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DatasetConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown dataset config key(s): {', '.join(unknown)}.")
+        return cls(**data)
+
+    def digest(self) -> str:
+        text = json.dumps({"cache_format": _CACHE_FORMAT, **self.to_dict()}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+    """Training-time augmentation of stamps."""
+
+    flips: bool = True
+    rot90: bool = True
+    noise_sigma_max: float = 0.2
+    """Gaussian noise of σ uniform in [0, this] (channel units) is added."""
+
+    def __post_init__(self) -> None:
+        if self.noise_sigma_max < 0:
+            raise ValueError(f"noise_sigma_max must be >= 0, not {self.noise_sigma_max}.")
+
+
+def dataset_dir(config: DatasetConfig, cache_dir: str | os.PathLike) -> Path:
+    return Path(cache_dir) / f"{config.name}-{config.digest()}"
+
+
+def _scene_paths(directory: Path, index: int) -> tuple[Path, Path]:
+    return directory / f"scene_{index:06d}.npy", directory / f"scene_{index:06d}.npz"
+
+
+def _write_scene(directory: Path, index: int, config: DatasetConfig, deblender=None) -> dict[str, Any]:
+    seed = config.seed + index
+    prepared = prepare_scene(
+        seed,
+        config.simulation(),
+        config.labels,
+        need_model=config.needs_model,
+        detection=DetectionConfig(**config.detection),
+        deblend_options=config.deblend,
+        deblender=deblender,
+    )
+    scene = prepared.scene
+    channels = make_channels(
+        config.recipe, scene.image, scene.variance, prepared.model, scene.good, normalisation=config.normalisation
+    )
+    labels = prepared.labels
+    targets = labels.targets
+    fps = labels.footprints
+    arrays = {
+        "boxes": labels.boxes,
+        "class_ids": np.asarray(targets["class_id"], dtype=np.int64),
+        "fp_y0": np.array([f.y0 for f in fps], dtype=np.int32),
+        "fp_x0": np.array([f.x0 for f in fps], dtype=np.int32),
+        "fp_height": np.array([f.mask.shape[0] for f in fps], dtype=np.int32),
+        "fp_width": np.array([f.mask.shape[1] for f in fps], dtype=np.int32),
+        "fp_masks": np.concatenate([f.mask.ravel() for f in fps]) if fps else np.zeros(0, dtype=bool),
+        "x": np.asarray(targets["x"], dtype=np.float64),
+        "y": np.asarray(targets["y"], dtype=np.float64),
+        "mag": np.asarray(targets["mag"], dtype=np.float64),
+        "snr": np.asarray(targets["snr"], dtype=np.float64),
+        "src_x": np.asarray(labels.sources["x"], dtype=np.float64),
+        "src_y": np.asarray(labels.sources["y"], dtype=np.float64),
+        "src_class_id": np.asarray(labels.sources["class_id"], dtype=np.int64),
+        "src_mag": np.asarray(labels.sources["mag"], dtype=np.float64),
+        "src_snr": np.asarray(labels.sources["snr"], dtype=np.float64),
+        "src_detected": np.asarray(labels.sources["detected"], dtype=bool),
+        "src_target": np.asarray(labels.sources["target"], dtype=bool),
+        "seed": np.int64(seed),
+        "n_sources": np.int64(len(labels.sources)),
+        "n_peaks": np.int64(len(prepared.detections.peaks)),
+    }
+    channel_path, label_path = _scene_paths(directory, index)
+    # Write to temporary names, then rename: an interrupted run leaves no half file.
+    tmp_channels = channel_path.with_suffix(".tmp.npy")
+    np.save(tmp_channels, channels.astype(np.float16))
+    tmp_labels = label_path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp_labels, **arrays)
+    os.replace(tmp_labels, label_path)
+    os.replace(tmp_channels, channel_path)
+    return {"targets": len(fps), "sources": len(labels.sources), "peaks": len(prepared.detections.peaks)}
+
+
+def generate_dataset(
+    config: DatasetConfig,
+    cache_dir: str | os.PathLike,
+    progress: bool = True,
+    deblender=None,
+) -> Path:
+    """Generate (or finish, or reuse) the cached dataset of ``config``.
+
+    Parameters
+    ----------
+    config : `DatasetConfig`
+        What to generate.
+    cache_dir : path-like
+        Root of the cache; the dataset goes in `dataset_dir`.
+    progress : `bool`
+        Show a progress bar.
+    deblender : callable, optional
+        ``deblender(scene, detections) -> model`` replacing the project's
+        deblender (tests use simple stand-ins).
+
+    Returns
+    -------
+    directory : `pathlib.Path`
+        The dataset directory.
+    """
+    from tqdm import tqdm
+
+    directory = dataset_dir(config, cache_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    config_path = directory / "config.json"
+    text = json.dumps(config.to_dict(), indent=2, sort_keys=True)
+    if config_path.exists() and json.loads(config_path.read_text()) != json.loads(text):
+        raise ValueError(f"{config_path} describes a different dataset (hash collision or edited file).")
+    config_path.write_text(text)
+    manifest_path = directory / "manifest.json"
+    if manifest_path.exists():
+        return directory
+    missing = [i for i in range(config.n_scenes) if not all(p.exists() for p in _scene_paths(directory, i))]
+    if missing:
+        _log.info("Dataset %s: generating %d of %d scenes.", directory, len(missing), config.n_scenes)
+    for index in tqdm(missing, desc=f"dataset {config.name}", unit="scene", disable=not progress):
+        _write_scene(directory, index, config, deblender)
+    records = load_dataset(directory)
+    mean, std = channel_statistics(records)
+    manifest = {
+        "n_scenes": len(records),
+        "n_targets": int(sum(len(r.class_ids) for r in records)),
+        "n_targets_per_class": {
+            str(c): int(sum(int(np.sum(r.class_ids == c)) for r in records)) for c in (1, 2)
+        },
+        "channels": channel_names(config.recipe, config.bands),
+        "channel_mean": mean.tolist(),
+        "channel_std": std.tolist(),
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    return directory
+
+
+@dataclasses.dataclass
+class SceneRecord:
+    """One cached scene: channels (memory-mapped) and labels."""
+
+    channels: np.ndarray
+    boxes: np.ndarray
+    class_ids: np.ndarray
+    footprints: list[Footprint]
+    info: dict[str, np.ndarray]
+
+    def truth_set(self, mode: str):
+        """The scene's true sources for the metrics (`~..evaluation.metrics.TruthSet`)."""
+        from ..evaluation.metrics import TruthSet
+
+        detected = self.info["src_detected"].astype(bool)
+        return TruthSet(
+            xy=np.column_stack([self.info["src_x"], self.info["src_y"]]).reshape(-1, 2),
+            class_id=self.info["src_class_id"].astype(np.int64),
+            target=self.info["src_target"].astype(bool),
+            real=~detected if mode == "residual" else np.ones(len(detected), dtype=bool),
+            mag=self.info["src_mag"],
+        )
+
+
+def load_dataset(directory: str | os.PathLike, indices=None) -> list[SceneRecord]:
+    """Load cached scenes (channels memory-mapped).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the directory or a scene is missing.
+    ValueError
+        If a scene file is corrupt.
+    """
+    directory = Path(directory)
+    config_path = directory / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{directory} is not a dataset directory (no config.json).")
+    config = DatasetConfig.from_dict(json.loads(config_path.read_text()))
+    records = []
+    for index in range(config.n_scenes) if indices is None else indices:
+        channel_path, label_path = _scene_paths(directory, index)
+        if not channel_path.exists() or not label_path.exists():
+            raise FileNotFoundError(f"Dataset {directory} has no scene {index}; generate it first.")
+        try:
+            channels = np.load(channel_path, mmap_mode="r")
+            with np.load(label_path) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError, EOFError) as err:
+            raise ValueError(f"Corrupt dataset file for scene {index} in {directory}: {err}") from err
+        sizes = arrays["fp_height"].astype(np.int64) * arrays["fp_width"]
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        if offsets[-1] != arrays["fp_masks"].size:
+            raise ValueError(f"Corrupt labels for scene {index} in {directory}: mask sizes do not add up.")
+        footprints = [
+            Footprint(int(y0), int(x0), arrays["fp_masks"][offsets[i] : offsets[i + 1]].reshape(int(h), int(w)))
+            for i, (y0, x0, h, w) in enumerate(
+                zip(arrays["fp_y0"], arrays["fp_x0"], arrays["fp_height"], arrays["fp_width"])
+            )
+        ]
+        records.append(
+            SceneRecord(
+                channels=channels,
+                boxes=arrays["boxes"].astype(np.float32).reshape(-1, 4),
+                class_ids=arrays["class_ids"].astype(np.int64),
+                footprints=footprints,
+                info={k: v for k, v in arrays.items() if not k.startswith("fp_") and k not in ("boxes", "class_ids")},
+            )
+        )
+    return records
+
+
+def channel_statistics(records: list[SceneRecord], max_scenes: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation over (up to ``max_scenes``) scenes."""
+    sample = records[:max_scenes]
+    total = np.zeros(sample[0].channels.shape[0])
+    total2 = np.zeros_like(total)
+    count = 0
+    for record in sample:
+        values = np.asarray(record.channels, dtype=np.float64)
+        total += values.sum(axis=(1, 2))
+        total2 += (values**2).sum(axis=(1, 2))
+        count += values.shape[1] * values.shape[2]
+    mean = total / count
+    std = np.sqrt(np.maximum(total2 / count - mean**2, 1e-12))
+    return mean, std
+
+
+class StampSampler:
+    """Random stamps (crops) of cached scenes with their targets, augmented.
+
+    A label belongs to a stamp when its true centre (the centre of its box)
+    lies inside; its box is clipped and its mask cut to the stamp. Sampling
+    is a pure function of (``seed``, ``key``): the same key gives the same
+    batch, so training is repeatable and resumable.
+
+    Parameters
+    ----------
+    records : `list` [`SceneRecord`]
+        Scenes to sample.
+    stamp_size : `int`
+        Side of the stamps (≤ the scene side).
+    augment : `AugmentConfig`, optional
+        Augmentation (none if None).
+    seed : `int`
+        Base seed.
+    """
+
+    def __init__(self, records: list[SceneRecord], stamp_size: int, augment: AugmentConfig | None, seed: int):
+        if not records:
+            raise ValueError("No scenes to sample stamps from.")
+        size = min(min(r.channels.shape[1:]) for r in records)
+        if stamp_size > size:
+            raise ValueError(f"stamp_size {stamp_size} exceeds the scene size {size}.")
+        self.records = records
+        self.stamp_size = stamp_size
+        self.augment = augment
+        self.seed = seed
+
+    def stamp(self, rng: np.random.Generator, scene_index: int | None = None, corner=None):
+        """One stamp: (channels float32 (C, S, S), boxes (N, 4), class_ids (N,), masks uint8 (N, S, S))."""
+        s = self.stamp_size
+        index = int(rng.integers(len(self.records))) if scene_index is None else scene_index
+        record = self.records[index]
+        height, width = record.channels.shape[1:]
+        if corner is None:
+            y0, x0 = int(rng.integers(0, height - s + 1)), int(rng.integers(0, width - s + 1))
+        else:
+            y0, x0 = corner
+        channels = np.asarray(record.channels[:, y0 : y0 + s, x0 : x0 + s], dtype=np.float32)
+        boxes, classes, masks = [], [], []
+        for box, class_id, fp in zip(record.boxes, record.class_ids, record.footprints):
+            cx, cy = 0.5 * (box[0] + box[2]), 0.5 * (box[1] + box[3])
+            if not (x0 <= cx < x0 + s and y0 <= cy < y0 + s):
+                continue
+            mask = np.zeros((s, s), dtype=np.uint8)
+            h, w = fp.mask.shape
+            ya, yb = max(fp.y0, y0), min(fp.y0 + h, y0 + s)
+            xa, xb = max(fp.x0, x0), min(fp.x0 + w, x0 + s)
+            if ya >= yb or xa >= xb:
+                continue
+            mask[ya - y0 : yb - y0, xa - x0 : xb - x0] = fp.mask[ya - fp.y0 : yb - fp.y0, xa - fp.x0 : xb - fp.x0]
+            if not mask.any():
+                continue
+            clipped = np.array(
+                [max(box[0] - x0, 0), max(box[1] - y0, 0), min(box[2] - x0, s), min(box[3] - y0, s)],
+                dtype=np.float32,
+            )
+            boxes.append(clipped)
+            classes.append(class_id)
+            masks.append(mask)
+        boxes = np.array(boxes, dtype=np.float32).reshape(-1, 4)
+        classes = np.array(classes, dtype=np.int64)
+        masks = np.array(masks, dtype=np.uint8).reshape(-1, s, s)
+        if self.augment is not None:
+            channels, boxes, masks = _augment(rng, channels, boxes, masks, self.augment)
+        return channels, boxes, classes, masks
+
+    def batch(self, key: tuple[int, ...], size: int):
+        """``size`` stamps as torchvision inputs: (list of (C, S, S) tensors, list of target dicts)."""
+        import torch
+
+        rng = np.random.default_rng([self.seed, *key])
+        images, targets = [], []
+        for _ in range(size):
+            channels, boxes, classes, masks = self.stamp(rng)
+            images.append(torch.from_numpy(np.ascontiguousarray(channels)))
+            targets.append(
+                {
+                    "boxes": torch.from_numpy(boxes),
+                    "labels": torch.from_numpy(classes),
+                    "masks": torch.from_numpy(np.ascontiguousarray(masks)),
+                }
+            )
+        return images, targets
+
+
+def _augment(rng, channels, boxes, masks, config: AugmentConfig):
+    """Flip, rotate by a multiple of 90°, add noise: the sky has no preferred orientation."""
+    s = channels.shape[-1]
+    if config.flips and rng.uniform() < 0.5:  # left-right
+        channels, masks = channels[:, :, ::-1], masks[:, :, ::-1]
+        boxes = np.stack([s - boxes[:, 2], boxes[:, 1], s - boxes[:, 0], boxes[:, 3]], axis=1)
+    if config.flips and rng.uniform() < 0.5:  # up-down
+        channels, masks = channels[:, ::-1, :], masks[:, ::-1, :]
+        boxes = np.stack([boxes[:, 0], s - boxes[:, 3], boxes[:, 2], s - boxes[:, 1]], axis=1)
+    if config.rot90:
+        for _ in range(int(rng.integers(4))):
+            # np.rot90 (counter-clockwise in array view): new[y', x'] = old[x', s-1-y'],
+            # so a box (x0, y0, x1, y1) becomes (y0, s - x1, y1, s - x0).
+            channels, masks = np.rot90(channels, axes=(1, 2)), np.rot90(masks, axes=(1, 2))
+            boxes = np.stack([boxes[:, 1], s - boxes[:, 2], boxes[:, 3], s - boxes[:, 0]], axis=1)
+    channels = np.ascontiguousarray(channels, dtype=np.float32)
+    if config.noise_sigma_max > 0:
+        sigma = rng.uniform(0.0, config.noise_sigma_max)
+        channels = channels + rng.normal(0.0, sigma, size=channels.shape).astype(np.float32)
+    return channels, boxes.astype(np.float32).reshape(-1, 4), np.ascontiguousarray(masks)

@@ -1,0 +1,190 @@
+"""Training labels (and evaluation truth) from a simulated scene's truth.
+
+Every true source gets:
+
+``detected``
+    It has a first-pass peak: Hungarian (one-to-one) matching of true
+    positions to peak positions within ``match_radius`` pixels. Two true
+    sources sharing one peak leave one of them undetected.
+``snr``
+    Its optimal (matched-filter) S/N had it been alone: √(Σ_b Σ_pix
+    stamp² / variance) over the usable pixels of the image.
+``recoverable``
+    ``snr >= snr_cut``.
+``target``
+    What the network must find: in ``residual`` mode, recoverable sources
+    without a first-pass peak; in ``image`` mode, all recoverable sources.
+
+Each target gets a footprint (mask) and a box. The mask holds the pixels
+where the source's noiseless isolated image is above ``mask_nsigma`` times
+the noise (combined over bands: √Σ_b (stamp_b / σ_b)²); a faint source whose
+image never gets there in any pixel keeps its ``min_mask_pixels`` most
+significant pixels instead, so every target has a mask. The box is the
+mask's bounding box (torchvision convention: pixel i spans [i, i+1)).
+"""
+
+from __future__ import annotations
+
+__all__ = ["LabelConfig", "SceneLabels", "make_labels", "CLASSES", "class_ids"]
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+from astropy.table import Table
+
+from ..evaluation.matching import match_positions
+from ..network.footprints import Footprint
+from ..scene import Scene
+
+#: Network classes (label 0 is background). Extensible: new classes such as
+#: cosmic rays or bleed trails go at the end.
+CLASSES = ("star", "galaxy")
+
+
+def class_ids(classes, names=CLASSES) -> np.ndarray:
+    """1-based network labels of class names."""
+    lookup = {name: i + 1 for i, name in enumerate(names)}
+    try:
+        return np.array([lookup[str(c)] for c in classes], dtype=np.int64)
+    except KeyError as err:
+        raise ValueError(f"Unknown source class {err.args[0]!r}; known: {', '.join(names)}.") from None
+
+
+@dataclasses.dataclass
+class LabelConfig:
+    """Which true sources become labels, and their masks."""
+
+    mode: str = "residual"
+    """``"residual"`` (missed sources) or ``"image"`` (all sources)."""
+    match_radius: float = 2.0
+    """Pixels within which a first-pass peak counts as detecting a true source."""
+    snr_cut: float = 5.0
+    """Recoverability cut on the isolated optimal S/N."""
+    mask_nsigma: float = 1.0
+    """Mask threshold in noise σ (combined over bands)."""
+    min_mask_pixels: int = 6
+    """Fewest pixels in a mask."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("residual", "image"):
+            raise ValueError(f"Label mode must be 'residual' or 'image', not {self.mode!r}.")
+        if self.match_radius <= 0 or self.snr_cut < 0 or self.mask_nsigma <= 0 or self.min_mask_pixels < 1:
+            raise ValueError(f"Invalid label config {self}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class SceneLabels:
+    """Truth of one scene seen by the network.
+
+    Attributes
+    ----------
+    sources : `astropy.table.Table`
+        One row per true source: ``truth_index``, ``id``, ``x``, ``y``,
+        ``class``, ``class_id``, ``mag`` (reference band), ``snr``,
+        ``detected``, ``recoverable``, ``target``.
+    target_index : `numpy.ndarray`
+        Rows of ``sources`` that are targets.
+    footprints : `list` [`Footprint`]
+        Mask of each target (same order as ``target_index``).
+    boxes : `numpy.ndarray`
+        (ntargets, 4) float32 boxes x0, y0, x1, y1 (pixel i spans [i, i+1)).
+    """
+
+    sources: Table
+    target_index: np.ndarray
+    footprints: list[Footprint]
+    boxes: np.ndarray
+
+    @property
+    def targets(self) -> Table:
+        return self.sources[self.target_index]
+
+
+def _reference_band(bands: tuple[str, ...]) -> int:
+    return bands.index("i") if "i" in bands else len(bands) // 2
+
+
+def make_labels(scene: Scene, peaks_xy: np.ndarray | None, config: LabelConfig) -> SceneLabels:
+    """Label a simulated scene.
+
+    Parameters
+    ----------
+    scene : `Scene`
+        A scene with truth.
+    peaks_xy : `numpy.ndarray`, optional
+        (N, 2) first-pass peak positions; required in ``residual`` mode.
+    config : `LabelConfig`
+        Cuts.
+
+    Raises
+    ------
+    ValueError
+        If the scene has no truth, or peaks are missing in residual mode.
+    """
+    if scene.truth is None:
+        raise ValueError("Labels need a simulated scene with truth (the scene has no TRUTH).")
+    if config.mode == "residual" and peaks_xy is None:
+        raise ValueError("Residual-mode labels need the first-pass peaks.")
+    truth = scene.truth
+    shape = scene.shape
+    good = scene.good
+    inv_var = scene.weights()
+    n = len(truth)
+
+    detected = np.zeros(n, dtype=bool)
+    if peaks_xy is not None and n:
+        matched, _ = match_positions(truth.xy, np.asarray(peaks_xy).reshape(-1, 2), config.match_radius)
+        detected[matched] = True
+
+    snr = np.zeros(n)
+    significance_maps = []
+    for index in range(n):
+        stamp, (sy, sx) = truth.isolated_image(index, shape)
+        q2 = (stamp.astype(np.float64) ** 2 * inv_var[:, sy, sx]).sum(axis=0)
+        snr[index] = np.sqrt(q2.sum())
+        significance_maps.append((np.sqrt(q2), sy, sx, good[:, sy, sx].any(axis=0)))
+    recoverable = snr >= config.snr_cut
+    target = recoverable & ~detected if config.mode == "residual" else recoverable.copy()
+
+    footprints, boxes = [], []
+    for index in np.flatnonzero(target):
+        q, sy, sx, usable = significance_maps[index]
+        q = np.where(usable, q, 0.0)
+        threshold = config.mask_nsigma
+        if np.count_nonzero(q >= threshold) < config.min_mask_pixels:
+            flat = np.sort(q.ravel())[::-1]
+            threshold = min(threshold, flat[min(config.min_mask_pixels, flat.size) - 1])
+        mask = (q >= threshold) & (q > 0)
+        rows, cols = np.nonzero(mask)
+        if rows.size == 0:  # no usable pixel at all: not a target after all
+            target[index] = False
+            continue
+        y0, x0 = sy.start + rows.min(), sx.start + cols.min()
+        y1, x1 = sy.start + rows.max() + 1, sx.start + cols.max() + 1
+        footprints.append(Footprint(int(y0), int(x0), mask[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]))
+        boxes.append((x0, y0, x1, y1))
+
+    ref = _reference_band(scene.bands)
+    table = Table()
+    table["truth_index"] = np.arange(n, dtype=np.int64)
+    table["id"] = np.asarray(truth.table["id"], dtype=np.int64)
+    table["x"] = truth.xy[:, 0] if n else np.zeros(0)
+    table["y"] = truth.xy[:, 1] if n else np.zeros(0)
+    table["class"] = np.asarray(truth.table["class"], dtype="U16")
+    table["class_id"] = class_ids(table["class"]) if n else np.zeros(0, dtype=np.int64)
+    mags = np.asarray(truth.table["mag"], dtype=np.float64).reshape(n, -1)
+    table["mag"] = mags[:, ref] if n else np.zeros(0)
+    table["snr"] = snr
+    table["detected"] = detected
+    table["recoverable"] = recoverable
+    table["target"] = target
+    return SceneLabels(
+        sources=table,
+        target_index=np.flatnonzero(target),
+        footprints=footprints,
+        boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+    )

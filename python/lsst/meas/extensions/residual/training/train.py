@@ -1,0 +1,452 @@
+"""Train a model package: data generation, training loop, validation, packaging.
+
+``train(config, out_dir)`` runs the whole job:
+
+1. generate (or reuse) the cached training and validation sets
+   (`generate_dataset`; validation scenes use their own seed range);
+2. build the model (`build_model`) with per-channel standardisation measured
+   on the training set;
+3. train with AdamW, linear warm-up then cosine decay, gradient clipping, AMP
+   on CUDA; batches are random augmented stamps whose content depends only on
+   (seed, epoch, step), and the torch RNG state is checkpointed, so a run
+   resumed from ``checkpoint.pt`` continues exactly;
+4. after each epoch, run the model on the whole validation scenes (tiled
+   inference) and compute precision, recall and F1 along a score grid
+   (`evaluation.metrics`); keep the weights with the best F1;
+5. write ``model.zip`` (the model package, with the validation threshold at
+   which precision ≥ 90% gives the best recall as its default score
+   threshold), ``history.json`` and ``training.png``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["TrainConfig", "OptimizerConfig", "train", "load_train_config", "validate"]
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..network.model import ModelConfig, build_model, set_input_size
+from ..network.package import ModelMetadata, ModelPackage, save_model_package
+from ..network.recipes import channel_names
+from .dataset import AugmentConfig, DatasetConfig, StampSampler, generate_dataset, load_dataset
+from .labels import CLASSES
+
+_log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class OptimizerConfig:
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 300
+    grad_clip: float = 10.0
+    final_lr_fraction: float = 0.05
+    """The cosine decay ends at this fraction of ``lr``."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """A training job (the YAML file of ``residual-detectron train``)."""
+
+    name: str = "residual_ugrizy"
+    mode: str = "residual"
+    """``"residual"`` (missed sources) or ``"image"`` (direct detection)."""
+    seed: int = 1234
+    cache_dir: str = "data_cache"
+    """Root of the dataset cache (relative paths: to the working directory)."""
+    dataset: DatasetConfig = dataclasses.field(default_factory=DatasetConfig)
+    validation: dict[str, Any] = dataclasses.field(default_factory=lambda: {"n_scenes": 16, "seed": 900_000})
+    """Fields of the validation `DatasetConfig` that differ from ``dataset``."""
+    model: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """`ModelConfig` fields (``in_channels``/``num_classes`` come from the recipe and classes)."""
+    stamp_size: int = 128
+    batch_size: int = 4
+    epochs: int = 10
+    steps_per_epoch: int = 1000
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    device: str = "auto"
+    amp: bool = True
+    """Mixed precision on CUDA (ignored on CPU)."""
+    num_threads: int | None = None
+    """torch CPU threads (default: torch's choice)."""
+    match_radius: float = 3.0
+    """Pixels within which a detection matches a true source (validation)."""
+    inference: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {"tile_size": 512, "tile_overlap": 64, "merge_ios": 0.5}
+    )
+    target_precision: float = 0.9
+    """The package's score threshold is the validation threshold with the best
+    recall at this precision (the best-F1 threshold if none reaches it)."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("residual", "image"):
+            raise ValueError(f"mode must be 'residual' or 'image', not {self.mode!r}.")
+        if isinstance(self.dataset, dict):
+            # The labels follow the job's mode unless the file says otherwise.
+            data = dict(self.dataset)
+            labels = data.get("labels", {})
+            if isinstance(labels, dict):
+                data["labels"] = {"mode": self.mode, **labels}
+            self.dataset = DatasetConfig.from_dict(data)
+        if isinstance(self.optimizer, dict):
+            self.optimizer = OptimizerConfig(**self.optimizer)
+        if isinstance(self.augment, dict):
+            self.augment = AugmentConfig(**self.augment)
+        if self.dataset.labels.mode != self.mode:
+            raise ValueError(
+                f"The job's mode is {self.mode!r} but its dataset labels are {self.dataset.labels.mode!r}."
+            )
+        unknown = sorted(set(self.validation) - {f.name for f in dataclasses.fields(DatasetConfig)})
+        if unknown:
+            raise ValueError(f"Unknown validation key(s): {', '.join(unknown)}.")
+        if self.stamp_size % 32 or self.stamp_size > self.dataset.scene_size:
+            raise ValueError(
+                f"stamp_size must be a multiple of 32 and at most scene_size ({self.dataset.scene_size}); "
+                f"got {self.stamp_size}."
+            )
+        for key in ("batch_size", "epochs", "steps_per_epoch"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, not {getattr(self, key)}.")
+
+    def validation_dataset(self) -> DatasetConfig:
+        data = {**self.dataset.to_dict(), "name": f"{self.dataset.name}-val", **self.validation}
+        config = DatasetConfig.from_dict(data)
+        train_seeds = set(range(self.dataset.seed, self.dataset.seed + self.dataset.n_scenes))
+        if train_seeds & set(range(config.seed, config.seed + config.n_scenes)):
+            raise ValueError("Validation scene seeds overlap the training seeds; give validation its own seed.")
+        return config
+
+    def model_config(self) -> ModelConfig:
+        channels = len(channel_names(self.dataset.recipe, self.dataset.bands))
+        return ModelConfig.from_dict({**self.model, "in_channels": channels, "num_classes": len(CLASSES) + 1})
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["dataset"] = self.dataset.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown training config key(s): {', '.join(unknown)}.")
+        return cls(**data)
+
+
+def load_train_config(path: str | os.PathLike) -> TrainConfig:
+    """Read a training YAML file.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such file.
+    ValueError
+        If it is not valid YAML or has unknown or invalid keys.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Training config {path} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of training settings.")
+    try:
+        return TrainConfig.from_dict(data)
+    except TypeError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def _lr_factor(step: int, total: int, config: OptimizerConfig) -> float:
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(total - config.warmup_steps, 1)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return config.final_lr_fraction + (1 - config.final_lr_fraction) * cosine
+
+
+def _metadata(config: TrainConfig, mean, std, score_threshold: float, provenance, metrics) -> ModelMetadata:
+    inference = config.inference
+    return ModelMetadata(
+        name=config.name,
+        mode=config.mode,
+        recipe=config.dataset.recipe,
+        bands=config.dataset.bands,
+        classes=CLASSES,
+        model=config.model_config(),
+        normalisation=config.dataset.normalisation,
+        channel_mean=[float(v) for v in mean],
+        channel_std=[float(v) for v in std],
+        stamp_size=config.stamp_size,
+        tile_size=int(inference.get("tile_size", 512)),
+        tile_overlap=int(inference.get("tile_overlap", 64)),
+        score_threshold=float(score_threshold),
+        merge_ios=float(inference.get("merge_ios", 0.5)),
+        training=config.to_dict(),
+        provenance=provenance,
+        metrics=metrics,
+    )
+
+
+def validate(detector, records, mode: str, match_radius: float) -> dict[str, Any]:
+    """Precision/recall/F1 curves of a detector on cached validation scenes."""
+    from ..evaluation.metrics import (
+        DEFAULT_THRESHOLDS,
+        CurveCounts,
+        count_curve,
+        curve_metrics,
+        precision_at_recall,
+        recall_at_precision,
+    )
+
+    thresholds = DEFAULT_THRESHOLDS
+    total = CurveCounts.zeros(thresholds)
+    per_class = {c: CurveCounts.zeros(thresholds) for c in range(1, len(CLASSES) + 1)}
+    size = min(records[0].channels.shape[1:])
+    tile = max(32, int(math.ceil(size / 32)) * 32)
+    for record in records:
+        found = detector.find_channels(record.channels, tile_size=tile, overlap=min(64, tile // 4),
+                                       score_threshold=float(thresholds[0]))
+        truth = record.truth_set(mode)
+        xy, score = found.xy, np.asarray(found.table["score"])
+        det_class = np.asarray(found.table["class_id"])
+        total = total + count_curve(truth, xy, score, match_radius, thresholds)
+        for c in per_class:
+            per_class[c] = per_class[c] + count_curve(truth, xy, score, match_radius, thresholds, det_class, c)
+    curves = curve_metrics(total)
+    best = int(np.nanargmax(curves["f1"]))
+    result: dict[str, Any] = {
+        "n_targets": int(total.n_targets),
+        "best_f1": float(curves["f1"][best]),
+        "best_f1_threshold": float(thresholds[best]),
+        "precision_at_best_f1": float(curves["precision"][best]),
+        "recall_at_best_f1": float(curves["recall"][best]),
+        "curves": {k: [float(v) for v in values] for k, values in curves.items()},
+    }
+    for c, counts in per_class.items():
+        class_curves = curve_metrics(counts)
+        result[f"{CLASSES[c - 1]}_precision_at_80_recall"] = precision_at_recall(
+            class_curves["precision"], class_curves["recall"], 0.8
+        )
+        result[f"{CLASSES[c - 1]}_n_targets"] = int(counts.n_targets)
+    recall, index = recall_at_precision(curves["precision"], curves["recall"], 0.9)
+    result["recall_at_precision_0.9"] = recall
+    result["threshold_at_precision_0.9"] = None if index is None else float(thresholds[index])
+    return result
+
+
+def _plot_history(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for key in history[0]["losses"]:
+        axes[0].plot(epochs, [h["losses"][key] for h in history], marker="o", label=key)
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("epoch")
+    axes[0].set_ylabel("mean training loss")
+    axes[0].legend(fontsize=7)
+    for key in ("best_f1", "precision_at_best_f1", "recall_at_best_f1", "recall_at_precision_0.9"):
+        axes[1].plot(epochs, [h["validation"][key] for h in history], marker="o", label=key)
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylim(0, 1)
+    axes[1].legend(fontsize=7)
+    axes[1].set_title("validation (held-out scenes)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def train(
+    config: TrainConfig,
+    out_dir: str | os.PathLike,
+    restart: bool = False,
+    progress: bool = True,
+    deblender=None,
+) -> Path:
+    """Run a training job; returns the path of the written model package.
+
+    Parameters
+    ----------
+    config : `TrainConfig`
+        The job.
+    out_dir : path-like
+        Output directory: ``checkpoint.pt``, ``best_weights.pt``,
+        ``history.json``, ``training.png``, ``config.json``, ``model.zip``.
+    restart : `bool`
+        Ignore an existing checkpoint (default: resume from it).
+    progress : `bool`
+        Progress bars.
+    deblender : callable, optional
+        Stand-in first-pass deblender for dataset generation (tests).
+
+    Raises
+    ------
+    ValueError
+        If ``out_dir`` holds a checkpoint of a different configuration.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from ..network.inference import Detector, select_device
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config_text = json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+    checkpoint_path = out / "checkpoint.pt"
+    if checkpoint_path.exists() and not restart:
+        saved = out / "config.json"
+        if saved.exists() and json.loads(saved.read_text()) != json.loads(config_text):
+            raise ValueError(f"{out} holds a checkpoint of a different configuration; use another --out or --restart.")
+    (out / "config.json").write_text(config_text)
+
+    if config.num_threads:
+        torch.set_num_threads(int(config.num_threads))
+    device = select_device(config.device)
+    use_amp = bool(config.amp) and device.startswith("cuda")
+    started = time.time()
+
+    cache = Path(config.cache_dir)
+    train_dir = generate_dataset(config.dataset, cache, progress=progress, deblender=deblender)
+    val_config = config.validation_dataset()
+    val_dir = generate_dataset(val_config, cache, progress=progress, deblender=deblender)
+    train_records = load_dataset(train_dir)
+    val_records = load_dataset(val_dir)
+    manifest = json.loads((train_dir / "manifest.json").read_text())
+    mean, std = np.asarray(manifest["channel_mean"]), np.asarray(manifest["channel_std"])
+
+    torch.manual_seed(config.seed)
+    model_config = config.model_config()
+    model = build_model(model_config, mean, std, input_size=config.stamp_size).to(device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.optimizer.lr, weight_decay=config.optimizer.weight_decay
+    )
+    total_steps = config.epochs * config.steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: _lr_factor(step, total_steps, config.optimizer)
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    history: list[dict[str, Any]] = []
+    best = {"f1": -1.0, "epoch": None, "validation": None}
+    start_epoch = 0
+    if checkpoint_path.exists() and not restart:
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
+        _log.info("Resuming %s after epoch %d.", out, state["epoch"] + 1)
+
+    sampler = StampSampler(train_records, config.stamp_size, config.augment, config.seed)
+    provisional = ModelPackage(_metadata(config, mean, std, 0.5, {}, {}), state_dict={})
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        set_input_size(model, config.stamp_size)
+        sums: dict[str, float] = {}
+        steps = tqdm(range(config.steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", unit="step",
+                     disable=not progress)
+        epoch_start = time.time()
+        for step in steps:
+            images, targets = sampler.batch((epoch, step), config.batch_size)
+            images = [im.to(device) for im in images]
+            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+            with torch.autocast(device_type="cuda", enabled=use_amp):
+                losses = model(images, targets)
+                loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"Training loss became {float(loss)} at epoch {epoch + 1}, step {step}.")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            sums["total"] = sums.get("total", 0.0) + float(loss.detach())
+            if progress and step % 20 == 0:
+                steps.set_postfix(loss=f"{sums['total'] / (step + 1):.3f}")
+        model.eval()
+        detector = Detector(provisional, device=device, model=model)
+        validation = validate(detector, val_records, config.mode, config.match_radius)
+        entry = {
+            "epoch": epoch + 1,
+            "losses": {k: v / config.steps_per_epoch for k, v in sums.items()},
+            "lr": float(scheduler.get_last_lr()[0]),
+            "seconds": round(time.time() - epoch_start, 1),
+            "validation": {k: v for k, v in validation.items() if k != "curves"},
+        }
+        history.append(entry)
+        _log.info(
+            "epoch %d: loss %.4f, validation F1 %.3f (P %.3f, R %.3f at score %.2f)",
+            epoch + 1, entry["losses"]["total"], validation["best_f1"], validation["precision_at_best_f1"],
+            validation["recall_at_best_f1"], validation["best_f1_threshold"],
+        )
+        if validation["best_f1"] > best["f1"]:
+            best = {"f1": validation["best_f1"], "epoch": epoch + 1, "validation": validation}
+            torch.save(model.state_dict(), out / "best_weights.pt")
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "history": history,
+                "best": best,
+                "epoch": epoch,
+            },
+            out / "checkpoint.tmp",
+        )
+        os.replace(out / "checkpoint.tmp", checkpoint_path)
+        (out / "history.json").write_text(json.dumps(history, indent=2))
+        _plot_history(history, out / "training.png")
+
+    validation = best["validation"]
+    threshold = validation["threshold_at_precision_0.9"]
+    rule = f"best validation recall at precision >= {config.target_precision}"
+    if config.target_precision != 0.9 or threshold is None:
+        curves = validation["curves"]
+        from ..evaluation.metrics import recall_at_precision
+
+        _, index = recall_at_precision(
+            np.asarray(curves["precision"]), np.asarray(curves["recall"]), config.target_precision
+        )
+        if index is None:
+            threshold, rule = validation["best_f1_threshold"], "best validation F1"
+        else:
+            threshold = curves["threshold"][index]
+    provenance = {
+        "training_dataset": {"directory": train_dir.name, "seeds": [config.dataset.seed,
+                                                                      config.dataset.seed + config.dataset.n_scenes - 1]},
+        "validation_dataset": {"directory": val_dir.name, "seeds": [val_config.seed,
+                                                                    val_config.seed + val_config.n_scenes - 1]},
+        "epochs": config.epochs,
+        "best_epoch": best["epoch"],
+        "device": device,
+        "score_threshold_rule": rule,
+        "training_wall_seconds_this_run": round(time.time() - started, 1),
+    }
+    metrics = {"validation": {k: v for k, v in validation.items() if k != "curves"}}
+    metadata = _metadata(config, mean, std, threshold, provenance, metrics)
+    weights = torch.load(out / "best_weights.pt", map_location="cpu", weights_only=True)
+    return save_model_package(out / "model.zip", metadata, weights)
