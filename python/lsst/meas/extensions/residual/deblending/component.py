@@ -1,0 +1,178 @@
+"""A factorised component: a spectrum times a morphology, with its constraints.
+
+The model of a component in the model frame is ``spectrum[:, None, None] *
+morph`` inside the component's box. Its constraints are applied as proximal
+operators after each gradient step (scarlet_lite's ``FactorizedComponent``):
+
+* spectrum: non-negative (floored at a tiny positive value so it can regrow);
+* morphology: monotonic from the peak (`Monotonicity`), sparse (pixels whose
+  model is below ``background_thresh`` noise σ in every band are zeroed, which
+  also makes it non-negative), positive at the peak, normalised to a peak of
+  1 so that the flux scale lives in the spectrum.
+
+Boxes follow the significant pixels: every few iterations a box is reset to
+the bounding box of the pixels above the background threshold, padded, so it
+grows when flux reaches its edge and shrinks when it does not.
+"""
+
+from __future__ import annotations
+
+__all__ = ["FactorizedComponent", "Box"]
+
+import dataclasses
+
+import numpy as np
+
+from .adaprox import AdaproxState
+from .monotonicity import Monotonicity
+
+_FLOOR = 1e-20
+
+
+@dataclasses.dataclass(frozen=True)
+class Box:
+    """Integer box: origin (y0, x0) and shape (h, w)."""
+
+    y0: int
+    x0: int
+    height: int
+    width: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    @property
+    def origin(self) -> tuple[int, int]:
+        return self.y0, self.x0
+
+    @property
+    def y1(self) -> int:
+        return self.y0 + self.height
+
+    @property
+    def x1(self) -> int:
+        return self.x0 + self.width
+
+    def slices(self, relative_to: Box | None = None) -> tuple[slice, slice]:
+        oy, ox = (0, 0) if relative_to is None else relative_to.origin
+        return slice(self.y0 - oy, self.y1 - oy), slice(self.x0 - ox, self.x1 - ox)
+
+    def grow(self, pad: int) -> Box:
+        return Box(self.y0 - pad, self.x0 - pad, self.height + 2 * pad, self.width + 2 * pad)
+
+    def intersect(self, other: Box) -> Box:
+        y0, x0 = max(self.y0, other.y0), max(self.x0, other.x0)
+        y1, x1 = min(self.y1, other.y1), min(self.x1, other.x1)
+        return Box(y0, x0, max(y1 - y0, 0), max(x1 - x0, 0))
+
+    def contains(self, y: int, x: int) -> bool:
+        return self.y0 <= y < self.y1 and self.x0 <= x < self.x1
+
+
+class FactorizedComponent:
+    """One spectrum × morphology component being fitted.
+
+    Parameters
+    ----------
+    spectrum : `numpy.ndarray`
+        (nbands,) amplitude of the morphology's peak in each band.
+    morph : `numpy.ndarray`
+        (h, w) morphology in ``box``.
+    box : `Box`
+        Where ``morph`` lies, in patch coordinates.
+    peak : `tuple` [`int`, `int`]
+        (y, x) peak pixel in patch coordinates (inside ``box``).
+    noise_rms : `numpy.ndarray`
+        (nbands,) background noise RMS, for the sparsity threshold and the
+        smallest spectrum step.
+    config : `DeblendConfig`
+        Thresholds and step sizes.
+    monotonicity : `Monotonicity` or None
+        Shared monotonicity operator (None: no monotonicity).
+    """
+
+    def __init__(self, spectrum, morph, box: Box, peak, noise_rms, config, monotonicity: Monotonicity | None):
+        self.spectrum = np.asarray(spectrum, dtype=np.float64).copy()
+        self.morph = np.asarray(morph, dtype=np.float64).copy()
+        if self.morph.shape != box.shape:
+            raise ValueError(f"Morphology shape {self.morph.shape} differs from its box {box.shape}.")
+        if not box.contains(*peak):
+            raise ValueError(f"Peak {peak} lies outside the component box {box}.")
+        self.box = box
+        self.peak = (int(peak[0]), int(peak[1]))
+        self.noise_rms = np.asarray(noise_rms, dtype=np.float64)
+        self.bg_cut = config.background_thresh * self.noise_rms
+        self.morph_step = config.adaprox_morph_step
+        self.spectrum_factor = config.adaprox_spectrum_factor
+        self.padding = config.component_padding
+        self.monotonicity = monotonicity
+        self._spectrum_adam = AdaproxState(self.spectrum.shape)
+        self._morph_adam = AdaproxState(self.morph.shape)
+
+    @property
+    def local_peak(self) -> tuple[int, int]:
+        return self.peak[0] - self.box.y0, self.peak[1] - self.box.x0
+
+    def model(self) -> np.ndarray:
+        """(nbands, h, w) model-frame image in ``box``."""
+        return self.spectrum[:, None, None] * self.morph[None]
+
+    @property
+    def flux(self) -> np.ndarray:
+        """(nbands,) total flux."""
+        return self.spectrum * self.morph.sum()
+
+    def update(self, iteration: int, grad: np.ndarray) -> None:
+        """One proximal ADAM step from ``grad``, the loss gradient on this box (nbands, h, w)."""
+        morph_grad = np.einsum("b,bhw->hw", self.spectrum, grad)
+        spectrum_grad = np.einsum("bhw,hw->b", grad, self.morph)
+        spectrum_step = np.maximum(self.noise_rms / 10.0, self.spectrum_factor * self.spectrum.mean())
+        spectrum = self._spectrum_adam.step(iteration, self.spectrum, spectrum_grad, spectrum_step)
+        morph = self._morph_adam.step(iteration, self.morph, morph_grad, self.morph_step)
+        self.spectrum = self._prox_spectrum(spectrum)
+        self.morph = self._prox_morph(morph)
+
+    def _prox_spectrum(self, spectrum: np.ndarray) -> np.ndarray:
+        spectrum[~(spectrum >= _FLOOR)] = _FLOOR  # also catches NaN
+        return spectrum
+
+    def _prox_morph(self, morph: np.ndarray) -> np.ndarray:
+        peak = self.local_peak
+        morph[~np.isfinite(morph)] = 0.0
+        if self.monotonicity is not None:
+            morph = self.monotonicity(morph, peak)
+        # Sparsity: zero where the model is below the cut in every band,
+        # i.e. morph < min_b cut_b / spectrum_b (positivity when the cut is 0).
+        cutoff = float(np.min(self.bg_cut / self.spectrum))
+        morph[morph < cutoff] = 0.0
+        morph[morph < 0] = 0.0
+        morph[peak] = max(morph[peak], _FLOOR)
+        top = morph.max()
+        if top > 0:
+            morph /= top
+        return morph
+
+    def resize(self, limit: Box) -> bool:
+        """Fit the box to the significant pixels (padded, within ``limit``); True if it changed."""
+        significant = self.morph[None] * self.spectrum[:, None, None] >= self.bg_cut[:, None, None]
+        significant = significant.any(axis=0)
+        rows = np.flatnonzero(significant.any(axis=1))
+        cols = np.flatnonzero(significant.any(axis=0))
+        if len(rows) == 0:
+            core = Box(self.peak[0], self.peak[1], 1, 1)
+        else:
+            core = Box(self.box.y0 + rows[0], self.box.x0 + cols[0], rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
+        new_box = core.grow(self.padding).intersect(limit)
+        if not new_box.contains(*self.peak):
+            new_box = Box(self.peak[0], self.peak[1], 1, 1).grow(self.padding).intersect(limit)
+        if new_box == self.box:
+            return False
+        overlap = self.box.intersect(new_box)
+        new_slices, old_slices = overlap.slices(new_box), overlap.slices(self.box)
+        morph = np.zeros(new_box.shape)
+        morph[new_slices] = self.morph[old_slices]
+        self._morph_adam.embed(new_slices, old_slices, new_box.shape)
+        self.morph = morph
+        self.box = new_box
+        return True

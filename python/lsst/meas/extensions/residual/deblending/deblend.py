@@ -1,0 +1,463 @@
+"""The deblender: fit every footprint with its peaks, assemble the patch model.
+
+`deblend` is the first pass: each footprint of the detections is one blend,
+fitted on its own (`fit_blend`); single-peak footprints are fitted the same
+way or, with ``isolated="footprint"``, handled LSST's cheap way. The result
+holds the per-source catalog, the observed-PSF model of the patch rendered
+from the scarlet model data, and the residual.
+
+`deblend_with_new_peaks` is the second pass: it adds new peaks to the
+first-pass footprints (or gives them new ones), re-fits only the blends that
+changed and copies everything else from the first pass.
+"""
+
+from __future__ import annotations
+
+__all__ = ["deblend", "deblend_with_new_peaks", "DeblendResult"]
+
+import dataclasses
+import logging
+import time
+
+import numpy as np
+from astropy.table import Table, vstack
+
+from ..detection import Detections
+from ..scene import Scene
+from .blend import fit_blend
+from .component import Box, FactorizedComponent
+from .config import DeblendConfig
+from .context import DeblendContext
+from .flux import conserved_fluxes, source_fractions
+from .initialization import fit_spectra, initialize_sources
+from .model_data import (
+    BlendData,
+    FactorizedComponentData,
+    HierarchicalBlendData,
+    IsolatedSourceData,
+    ScarletModelData,
+    SourceData,
+)
+from .peaks import check_positions, detections_from_positions
+from .render import render_model_data
+
+_log = logging.getLogger(__name__)
+
+FIRST_PASS = "first_pass"
+RESIDUAL = "residual"
+
+
+@dataclasses.dataclass
+class DeblendResult:
+    """Output of `deblend` / `deblend_with_new_peaks`.
+
+    Attributes
+    ----------
+    catalog : `astropy.table.Table`
+        One row per peak: ``id`` (int64, the peak id), ``parent_id`` (the
+        blend: footprint id), ``peak_id``, ``x``, ``y`` (peak position),
+        ``flux`` (nbands, model flux), ``conserved_flux`` (nbands, flux of the
+        source's share of the image), ``chi2`` and ``reduced_chi2`` (the
+        residual χ² of the pixels weighted by the source's share),
+        ``blend_reduced_chi2``, ``converged``, ``n_iter``, ``n_components``,
+        ``n_peaks`` (in the blend), flags ``isolated`` (single-peak
+        footprint), ``skipped`` (not deblended: beyond ``max_number_of_peaks``
+        or no usable pixel; fluxes NaN), ``zero_flux``, and ``found_by``
+        (``"first_pass"`` or ``"residual"``).
+    model : `numpy.ndarray`
+        (nbands, H, W) float32 observed-PSF model of the patch, rendered from
+        ``model_data`` (isolated footprints: the image inside them).
+    residual : `numpy.ndarray`
+        (nbands, H, W) float32 image − model; zero at bad pixels, never NaN.
+    model_data : `ScarletModelData`
+        The models in LSST's scarlet model data format.
+    detections : `Detections`
+        The footprints and peaks that were deblended.
+    bands : `tuple` [`str`]
+        Bands of the planes.
+    config : `DeblendConfig`
+        The configuration used.
+    timing : `dict`
+        Seconds spent (``total``, ``fit``).
+    """
+
+    catalog: Table
+    model: np.ndarray
+    residual: np.ndarray
+    model_data: ScarletModelData
+    detections: Detections
+    bands: tuple[str, ...]
+    config: DeblendConfig
+    timing: dict = dataclasses.field(default_factory=dict)
+
+    def normalized_residual(self, scene: Scene) -> np.ndarray:
+        """(nbands, H, W) float32 residual / σ, zero at bad pixels (finite everywhere)."""
+        return (self.residual * np.sqrt(scene.weights())).astype(np.float32)
+
+    def write(self, directory, overwrite: bool = False) -> dict:
+        """Write the result to ``directory`` (see `write_deblend_result`)."""
+        from .io import write_deblend_result
+
+        return write_deblend_result(self, directory, overwrite=overwrite)
+
+
+def _check_inputs(scene: Scene, detections: Detections) -> None:
+    if tuple(detections.bands) != tuple(scene.bands):
+        raise ValueError(
+            f"Detections are for bands {','.join(detections.bands)} but the scene has {','.join(scene.bands)}."
+        )
+    if detections.footprints.shape != scene.shape:
+        raise ValueError(f"Footprint image has shape {detections.footprints.shape}; the scene is {scene.shape}.")
+    peaks = detections.peaks
+    for column in ("id", "footprint_id", "x", "y"):
+        if column not in peaks.colnames:
+            raise ValueError(f"Peak table has no {column!r} column.")
+    ids = np.asarray(peaks["id"])
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError("Peak ids are not unique.")
+    xy = check_positions(np.column_stack([peaks["x"], peaks["y"]]) if len(peaks) else np.zeros((0, 2)), scene.shape)
+    px, py = np.floor(xy[:, 0] + 0.5).astype(int), np.floor(xy[:, 1] + 0.5).astype(int)
+    labels = detections.footprints[py, px]
+    wrong = np.flatnonzero(labels != np.asarray(peaks["footprint_id"]))
+    if len(wrong):
+        i = wrong[0]
+        raise ValueError(
+            f"{len(wrong)} peak(s) do not lie in their footprint, e.g. peak {ids[i]} at ({xy[i, 0]:g}, {xy[i, 1]:g}) "
+            f"has footprint_id {peaks['footprint_id'][i]} but that pixel belongs to footprint {labels[i]}."
+        )
+
+
+def _empty_rows(nbands: int) -> dict[str, list]:
+    return {name: [] for name in _COLUMNS}
+
+
+_COLUMNS = (
+    "id", "parent_id", "peak_id", "x", "y", "flux", "conserved_flux", "chi2", "reduced_chi2",
+    "blend_reduced_chi2", "converged", "n_iter", "n_components", "n_peaks", "isolated", "skipped",
+    "zero_flux", "found_by",
+)
+
+
+def _rows_to_table(rows: dict[str, list], nbands: int) -> Table:
+    table = Table()
+    n = len(rows["id"])
+    table["id"] = np.asarray(rows["id"], dtype=np.int64)
+    table["parent_id"] = np.asarray(rows["parent_id"], dtype=np.int64)
+    table["peak_id"] = np.asarray(rows["peak_id"], dtype=np.int64)
+    table["x"] = np.asarray(rows["x"], dtype=np.float64)
+    table["y"] = np.asarray(rows["y"], dtype=np.float64)
+    table["flux"] = np.asarray(rows["flux"], dtype=np.float64).reshape(n, nbands)
+    table["conserved_flux"] = np.asarray(rows["conserved_flux"], dtype=np.float64).reshape(n, nbands)
+    for name in ("chi2", "reduced_chi2", "blend_reduced_chi2"):
+        table[name] = np.asarray(rows[name], dtype=np.float64)
+    for name in ("converged", "isolated", "skipped", "zero_flux"):
+        table[name] = np.asarray(rows[name], dtype=bool)
+    for name in ("n_iter", "n_components", "n_peaks"):
+        table[name] = np.asarray(rows[name], dtype=np.int32)
+    table["found_by"] = np.asarray(rows["found_by"], dtype="U10")
+    return table
+
+
+@dataclasses.dataclass
+class _BlendOutcome:
+    """What one footprint contributes: model data entries, catalog rows, and what χ² needs."""
+
+    blend_id: int
+    entry: HierarchicalBlendData | IsolatedSourceData | None
+    rows: dict[str, list]
+    box: Box
+    footprint: np.ndarray
+    fractions: np.ndarray | None  # (nsources, nbands, h, w) for the fitted sources
+    fitted_rows: list[int]  # indices in rows of the fitted sources (same order as fractions)
+    fit_seconds: float
+
+
+def _deblend_footprint(
+    context: DeblendContext,
+    blend_id: int,
+    peaks: Table,
+    slices: tuple[slice, slice],
+    footprints: np.ndarray,
+    found_by: dict[int, str],
+) -> _BlendOutcome:
+    config = context.config
+    nbands = context.scene.nbands
+    box = Box(slices[0].start, slices[1].start, slices[0].stop - slices[0].start, slices[1].stop - slices[1].start)
+    footprint = footprints[slices] == blend_id
+    rows = _empty_rows(nbands)
+    order = np.argsort(-np.asarray(peaks["significance"]), kind="stable") if "significance" in peaks.colnames else (
+        np.arange(len(peaks))
+    )
+    peaks = peaks[order]
+    n_peaks = len(peaks)
+    keep = n_peaks if config.max_number_of_peaks <= 0 else min(n_peaks, config.max_number_of_peaks)
+    isolated = n_peaks == 1
+    centers = [(int(np.floor(p["y"] + 0.5)), int(np.floor(p["x"] + 0.5))) for p in peaks]
+
+    def add_row(peak, **values):
+        rows["id"].append(int(peak["id"]))
+        rows["parent_id"].append(blend_id)
+        rows["peak_id"].append(int(peak["id"]))
+        rows["x"].append(float(peak["x"]))
+        rows["y"].append(float(peak["y"]))
+        rows["n_peaks"].append(n_peaks)
+        rows["isolated"].append(isolated)
+        rows["found_by"].append(found_by.get(int(peak["id"]), FIRST_PASS))
+        defaults = dict(
+            flux=np.full(nbands, np.nan), conserved_flux=np.full(nbands, np.nan), chi2=np.nan,
+            reduced_chi2=np.nan, blend_reduced_chi2=np.nan, converged=False, n_iter=0, n_components=0,
+            skipped=False, zero_flux=False,
+        )
+        defaults.update(values)
+        for key, value in defaults.items():
+            rows[key].append(value)
+
+    obs = context.observation(box, footprint)
+    start = time.perf_counter()
+    if not np.any(obs.weights > 0):
+        for peak in peaks:
+            add_row(peak, skipped=True)
+        return _BlendOutcome(blend_id, None, rows, box, footprint, None, [], 0.0)
+
+    if isolated and config.isolated == "footprint":
+        data = np.where(obs.weights > 0, obs.image, 0.0)
+        flux = (data * footprint[None]).sum(axis=(1, 2))
+        peak = peaks[0]
+        add_row(peak, flux=flux, conserved_flux=flux, converged=True, zero_flux=bool(np.all(flux <= 0)))
+        entry = IsolatedSourceData(
+            origin=box.origin,
+            peak=(float(centers[0][0]), float(centers[0][1])),
+            span_array=footprint.astype(np.float32),
+            metadata={"peak_id": int(peak["id"]), "id": int(peak["id"])},
+        )
+        return _BlendOutcome(blend_id, entry, rows, box, footprint, None, [], 0.0)
+
+    sources = initialize_sources(obs, centers[:keep], config, context.monotonicity)
+    components = [c for source in sources for c in source]
+    if config.spectrum_init and (
+        config.max_spectrum_cutoff <= 0 or box.height * box.width * len(sources) <= config.max_spectrum_cutoff
+    ):
+        fit_spectra(obs, components)
+    fit = fit_blend(obs, components, config)
+    fractions = source_fractions(obs, sources)
+    conserved = conserved_fluxes(obs, fractions) if config.conserve_flux else np.full((len(sources), nbands), np.nan)
+    fit_seconds = time.perf_counter() - start
+
+    children_sources = {}
+    fitted_rows = []
+    for index, peak in enumerate(peaks):
+        if index >= keep:
+            add_row(peak, skipped=True)
+            continue
+        flux = sum(c.flux for c in sources[index])
+        fitted_rows.append(len(rows["id"]))
+        add_row(
+            peak, flux=flux, conserved_flux=conserved[index], converged=fit.converged, n_iter=fit.n_iter,
+            n_components=len(sources[index]), zero_flux=bool(np.all(flux <= 1e-12 * max(context.noise_rms.max(), 1))),
+        )
+        children_sources[int(peak["id"])] = SourceData(
+            components=[_component_data(c) for c in sources[index]],
+            metadata={"peak_id": int(peak["id"]), "id": int(peak["id"])},
+        )
+    child = BlendData(origin=box.origin, shape=box.shape, sources=children_sources)
+    entry = HierarchicalBlendData(
+        children={blend_id: child}, metadata={"spans": footprint.copy(), "origin": box.origin}
+    )
+    return _BlendOutcome(blend_id, entry, rows, box, footprint, fractions, fitted_rows, fit_seconds)
+
+
+def _component_data(component: FactorizedComponent) -> FactorizedComponentData:
+    return FactorizedComponentData(
+        origin=component.box.origin,
+        peak=(float(component.peak[0]), float(component.peak[1])),
+        spectrum=component.spectrum.astype(np.float32),
+        morph=component.morph.astype(np.float32),
+    )
+
+
+def _base_model_data(scene: Scene, context: DeblendContext) -> ScarletModelData:
+    return ScarletModelData(
+        metadata={
+            "model_psf": context.model_psf.astype(np.float32),
+            "psf": scene.psf.astype(np.float32),
+            "bands": tuple(scene.bands),
+            "patch_shape": [int(s) for s in scene.shape],
+        }
+    )
+
+
+def _run_footprints(
+    context: DeblendContext, detections: Detections, footprint_ids, found_by: dict[int, str], desc: str
+) -> list[_BlendOutcome]:
+    from tqdm.auto import tqdm
+
+    peaks = detections.peaks
+    fp_of_peak = np.asarray(peaks["footprint_id"])
+    slices = detections.footprint_slices()
+    outcomes = []
+    ids = [int(f) for f in footprint_ids]
+    # Large blends first so the progress bar's estimate is pessimistic, not optimistic.
+    ids.sort(key=lambda f: -(slices[f][0].stop - slices[f][0].start) * (slices[f][1].stop - slices[f][1].start))
+    for blend_id in tqdm(ids, desc=desc, unit="blend", disable=not context.config.show_progress, leave=False):
+        outcomes.append(
+            _deblend_footprint(
+                context, blend_id, peaks[fp_of_peak == blend_id], slices[blend_id], detections.footprints, found_by
+            )
+        )
+    outcomes.sort(key=lambda o: o.blend_id)
+    return outcomes
+
+
+def _finish(
+    scene: Scene,
+    context: DeblendContext,
+    model_data: ScarletModelData,
+    outcomes: list[_BlendOutcome],
+    kept_rows: Table | None,
+) -> tuple[Table, np.ndarray, np.ndarray]:
+    """Render the patch model, the residual, the χ² columns and the catalog."""
+    model = render_model_data(model_data, scene.shape, image=context.image, bands=scene.bands)
+    good = scene.good
+    residual = np.where(good, scene.image - model, np.float32(0)).astype(np.float32)
+    weights = context.weights
+    nbands = scene.nbands
+    tables = [] if kept_rows is None else [kept_rows]
+    for outcome in outcomes:
+        sl = outcome.box.slices()
+        chi = residual[:, sl[0], sl[1]].astype(np.float64) ** 2 * weights[:, sl[0], sl[1]] * outcome.footprint[None]
+        used = (weights[:, sl[0], sl[1]] > 0) & outcome.footprint[None]
+        n_used = int(used.sum())
+        blend_chi2 = float(chi.sum()) / n_used if n_used else np.nan
+        rows = outcome.rows
+        rows["blend_reduced_chi2"] = [blend_chi2] * len(rows["id"])
+        if outcome.fractions is not None:
+            chi2 = np.einsum("sbhw,bhw->s", outcome.fractions, chi)
+            dof = np.einsum("sbhw,bhw->s", outcome.fractions, used.astype(np.float32))
+            for k, row in enumerate(outcome.fitted_rows):
+                rows["chi2"][row] = float(chi2[k])
+                rows["reduced_chi2"][row] = float(chi2[k] / dof[k]) if dof[k] > 0 else np.nan
+        elif isinstance(outcome.entry, IsolatedSourceData):
+            rows["chi2"][0] = float(chi.sum())
+            rows["reduced_chi2"][0] = blend_chi2
+        tables.append(_rows_to_table(rows, nbands))
+    catalog = vstack(tables, join_type="exact") if tables else _rows_to_table(_empty_rows(nbands), nbands)
+    if len(catalog):
+        catalog = catalog[np.lexsort((np.asarray(catalog["id"]), np.asarray(catalog["parent_id"])))]
+    if scene.metadata.get("BUNIT"):
+        catalog["flux"].unit = catalog["conserved_flux"].unit = str(scene.metadata["BUNIT"])
+    return catalog, model, residual
+
+
+def deblend(scene: Scene, detections: Detections, config: DeblendConfig | None = None) -> DeblendResult:
+    """Deblend every footprint of ``detections`` (the first pass).
+
+    Parameters
+    ----------
+    scene : `Scene`
+        The image; bad pixels (masked, non-finite, non-positive variance)
+        get zero weight.
+    detections : `Detections`
+        Footprints and peaks, e.g. from `detect_peaks` or
+        `detections_from_positions`.
+    config : `DeblendConfig`, optional
+        Parameters (LSST's defaults).
+
+    Returns
+    -------
+    result : `DeblendResult`
+
+    Raises
+    ------
+    ValueError
+        If bands, shapes or peaks do not match the scene (a peak off the
+        image or outside its footprint, repeated peak ids), or a band has no
+        usable pixel.
+    """
+    config = DeblendConfig() if config is None else config
+    _check_inputs(scene, detections)
+    start = time.perf_counter()
+    context = DeblendContext.build(scene, config)
+    footprint_ids = np.unique(np.asarray(detections.peaks["footprint_id"]))
+    outcomes = _run_footprints(context, detections, footprint_ids, {}, "deblend")
+    model_data = _base_model_data(scene, context)
+    for outcome in outcomes:
+        _add_entry(model_data, outcome)
+    catalog, model, residual = _finish(scene, context, model_data, outcomes, None)
+    timing = {"total": time.perf_counter() - start, "fit": sum(o.fit_seconds for o in outcomes)}
+    _log.info(
+        "Deblended %d peaks in %d footprints in %.1f s.", len(detections.peaks), len(footprint_ids), timing["total"]
+    )
+    return DeblendResult(catalog, model, residual, model_data, detections, tuple(scene.bands), config, timing)
+
+
+def _add_entry(model_data: ScarletModelData, outcome: _BlendOutcome) -> None:
+    if isinstance(outcome.entry, IsolatedSourceData):
+        model_data.isolated[outcome.blend_id] = outcome.entry
+    elif outcome.entry is not None:
+        model_data.blends[outcome.blend_id] = outcome.entry
+
+
+def deblend_with_new_peaks(
+    scene: Scene,
+    first_pass: DeblendResult,
+    new_peaks_xy: np.ndarray,
+    config: DeblendConfig | None = None,
+) -> DeblendResult:
+    """Second pass: add new peaks and re-fit only the blends they fall in.
+
+    Each new position (x, y) joins the first-pass footprint that contains it;
+    a position outside every footprint gets a new small footprint (see
+    `detections_from_positions`). The blends that gained peaks are
+    initialised and fitted again with all their peaks; every other blend's
+    model data entry and catalog rows are copied unchanged from
+    ``first_pass``. New sources have ``found_by == "residual"``.
+
+    Parameters
+    ----------
+    scene : `Scene`
+        The scene ``first_pass`` was run on.
+    first_pass : `DeblendResult`
+        The first-pass result (or a previous second pass).
+    new_peaks_xy : `numpy.ndarray`
+        (N, 2) new peak positions (x, y).
+    config : `DeblendConfig`, optional
+        Default: ``first_pass.config``.
+
+    Returns
+    -------
+    result : `DeblendResult`
+        The updated result (``first_pass`` is not modified).
+    """
+    config = first_pass.config if config is None else config
+    if tuple(first_pass.bands) != tuple(scene.bands):
+        raise ValueError(f"The first pass has bands {first_pass.bands}; the scene has {scene.bands}.")
+    new_peaks_xy = check_positions(new_peaks_xy, scene.shape, "new peak")
+    start = time.perf_counter()
+    detections = detections_from_positions(scene, new_peaks_xy, base=first_pass.detections)
+    n_old = len(first_pass.detections.peaks)
+    new_ids = np.asarray(detections.peaks["id"][n_old:])
+    touched = np.unique(np.asarray(detections.peaks["footprint_id"][n_old:]))
+    found_by = {int(i): RESIDUAL for i in new_ids}
+    previous = first_pass.catalog
+    found_by.update(
+        {int(i): str(f) for i, f, p in zip(previous["id"], previous["found_by"], previous["parent_id"]) if p in touched}
+    )
+    context = DeblendContext.build(scene, config)
+    outcomes = _run_footprints(context, detections, touched, found_by, "re-deblend")
+
+    model_data = _base_model_data(scene, context)
+    model_data.metadata = first_pass.model_data.metadata
+    touched_set = {int(t) for t in touched}
+    for key, blend in first_pass.model_data.blends.items():
+        if key not in touched_set:
+            model_data.blends[key] = blend
+    for key, source in first_pass.model_data.isolated.items():
+        if key not in touched_set:
+            model_data.isolated[key] = source
+    for outcome in outcomes:
+        _add_entry(model_data, outcome)
+    kept = previous[~np.isin(np.asarray(previous["parent_id"]), list(touched_set))]
+    catalog, model, residual = _finish(scene, context, model_data, outcomes, kept)
+    timing = {"total": time.perf_counter() - start, "fit": sum(o.fit_seconds for o in outcomes)}
+    _log.info("Re-deblended %d blend(s) with %d new peak(s) in %.1f s.", len(touched), len(new_ids), timing["total"])
+    return DeblendResult(catalog, model, residual, model_data, detections, tuple(scene.bands), config, timing)

@@ -1,0 +1,142 @@
+"""Building blocks of the deblender: PSFs, convolutions, monotonicity, symmetry, adaprox."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.signal import fftconvolve
+
+from lsst.meas.extensions.residual.deblending.adaprox import AdaproxState
+from lsst.meas.extensions.residual.deblending.convolution import BoxConvolver
+from lsst.meas.extensions.residual.deblending.initialization import symmetrize
+from lsst.meas.extensions.residual.deblending.monotonicity import _OFFSETS, Monotonicity, refine_peak
+from lsst.meas.extensions.residual.deblending.psf import difference_kernels, integrated_gaussian_psf
+
+
+def _gaussian(size, sigma, dx=0.0, dy=0.0):
+    half = size // 2
+    y, x = np.mgrid[-half : half + 1, -half : half + 1]
+    image = np.exp(-((x - dx) ** 2 + (y - dy) ** 2) / (2 * sigma**2))
+    return image / image.sum()
+
+
+def test_model_psf_is_normalised_centred_and_has_the_right_width():
+    psf = integrated_gaussian_psf(0.8, 15)
+    assert psf.shape == (15, 15)
+    assert psf.sum() == pytest.approx(1.0)
+    assert np.unravel_index(np.argmax(psf), psf.shape) == (7, 7)
+    np.testing.assert_allclose(psf, psf.T)
+    y, x = np.mgrid[-7:8, -7:8]
+    # Pixel integration adds 1/12 px² to the variance of a Gaussian.
+    assert np.sqrt((psf * x**2).sum()) == pytest.approx(np.sqrt(0.8**2 + 1 / 12), rel=1e-3)
+    with pytest.raises(ValueError, match="odd"):
+        integrated_gaussian_psf(0.8, 14)
+
+
+def test_difference_kernel_carries_the_model_psf_to_each_observed_psf():
+    model = integrated_gaussian_psf(0.8, 15)
+    observed = np.stack([_gaussian(25, 1.6, 0.2, -0.1), _gaussian(25, 2.3)])
+    kernels = difference_kernels(observed, model)
+    assert kernels.shape == (2, 25, 25)
+    for band in range(2):
+        back = fftconvolve(model, kernels[band], mode="full")[7:-7, 7:-7]
+        np.testing.assert_allclose(back, observed[band], atol=1e-8)
+    with pytest.raises(ValueError, match="non-finite"):
+        difference_kernels(np.full((1, 25, 25), np.nan), model)
+
+
+def test_box_convolver_matches_direct_convolution_and_its_adjoint_is_exact():
+    rng = np.random.default_rng(3)
+    kernels = rng.normal(size=(3, 9, 9))
+    cube = rng.normal(size=(3, 17, 23))
+    other = rng.normal(size=(3, 17, 23))
+    convolver = BoxConvolver(kernels, (17, 23))
+    direct = np.stack([fftconvolve(cube[b], kernels[b], mode="same") for b in range(3)])
+    np.testing.assert_allclose(convolver.convolve(cube), direct, atol=1e-10)
+    full = np.stack([fftconvolve(cube[b], kernels[b], mode="full") for b in range(3)])
+    np.testing.assert_allclose(convolver.convolve_full(cube), full, atol=1e-10)
+    # <A x, y> == <x, A^T y>
+    assert np.sum(convolver.convolve(cube) * other) == pytest.approx(np.sum(cube * convolver.adjoint(other)))
+    # Leading axes broadcast (one stack of cubes per component).
+    stacked = convolver.convolve(np.stack([cube, other]))
+    np.testing.assert_allclose(stacked[1], convolver.convolve(other), atol=1e-12)
+
+
+def _sequential_monotonic(image, peak, operator):
+    """Reference: scarlet's algorithm, one pixel at a time from the peak outward."""
+    h, w = image.shape
+    weights = operator.weights((h, w), peak)
+    padded = np.zeros((h + 2, w + 2))
+    padded[1:-1, 1:-1] = image
+    yy, xx = np.mgrid[:h, :w]
+    order = np.argsort(((yy - peak[0]) ** 2 + (xx - peak[1]) ** 2).ravel(), kind="stable")
+    for index in order:
+        y, x = divmod(int(index), w)
+        if (y, x) == tuple(peak):
+            continue
+        reference = sum(weights[k, y, x] * padded[1 + y + dy, 1 + x + dx] for k, (dy, dx) in enumerate(_OFFSETS))
+        padded[1 + y, 1 + x] = min(padded[1 + y, 1 + x], reference)
+    return padded[1:-1, 1:-1]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_vectorised_monotonicity_equals_the_sequential_projection(seed):
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(6, 30, size=2)
+    py, px = int(rng.integers(0, h)), int(rng.integers(0, w))
+    yy, xx = np.mgrid[:h, :w]
+    image = np.exp(-((yy - py) ** 2 + (xx - px) ** 2) / 30.0) + 0.3 * rng.normal(size=(h, w))
+    image[py, px] = image.max() + 1.0  # unambiguous peak
+    operator = Monotonicity(size=11)  # grows on demand
+    result = operator(image, (py, px))
+    np.testing.assert_allclose(result, _sequential_monotonic(image, (py, px), operator), atol=1e-12)
+    assert np.all(result <= image + 1e-12)
+    # A projection: applying it again changes nothing.
+    np.testing.assert_allclose(operator(result, (py, px)), result, atol=1e-12)
+
+
+def test_every_pixel_is_at_most_the_weighted_mean_of_its_inner_neighbours():
+    rng = np.random.default_rng(5)
+    image = rng.random((21, 17))
+    image[10, 6] = 2.0
+    operator = Monotonicity()
+    result = operator(image, (10, 6))
+    weights = operator.weights(result.shape, (10, 6))
+    padded = np.pad(result, 1)
+    reference = sum(
+        weights[k] * padded[1 + dy : 1 + dy + 21, 1 + dx : 1 + dx + 17] for k, (dy, dx) in enumerate(_OFFSETS)
+    )
+    reference[10, 6] = np.inf
+    assert np.all(result <= reference + 1e-12)
+    assert result[10, 6] == 2.0
+    # The input was far from monotonic, so the projection had work to do.
+    assert np.sum(result < image - 1e-9) > 100
+
+
+def test_refine_peak_moves_to_the_brightest_neighbour():
+    image = np.zeros((5, 5))
+    image[2, 3] = 1.0
+    assert refine_peak(image, (2, 2)) == (2, 3)
+    assert refine_peak(image, (2, 4)) == (2, 3)
+    assert refine_peak(image, (0, 0)) == (0, 0)  # out of reach: stays (all zeros, first is kept)
+
+
+def test_symmetrize_takes_the_minimum_with_the_mirror_pixel():
+    rng = np.random.default_rng(0)
+    image = rng.random((7, 9))
+    result = symmetrize(image, (2, 3))
+    assert result[2, 3] == image[2, 3]
+    assert result[1, 5] == min(image[1, 5], image[3, 1])
+    assert result[6, 0] == 0.0  # its mirror (-2, 6) is outside the box
+    np.testing.assert_array_equal(result, symmetrize(result, (2, 3)))
+
+
+def test_adaprox_converges_on_a_quadratic_and_damps_the_first_step():
+    x = np.array([5.0, -3.0])
+    damped = AdaproxState((2,)).step(0, x, 2 * x, 0.1)
+    undamped = AdaproxState((2,)).step(1, x, 2 * x, 0.1)
+    np.testing.assert_allclose(x - damped, (x - undamped) / 10)
+    state = AdaproxState((2,))
+    for iteration in range(300):
+        x = state.step(iteration, x, 2 * x, 0.1)
+    assert np.all(np.abs(x) < 1e-3)
