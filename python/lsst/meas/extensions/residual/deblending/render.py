@@ -76,6 +76,7 @@ def render_blend(
     psf: np.ndarray | None = None,
     convolve: bool = True,
     clip_negative: bool = True,
+    crop: bool = False,
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """Render one blend.
 
@@ -96,6 +97,10 @@ def render_blend(
         amplifies high frequencies) and from PSF models with slightly
         negative wings. LSST clips them the same way before redistributing
         flux.
+    crop : `bool`
+        Crop the convolved model to the blend box, as LSST's
+        ``Blend.get_model(convolve=True)`` does; by default the box is grown
+        by the kernel radius so the PSF wings are kept.
 
     Returns
     -------
@@ -118,10 +123,14 @@ def render_blend(
         origin = tuple(child.origin)
         if convolve:
             kernels = difference_kernels(child_psf, child_model_psf)
-            cube = BoxConvolver(kernels, cube.shape[1:]).convolve_full(cube)
+            convolver = BoxConvolver(kernels, cube.shape[1:])
+            if crop:
+                cube = convolver.convolve(cube)
+            else:
+                cube = convolver.convolve_full(cube)
+                origin = (origin[0] - kernels.shape[1] // 2, origin[1] - kernels.shape[2] // 2)
             if clip_negative:
                 np.clip(cube, 0.0, None, out=cube)
-            origin = (origin[0] - kernels.shape[1] // 2, origin[1] - kernels.shape[2] // 2)
         parts.append((cube, origin))
     if len(parts) == 1:
         return parts[0]
