@@ -15,6 +15,9 @@ __all__ = [
     "label_image",
     "label_array",
     "per_band_columns",
+    "deblend_to_catalog",
+    "deblend_from_catalog",
+    "first_pass_sources",
 ]
 
 import numpy as np
@@ -24,7 +27,7 @@ from ..bands import LSST_BANDS
 from ..detection import Detections
 from ..scene import SceneFormatError
 from .coadds import PatchImages
-from .ids import to_global_ids, to_local_ids
+from .ids import parent_ids, source_ids, unpack_ids
 
 
 def per_band_columns(table: Table, name: str, values: np.ndarray, bands, unit: str | None = None) -> None:
@@ -60,8 +63,8 @@ def detections_to_catalog(detections: Detections, patch: PatchImages, tract: int
     """
     peaks = detections.peaks
     table = Table()
-    table["id"] = to_global_ids(np.asarray(peaks["id"]), tract, patch_id)
-    table["footprint_id"] = to_global_ids(np.asarray(peaks["footprint_id"]), tract, patch_id)
+    table["id"] = source_ids(np.asarray(peaks["id"]), tract, patch_id)
+    table["footprint_id"] = parent_ids(np.asarray(peaks["footprint_id"]), tract, patch_id)
     x = np.asarray(peaks["x"], dtype=np.float64)
     y = np.asarray(peaks["y"], dtype=np.float64)
     table["x"] = x + patch.x0
@@ -77,7 +80,7 @@ def detections_to_catalog(detections: Detections, patch: PatchImages, tract: int
     return table
 
 
-def detections_from_catalog(catalog: Table, footprints) -> tuple[Detections, int, int]:
+def detections_from_catalog(catalog: Table, footprints, tract: int, patch: int) -> tuple[Detections, int, int]:
     """Rebuild the core's `Detections` (patch pixels, local ids) from Butler datasets.
 
     Parameters
@@ -86,6 +89,8 @@ def detections_from_catalog(catalog: Table, footprints) -> tuple[Detections, int
         ``object_detection_merged``.
     footprints : `lsst.images.Image`
         ``object_detection_footprints``.
+    tract, patch : `int`
+        The patch (its ids must be packed for it).
 
     Returns
     -------
@@ -96,7 +101,8 @@ def detections_from_catalog(catalog: Table, footprints) -> tuple[Detections, int
     Raises
     ------
     SceneFormatError
-        If the catalog lacks a column or points outside the footprint image.
+        If the catalog lacks a column, has ids of another patch, or points
+        outside the footprint image.
     """
     labels, x0, y0 = label_array(footprints)
     for column in ("id", "footprint_id", "x", "y", "significance"):
@@ -104,8 +110,11 @@ def detections_from_catalog(catalog: Table, footprints) -> tuple[Detections, int
             raise SceneFormatError(f"Detection catalog has no {column!r} column.")
     bands = tuple(b for b in LSST_BANDS if f"{b}_psf_flux" in catalog.colnames)
     peaks = Table()
-    peaks["id"] = to_local_ids(catalog["id"])
-    peaks["footprint_id"] = to_local_ids(catalog["footprint_id"]).astype(np.int32)
+    try:
+        peaks["id"] = unpack_ids(catalog["id"], tract, patch, "source")
+        peaks["footprint_id"] = unpack_ids(catalog["footprint_id"], tract, patch, "parent").astype(np.int32)
+    except ValueError as err:
+        raise SceneFormatError(f"Detection catalog: {err}") from None
     peaks["x"] = np.asarray(catalog["x"], dtype=np.float64) - x0
     peaks["y"] = np.asarray(catalog["y"], dtype=np.float64) - y0
     peaks["significance"] = np.asarray(catalog["significance"], dtype=np.float64)
@@ -120,3 +129,128 @@ def detections_from_catalog(catalog: Table, footprints) -> tuple[Detections, int
             f"({width}x{height} at ({x0}, {y0})): catalog and footprints do not belong together."
         )
     return Detections(peaks=peaks, footprints=labels, bands=bands), x0, y0
+
+
+# -- deblend catalogs ----------------------------------------------------------
+
+#: Core deblend-catalog columns copied to the Butler catalog as they are.
+_DEBLEND_SCALARS = (
+    "chi2",
+    "reduced_chi2",
+    "blend_reduced_chi2",
+    "converged",
+    "n_iter",
+    "n_components",
+    "n_peaks",
+    "isolated",
+    "skipped",
+    "zero_flux",
+    "found_by",
+)
+_DEBLEND_PER_BAND = ("flux", "conserved_flux")
+
+
+def deblend_to_catalog(
+    catalog: Table, bands, patch: PatchImages, tract: int, patch_id: int, id_map=None
+) -> Table:
+    """The core's deblend catalog as a Butler catalog (``object_deblend``).
+
+    Columns: ``id`` (source), ``parent`` (its blend), ``x``, ``y`` (tract
+    pixels), ``ra``, ``dec``, ``{band}_flux``, ``{band}_conserved_flux``
+    (nJy), then the core's diagnostics (``chi2``, ``converged``, ...,
+    ``found_by``). Parent rows are not written: a parent is its ``parent``
+    id, and its blend is in the model data under that id.
+
+    Parameters
+    ----------
+    id_map : `IdMap`, optional
+        Maps local ids to global ones; default: this patch's packing.
+    """
+    out = Table()
+    local_ids = np.asarray(catalog["id"], dtype=np.int64)
+    local_parents = np.asarray(catalog["parent_id"], dtype=np.int64)
+    if id_map is None:
+        out["id"] = source_ids(local_ids, tract, patch_id)
+        out["parent"] = parent_ids(local_parents, tract, patch_id)
+    else:
+        out["id"] = id_map.global_sources(local_ids)
+        out["parent"] = id_map.global_parents(local_parents)
+    x = np.asarray(catalog["x"], dtype=np.float64)
+    y = np.asarray(catalog["y"], dtype=np.float64)
+    out["x"] = x + patch.x0
+    out["y"] = y + patch.y0
+    ra, dec = patch.sky(x, y)
+    out["ra"] = ra
+    out["ra"].unit = "deg"
+    out["dec"] = dec
+    out["dec"].unit = "deg"
+    for name in _DEBLEND_PER_BAND:
+        per_band_columns(out, name, np.asarray(catalog[name]), bands, unit="nJy")
+    for name in _DEBLEND_SCALARS:
+        out[name] = catalog[name]
+    return out
+
+
+def deblend_from_catalog(catalog: Table, bands, x0: int, y0: int, id_map) -> Table:
+    """A Butler deblend catalog back in the core's form (patch pixels, local ids).
+
+    Raises
+    ------
+    SceneFormatError
+        If a column is missing or an id is unknown to ``id_map``.
+    """
+    needed = ["id", "parent", "x", "y", *_DEBLEND_SCALARS]
+    needed += [f"{b}_{name}" for name in _DEBLEND_PER_BAND for b in bands]
+    missing = [c for c in needed if c not in catalog.colnames]
+    if missing:
+        raise SceneFormatError(f"Deblend catalog has no column(s) {missing}.")
+    out = Table()
+    try:
+        out["id"] = id_map.local_sources(catalog["id"])
+        out["parent_id"] = id_map.local_parents(catalog["parent"])
+    except KeyError as err:
+        raise SceneFormatError(f"Deblend catalog: {err.args[0]}") from None
+    out["peak_id"] = out["id"]
+    out["x"] = np.asarray(catalog["x"], dtype=np.float64) - x0
+    out["y"] = np.asarray(catalog["y"], dtype=np.float64) - y0
+    n = len(catalog)
+    for name in _DEBLEND_PER_BAND:
+        out[name] = np.column_stack([np.asarray(catalog[f"{b}_{name}"], dtype=np.float64) for b in bands]).reshape(
+            n, len(bands)
+        )
+    for name in _DEBLEND_SCALARS:
+        out[name] = catalog[name]
+    return out
+
+
+def first_pass_sources(catalog: Table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(id, parent, x, y) of the deblended sources of a first-pass catalog (tract pixels).
+
+    Understands the embedded ``object_deblend`` (columns ``id``, ``parent``,
+    ``x``, ``y``; every row a source) and DRP's (``id``, ``parent``,
+    ``deblend_peak_center_x``/``_y``, with parent rows recognised by
+    ``deblend_nChild > 0`` and left out).
+
+    Raises
+    ------
+    SceneFormatError
+        If the catalog has neither set of columns.
+    """
+    columns = set(catalog.colnames)
+    if {"id", "parent", "x", "y"} <= columns:
+        rows = catalog
+        x, y = rows["x"], rows["y"]
+    elif {"id", "parent", "deblend_peak_center_x", "deblend_peak_center_y"} <= columns:
+        rows = catalog[np.asarray(catalog["deblend_nChild"]) == 0] if "deblend_nChild" in columns else catalog
+        x, y = rows["deblend_peak_center_x"], rows["deblend_peak_center_y"]
+    else:
+        raise SceneFormatError(
+            "Deblend catalog has neither (id, parent, x, y) nor DRP's (id, parent, deblend_peak_center_x/y) "
+            f"columns; it has {sorted(columns)[:12]}."
+        )
+    return (
+        np.asarray(rows["id"], dtype=np.int64),
+        np.asarray(rows["parent"], dtype=np.int64),
+        np.asarray(x, dtype=np.float64),
+        np.asarray(y, dtype=np.float64),
+    )

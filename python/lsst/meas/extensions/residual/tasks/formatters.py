@@ -8,6 +8,11 @@ set-up passes to ``butler create --seed-config``):
     stored as the package's own zip file (see
     `lsst.meas.extensions.residual.network.package`). Derived component
     ``metadata`` (`ModelMetadata`) is read without loading the weights.
+``ResidualSourceFootprints``
+    Sources found by the network with one footprint (boolean mask) each
+    (`lsst.meas.extensions.residual.network.SourceDetections`), in the
+    network's ``sources.fits`` format (footprints may overlap; nothing is
+    lost as it would be in a label image).
 ``ResidualScarletModelData``
     First- or second-pass Scarlet model data
     (`lsst.meas.extensions.residual.deblending.ScarletModelData`), stored in
@@ -17,7 +22,7 @@ set-up passes to ``butler create --seed-config``):
 
 from __future__ import annotations
 
-__all__ = ["ModelPackageFormatter", "ScarletModelDataFormatter"]
+__all__ = ["ModelPackageFormatter", "ScarletModelDataFormatter", "SourceFootprintsFormatter"]
 
 import os
 import tempfile
@@ -25,6 +30,10 @@ from typing import Any
 
 from lsst.daf.butler import FormatterV2
 from lsst.resources import ResourcePath
+
+
+#: Header keys the tasks add to ``sources.fits`` files.
+_PLACEMENT_KEYS = ("TRACT", "PATCH", "X0", "Y0")
 
 
 class ModelPackageFormatter(FormatterV2):
@@ -64,16 +73,46 @@ class ScarletModelDataFormatter(FormatterV2):
     can_read_from_local_file = True
 
     def read_from_local_file(self, path: str, component: str | None = None, expected_size: int = -1) -> Any:
-        from ..deblending import read_model_data
+        from ..deblending import read_scarlet_model
 
         if component is not None:
             raise ValueError(f"ResidualScarletModelData has no component {component!r}.")
-        return read_model_data(path)
+        return read_scarlet_model(path)
 
     def write_local_file(self, in_memory_dataset: Any, uri: ResourcePath) -> None:
-        from ..deblending import write_model_data
+        from ..deblending import write_scarlet_model
 
         with tempfile.TemporaryDirectory() as tmp:
             local = os.path.join(tmp, "models.scarlet")
-            write_model_data(in_memory_dataset, local)
+            write_scarlet_model(local, in_memory_dataset)
+            uri.transfer_from(ResourcePath(local), transfer="copy", overwrite=True)
+
+
+class SourceFootprintsFormatter(FormatterV2):
+    """Read and write network detections with their footprints (``sources.fits``)."""
+
+    default_extension = ".fits"
+    supported_extensions = frozenset({".fits"})
+    can_read_from_local_file = True
+
+    def read_from_local_file(self, path: str, component: str | None = None, expected_size: int = -1) -> Any:
+        from ..network.footprints import read_source_detections
+
+        if component is not None:
+            raise ValueError(f"ResidualSourceFootprints has no component {component!r}.")
+        detections = read_source_detections(path)
+        # The reader keeps the network's keys; the tasks also record where
+        # the patch lies (TRACT, PATCH, X0, Y0: footprints are in patch pixels).
+        from astropy.io import fits
+
+        header = fits.getheader(path, 0)
+        for key in _PLACEMENT_KEYS:
+            if key in header:
+                detections.metadata[key] = int(header[key])
+        return detections
+
+    def write_local_file(self, in_memory_dataset: Any, uri: ResourcePath) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, "sources.fits")
+            in_memory_dataset.write(local)
             uri.transfer_from(ResourcePath(local), transfer="copy", overwrite=True)
