@@ -1,7 +1,15 @@
-"""``residual-detectron demo``: run the main job end to end on the embedded default.
+"""``residual-detectron demo``: the whole chain in an embedded Butler repository.
 
-Interim version (foundation issue): simulate a scene, run first-pass detection
-and save a PNG with truth and peaks marked.
+Creates a SQLite Butler repository under ``--out``, registers a sky map
+(one tract, ``--patches-x`` × ``--patches-y`` patches) and the six bands,
+simulates every patch (six-band coadds with PSFs and truth), ingests the
+model package, runs ``pipetask run`` on ``pipelines/demo.yaml`` (first-pass
+detection and deblending, residual detection, second pass), then prints a
+per-patch summary and writes one PNG per patch plus ``summary.json``.
+
+Running it again is safe: the repository and its inputs are reused, and the
+pipeline resumes the existing output collection (finished work is skipped);
+``--fresh`` starts a new output run beside the old one instead.
 """
 
 from __future__ import annotations
@@ -9,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import time
 from pathlib import Path
 
 _log = logging.getLogger(__name__)
@@ -17,36 +26,92 @@ _log = logging.getLogger(__name__)
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="run the chain end to end on simulated data (what `make demo` runs)",
-        description="Run the chain end to end on the embedded default (simulated data).",
+        help="run the chain end to end in an embedded Butler repository (what `make demo` runs)",
+        description=__doc__.split("\n\n")[1],
     )
     parser.add_argument("--out", default="demo_output", help="output directory (default demo_output)")
-    parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    parser.add_argument("--size", type=int, default=512, help="scene side in pixels (default 512)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed of the simulated patches (default 1)")
+    parser.add_argument("--patch-size", type=int, default=256, help="patch side in pixels (default 256)")
+    parser.add_argument("--patches-x", type=int, default=2, help="patch columns (default 2)")
+    parser.add_argument("--patches-y", type=int, default=2, help="patch rows (default 2)")
+    parser.add_argument("--depth", choices=("10yr", "1yr"), default="10yr", help="coadd depth (default 10yr)")
+    parser.add_argument("--model", help="model package zip (default: the shipped residual-mode package)")
+    parser.add_argument("-j", "--processes", type=int, default=1, help="pipetask processes (default 1)")
+    parser.add_argument("--fresh", action="store_true", help="start a new output run instead of resuming")
     parser.set_defaults(handler=main)
 
 
 def main(args: argparse.Namespace) -> None:
-    from ..detection import detect_peaks, write_detections
-    from ..evaluation import match_positions
-    from ..scene import write_scene
-    from ..simulation import SimulationConfig, simulate_scene
-    from ..visualization import plot_detections
+    from ..tasks.demo import (
+        OUTPUT,
+        DemoConfig,
+        build_demo_repo,
+        plot_patch,
+        quiet_optional_import_warnings,
+        run_pipeline,
+        summarize_patch,
+    )
+    from .main import CommandError
 
+    quiet_optional_import_warnings()
+
+    if args.patch_size < 32:
+        raise CommandError(f"--patch-size must be at least 32 pixels, not {args.patch_size}.")
+    if args.patches_x < 1 or args.patches_y < 1:
+        raise CommandError("--patches-x and --patches-y must be at least 1.")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    scene = simulate_scene(args.seed, SimulationConfig(height=args.size, width=args.size))
-    write_scene(scene, out / "scene.fits", overwrite=True)
-    detections = detect_peaks(scene)
-    write_detections(detections, out / "peaks.fits", overwrite=True)
-    truth_index, _ = match_positions(scene.truth.xy, detections.xy, radius=2.0)
-    summary = {
-        "true_sources": len(scene.truth),
-        "peaks": len(detections.peaks),
-        "footprints": int(detections.footprints.max()),
-        "matched_peaks": len(truth_index),
+    root = out / "repo"
+    config = DemoConfig(
+        patch_size=args.patch_size,
+        patches_x=args.patches_x,
+        patches_y=args.patches_y,
+        seed=args.seed,
+        depth=args.depth,
+        model=args.model,
+        processes=args.processes,
+        fresh=args.fresh,
+    )
+    start = time.perf_counter()
+    butler = build_demo_repo(root, config)
+    print(f"Repository {root}: {config.patches_x * config.patches_y} patches simulated and ingested.", flush=True)
+    try:
+        run_pipeline(root, processes=config.processes, fresh=config.fresh, log_file=out / "pipetask.log")
+    except RuntimeError as err:
+        raise CommandError(f"{err}\n(full log: {out / 'pipetask.log'})") from None
+
+    from lsst.daf.butler import Butler
+
+    butler = Butler.from_config(str(root), collections=[OUTPUT])
+    skymap = config.skymap()
+    summaries = []
+    for geometry in skymap.patches():
+        data_id = {"skymap": skymap.name, "tract": skymap.tract, "patch": geometry.id}
+        summary = summarize_patch(butler, data_id)
+        plot_patch(butler, data_id, config.bands, out / f"patch_{geometry.id}.png", summary)
+        summaries.append(summary)
+    _print_table(summaries)
+    report = {
+        "repository": str(root),
+        "output_collection": OUTPUT,
+        "pipeline": "pipelines/demo.yaml",
+        "patches": [s.as_dict() for s in summaries],
+        "wall_seconds": round(time.perf_counter() - start, 1),
     }
-    plot_detections(scene, detections, out / "detections.png")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary, indent=2))
-    print(f"Wrote {out}/scene.fits, peaks.fits, detections.png, summary.json")
+    (out / "summary.json").write_text(json.dumps(report, indent=2))
+    print(f"Wrote {out}/summary.json, patch_*.png and pipetask.log; Butler outputs in {root} collection {OUTPUT}.")
+
+
+def _print_table(summaries) -> None:
+    header = (
+        f"{'patch':>5} {'true':>5} {'1st pass':>8} {'new det':>7} {'final':>6} {'refit':>5} {'new fp':>6} "
+        f"{'true found 1st->final':>22}"
+    )
+    print(header)
+    for s in summaries:
+        found = "-" if s.true_found_first_pass is None else f"{s.true_found_first_pass} -> {s.true_found_final}"
+        true = "-" if s.true_sources is None else str(s.true_sources)
+        print(
+            f"{s.patch:>5} {true:>5} {s.first_pass_sources:>8} {s.new_detections:>7} {s.final_sources:>6} "
+            f"{s.refitted_blends:>5} {s.new_isolated:>6} {found:>22}"
+        )
