@@ -17,7 +17,7 @@ import sys
 from ..scene import SceneFormatError
 
 # Subcommand modules, in the order ``--help`` lists them.
-_SUBCOMMANDS = ("simulate", "detect_peaks", "deblend", "train", "find", "evaluate", "demo")
+_SUBCOMMANDS = ("simulate", "detect_peaks", "deblend", "train", "find", "evaluate", "run", "demo")
 
 
 class CommandError(Exception):

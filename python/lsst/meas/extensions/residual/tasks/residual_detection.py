@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 from astropy.table import Table
-from scipy.spatial import cKDTree
 
 import lsst.pex.config as pexConfig
 import lsst.pipe.base as pipeBase
@@ -53,6 +52,7 @@ from .coadds import (
     read_legacy_coadd_file,
 )
 from .catalogs import first_pass_sources
+from .chain import select_new_sources
 from .datasets import BAND_PATCH_DIMENSIONS, PATCH_DIMENSIONS
 from .ids import IdMap
 from .model_frames import model_data_to_patch, parent_footprints
@@ -338,9 +338,7 @@ class ResidualDetectionTask(pipeBase.PipelineTask):
             score_threshold=self.config.scoreThreshold,
         )
         existing = np.column_stack([xs - x0, ys - y0]).reshape(-1, 2)
-        is_new = _far_from(found.xy, existing, self.config.matchRadius)
-        n_matched = int(np.sum(~is_new))
-        found = found.select(is_new)
+        found, n_matched = select_new_sources(found, existing, self.config.matchRadius)
         parents_image = parent_footprints(models_patch, scene.shape)
         table, footprints = self._catalog(found, patch_images, parents_image, id_map, tract, patch)
         self.log.info(
@@ -427,12 +425,3 @@ def _model_data_psfs(model_data: ScarletModelData) -> dict[str, np.ndarray]:
     if psf.ndim != 3 or psf.shape[0] != len(bands):
         return {}
     return {band: psf[index] for index, band in enumerate(bands)}
-
-
-def _far_from(points: np.ndarray, reference: np.ndarray, radius: float) -> np.ndarray:
-    """True for each point with no reference point within ``radius``."""
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    if len(points) == 0 or len(reference) == 0 or radius <= 0:
-        return np.ones(len(points), dtype=bool)
-    distance, _ = cKDTree(reference).query(points, k=1, distance_upper_bound=radius)
-    return ~np.isfinite(distance) | (distance > radius)
