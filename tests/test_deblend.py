@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from lsst.meas.extensions.residual.deblending import (
     DeblendConfig,
     ScarletModelDataError,
@@ -49,9 +48,27 @@ def test_catalog_model_and_residual_are_complete_and_consistent(small_scene, tru
     nbands = small_scene.nbands
     assert len(catalog) == len(small_scene.truth)
     assert catalog["id"].dtype == np.int64
-    assert catalog["flux"].shape == (len(catalog), nbands) and catalog["conserved_flux"].shape == catalog["flux"].shape
-    for column in ("parent_id", "peak_id", "x", "y", "chi2", "reduced_chi2", "blend_reduced_chi2", "converged",
-                   "n_iter", "n_components", "n_peaks", "isolated", "skipped", "zero_flux", "found_by"):
+    assert (
+        catalog["flux"].shape == (len(catalog), nbands)
+        and catalog["conserved_flux"].shape == catalog["flux"].shape
+    )
+    for column in (
+        "parent_id",
+        "peak_id",
+        "x",
+        "y",
+        "chi2",
+        "reduced_chi2",
+        "blend_reduced_chi2",
+        "converged",
+        "n_iter",
+        "n_components",
+        "n_peaks",
+        "isolated",
+        "skipped",
+        "zero_flux",
+        "found_by",
+    ):
         assert column in catalog.colnames
     assert set(catalog["found_by"]) == {"first_pass"}
     assert np.all(catalog["n_components"] >= 1) and np.all(catalog["n_iter"] >= FAST.min_iter)
@@ -62,7 +79,9 @@ def test_catalog_model_and_residual_are_complete_and_consistent(small_scene, tru
     assert result.model.min() >= 0
     np.testing.assert_allclose(result.residual, small_scene.image - result.model, atol=1e-4)
     # The model of the patch is what the model data alone renders.
-    np.testing.assert_allclose(render_model_data(result.model_data, small_scene.shape), result.model, atol=1e-6)
+    np.testing.assert_allclose(
+        render_model_data(result.model_data, small_scene.shape), result.model, atol=1e-6
+    )
     # Every fitted source is in the model data under its blend, with its peak id.
     sources = {k: s for blend in result.model_data.blends.values() for k, s in blend.sources.items()}
     assert set(sources) == set(int(i) for i in catalog["id"])
@@ -95,7 +114,9 @@ def two_galaxy_scene():
         (62.0, 38.0, 2.5, 1.5, -0.3, np.array([4000.0, 3000.0, 2000.0])),
         (70.0, 44.0, 2.0, 2.0, 0.0, np.array([1500.0, 2500.0, 3500.0])),
     ]
-    truth = np.stack([f[:, None, None] * _galaxy(shape, x, y, a, b, t, sigma_psf)[None] for x, y, a, b, t, f in sources])
+    truth = np.stack(
+        [f[:, None, None] * _galaxy(shape, x, y, a, b, t, sigma_psf)[None] for x, y, a, b, t, f in sources]
+    )
     rng = np.random.default_rng(4)
     image = truth.sum(axis=0) + rng.normal(0.0, noise, size=truth.shape[1:])
     half = 12
@@ -109,14 +130,18 @@ def two_galaxy_scene():
 def test_fluxes_of_an_isolated_galaxy_and_a_blended_pair(two_galaxy_scene):
     scene, xy, fluxes = two_galaxy_scene
     detections = detections_from_positions(scene, xy)
-    assert detections.peaks["footprint_id"][1] == detections.peaks["footprint_id"][2] != detections.peaks["footprint_id"][0]
+    assert (
+        detections.peaks["footprint_id"][1]
+        == detections.peaks["footprint_id"][2]
+        != detections.peaks["footprint_id"][0]
+    )
     result = deblend(scene, detections, FAST)
     catalog = result.catalog
     rows = [catalog[catalog["peak_id"] == i][0] for i in (1, 2, 3)]
     assert rows[0]["isolated"] and rows[0]["n_components"] == 2  # bright: bulge + disk
     np.testing.assert_allclose(rows[0]["conserved_flux"], fluxes[0], rtol=0.03)
     np.testing.assert_allclose(rows[0]["flux"], fluxes[0], rtol=0.05)
-    for row, flux in zip(rows[1:], fluxes[1:]):
+    for row, flux in zip(rows[1:], fluxes[1:], strict=True):
         np.testing.assert_allclose(row["conserved_flux"], flux, rtol=0.10)
         # The colours tell the two apart: each source keeps its own spectrum shape.
         np.testing.assert_allclose(row["flux"] / row["flux"].sum(), flux / flux.sum(), atol=0.05)
@@ -144,7 +169,9 @@ def test_withheld_sources_stand_out_in_the_residual_and_the_second_pass_takes_th
     for index in withheld:
         x, y = np.floor(xy[index] + 0.5).astype(int)
         window = (slice(max(y - 1, 0), y + 2), slice(max(x - 1, 0), x + 2))
-        assert significance[window].max() > 10, f"withheld source {index} (S/N {snr[index]:.0f}) is not in the residual"
+        assert significance[window].max() > 10, (
+            f"withheld source {index} (S/N {snr[index]:.0f}) is not in the residual"
+        )
         assert complete[window].max() < 0.5 * significance[window].max()
 
     second = deblend_with_new_peaks(small_scene, first, xy[withheld])
@@ -210,10 +237,14 @@ def test_nan_pixels_are_masked_not_propagated(small_scene):
         assert np.all(np.isfinite(cube))
     assert np.all(result.residual[~bad.good] == 0)
     assert np.all(np.isfinite(result.normalized_residual(bad)))
-    assert np.all(np.isfinite(result.catalog["flux"])) and np.all(np.isfinite(result.catalog["conserved_flux"]))
+    assert np.all(np.isfinite(result.catalog["flux"])) and np.all(
+        np.isfinite(result.catalog["conserved_flux"])
+    )
     # A few bad pixels barely change the answer.
     clean = deblend(small_scene, detections, FAST)
-    np.testing.assert_allclose(result.catalog["conserved_flux"].sum(), clean.catalog["conserved_flux"].sum(), rtol=0.05)
+    np.testing.assert_allclose(
+        result.catalog["conserved_flux"].sum(), clean.catalog["conserved_flux"].sum(), rtol=0.05
+    )
 
 
 def test_bad_input_is_reported(small_scene):
@@ -289,9 +320,13 @@ def test_result_files_round_trip(small_scene, truth_result, tmp_path):
     np.testing.assert_array_equal(again.residual, truth_result.residual)
     assert again.bands == truth_result.bands
     for column in truth_result.catalog.colnames:
-        np.testing.assert_array_equal(np.asarray(again.catalog[column]), np.asarray(truth_result.catalog[column]))
+        np.testing.assert_array_equal(
+            np.asarray(again.catalog[column]), np.asarray(truth_result.catalog[column])
+        )
     model_data = read_scarlet_model(paths["model_data"])
-    np.testing.assert_allclose(render_model_data(model_data, small_scene.shape), truth_result.model, atol=1e-6)
+    np.testing.assert_allclose(
+        render_model_data(model_data, small_scene.shape), truth_result.model, atol=1e-6
+    )
     # A read-back result is a valid first pass for the second one.
     second = deblend_with_new_peaks(small_scene, again, small_scene.truth.xy[:1] + 0.3)
     assert (second.catalog["found_by"] == "residual").sum() == 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-
 from lsst.meas.extensions.residual.cli.main import main
 from lsst.meas.extensions.residual.deblending import read_deblend_result
 from lsst.meas.extensions.residual.detection import detect_peaks, write_detections
@@ -20,14 +19,22 @@ def test_deblend_command_writes_the_result_and_reports_user_errors(small_scene, 
     assert main(["deblend", str(scene_path), "--peaks", str(peaks_path), "--out", str(out), "--plot"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["sources"] == len(detections.peaks)
-    for name in ("catalog.fits", "model.fits", "residual.fits", "peaks.fits", "models.scarlet", "summary.json",
-                 "deblend.png"):
+    for name in (
+        "catalog.fits",
+        "model.fits",
+        "residual.fits",
+        "peaks.fits",
+        "models.scarlet",
+        "summary.json",
+        "deblend.png",
+    ):
         assert (out / name).stat().st_size > 0
     result = read_deblend_result(out)
     assert len(result.catalog) == len(detections.peaks)
     assert np.all(np.isfinite(result.residual))
 
-    # Existing output without --overwrite, a missing peaks file, a file that is not a scene: exit 2, no traceback.
+    # Existing output without --overwrite, a missing peaks file, a file that is not a scene:
+    # exit 2, no traceback.
     assert main(["deblend", str(scene_path), "--peaks", str(peaks_path), "--out", str(out)]) == 2
     assert "overwrite" in capsys.readouterr().err
     assert main(["deblend", str(scene_path), "--peaks", str(tmp_path / "nope.fits"), "--out", str(out)]) == 2

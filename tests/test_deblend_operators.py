@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.signal import fftconvolve
-
 from lsst.meas.extensions.residual.deblending.adaprox import AdaproxState
 from lsst.meas.extensions.residual.deblending.convolution import BoxConvolver
 from lsst.meas.extensions.residual.deblending.initialization import symmetrize
 from lsst.meas.extensions.residual.deblending.monotonicity import _OFFSETS, Monotonicity, refine_peak
 from lsst.meas.extensions.residual.deblending.psf import difference_kernels, integrated_gaussian_psf
+from scipy.signal import fftconvolve
 
 
 def _gaussian(size, sigma, dx=0.0, dy=0.0):
@@ -74,7 +73,9 @@ def _sequential_monotonic(image, peak, operator):
         y, x = divmod(int(index), w)
         if (y, x) == tuple(peak):
             continue
-        reference = sum(weights[k, y, x] * padded[1 + y + dy, 1 + x + dx] for k, (dy, dx) in enumerate(_OFFSETS))
+        reference = sum(
+            weights[k, y, x] * padded[1 + y + dy, 1 + x + dx] for k, (dy, dx) in enumerate(_OFFSETS)
+        )
         padded[1 + y, 1 + x] = min(padded[1 + y, 1 + x], reference)
     return padded[1:-1, 1:-1]
 

@@ -7,7 +7,6 @@ import zipfile
 
 import numpy as np
 import pytest
-
 from lsst.meas.extensions.residual.deblending import (
     MODEL_DATA_VERSION,
     BlendData,
@@ -40,7 +39,9 @@ def _model_data():
     factorized = FactorizedComponentData(
         origin=(10, 12), peak=(12.0, 15.0), spectrum=np.array([2.0, 3.0], np.float32), morph=morph
     )
-    cube = CubeComponentData(origin=(11, 13), peak=(12.0, 15.0), cube=rng.random((2, 3, 4)).astype(np.float32))
+    cube = CubeComponentData(
+        origin=(11, 13), peak=(12.0, 15.0), cube=rng.random((2, 3, 4)).astype(np.float32)
+    )
     child = BlendData(
         origin=(10, 12),
         shape=(8, 9),
@@ -50,7 +51,10 @@ def _model_data():
         children={3: child}, metadata={"spans": np.ones((8, 9), dtype=bool), "origin": (10, 12)}
     )
     isolated = IsolatedSourceData(
-        origin=(30, 2), peak=(32.0, 4.0), span_array=np.eye(5, dtype=np.float32), metadata={"peak_id": 9, "id": 9}
+        origin=(30, 2),
+        peak=(32.0, 4.0),
+        span_array=np.eye(5, dtype=np.float32),
+        metadata={"peak_id": 9, "id": 9},
     )
     metadata = {
         "model_psf": integrated_gaussian_psf(0.8, 15).astype(np.float32),
@@ -67,11 +71,12 @@ def _assert_same(a: ScarletModelData, b: ScarletModelData):
     np.testing.assert_array_equal(a.metadata["model_psf"], b.metadata["model_psf"])
     np.testing.assert_array_equal(a.metadata["psf"], b.metadata["psf"])
     for key in a.blends:
-        for (ka, ca), (kb, cb) in zip(a.blends[key].children.items(), b.blends[key].children.items()):
+        children = zip(a.blends[key].children.items(), b.blends[key].children.items(), strict=True)
+        for (ka, ca), (kb, cb) in children:
             assert ka == kb and ca.origin == cb.origin and ca.shape == cb.shape
-            for (sa_id, sa), (sb_id, sb) in zip(ca.sources.items(), cb.sources.items()):
+            for (sa_id, sa), (sb_id, sb) in zip(ca.sources.items(), cb.sources.items(), strict=True):
                 assert sa_id == sb_id and sa.metadata == sb.metadata
-                for comp_a, comp_b in zip(sa.components, sb.components):
+                for comp_a, comp_b in zip(sa.components, sb.components, strict=True):
                     assert type(comp_a) is type(comp_b) and comp_a.origin == comp_b.origin
                     np.testing.assert_array_equal(comp_a.model(), comp_b.model())
     for key in a.isolated:
@@ -111,9 +116,8 @@ def test_scarlet_zip_container_round_trip(tmp_path):
 
 
 def test_rendering_matches_a_direct_convolution_and_isolated_sources_need_the_image():
-    from scipy.signal import fftconvolve
-
     from lsst.meas.extensions.residual.deblending import difference_kernels
+    from scipy.signal import fftconvolve
 
     data = _model_data()
     blend = data.blends[3]
@@ -186,7 +190,9 @@ def test_v29_fixture_survives_a_trip_through_the_container(shared_fixtures, tmp_
     write_scarlet_model(tmp_path / "v29.scarlet", data)
     again = read_model_data(tmp_path / "v29.scarlet")
     for blend_id in data.blends:
-        np.testing.assert_allclose(render_blend(again.blends[blend_id], again)[0], render_blend(data.blends[blend_id], data)[0])
+        np.testing.assert_allclose(
+            render_blend(again.blends[blend_id], again)[0], render_blend(data.blends[blend_id], data)[0]
+        )
 
 
 @pytest.mark.parametrize(
@@ -196,7 +202,9 @@ def test_v29_fixture_survives_a_trip_through_the_container(shared_fixtures, tmp_
         (lambda d: d["blends"]["3"].update(version="9.9"), "Unknown hierarchical blend schema version"),
         (lambda d: d["blends"]["3"].update(blend_type="tree"), "Unknown blend type 'tree'"),
         (
-            lambda d: d["blends"]["3"]["children"]["3"]["sources"]["7"]["components"][0].update(component_type="x"),
+            lambda d: d["blends"]["3"]["children"]["3"]["sources"]["7"]["components"][0].update(
+                component_type="x"
+            ),
             "Unknown component type 'x'",
         ),
         (lambda d: d.update(model_type="other"), "Unknown scarlet model type"),

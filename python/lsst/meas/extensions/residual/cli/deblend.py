@@ -16,22 +16,32 @@ def add_parser(subparsers) -> None:
         help="deblend a scene at its peaks (Scarlet-compatible model); write catalog, model, residual",
         description=(
             "Fit every footprint of PEAKS with its peaks (scarlet_lite's model, LSST defaults) and write "
-            "DIR/catalog.fits, model.fits, residual.fits, peaks.fits, models.scarlet (LSST scarlet model data) "
+            "DIR/catalog.fits, model.fits, residual.fits, peaks.fits, "
+            "models.scarlet (LSST scarlet model data) "
             "and summary.json."
         ),
     )
     parser.add_argument("scene", help="scene FITS file")
     parser.add_argument("--peaks", required=True, help="peaks FITS file (from detect-peaks)")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--max-iter", type=int, default=300, help="maximum iterations per blend (default 300)")
     parser.add_argument(
-        "--relative-error", type=float, default=1e-3, help="stop when logL changes by less than this (default 1e-3)"
+        "--max-iter", type=int, default=300, help="maximum iterations per blend (default 300)"
     )
     parser.add_argument(
-        "--isolated", choices=("fit", "footprint"), default="fit",
+        "--relative-error",
+        type=float,
+        default=1e-3,
+        help="stop when logL changes by less than this (default 1e-3)",
+    )
+    parser.add_argument(
+        "--isolated",
+        choices=("fit", "footprint"),
+        default="fit",
         help="single-peak footprints: fit them (default) or use the image inside the footprint (LSST's way)",
     )
-    parser.add_argument("--plot", action="store_true", help="also write DIR/deblend.png (image, model, residual)")
+    parser.add_argument(
+        "--plot", action="store_true", help="also write DIR/deblend.png (image, model, residual)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.set_defaults(handler=main)
 
@@ -62,7 +72,9 @@ def main(args: argparse.Namespace) -> None:
         "sources": len(catalog),
         "blends": len(result.model_data.blends),
         "converged_fraction": round(float(catalog["converged"].mean()), 3) if len(catalog) else None,
-        "median_blend_reduced_chi2": round(float(_nanmedian(catalog["blend_reduced_chi2"])), 3) if len(catalog) else None,
+        "median_blend_reduced_chi2": round(float(_nanmedian(catalog["blend_reduced_chi2"])), 3)
+        if len(catalog)
+        else None,
         "seconds": round(result.timing.get("total", float("nan")), 2),
     }
     print(json.dumps(summary, indent=2))

@@ -42,7 +42,9 @@ class AdaproxState:
         scale = step if iteration > 0 else np.asarray(step) / 10.0
         return x - scale * self.m / psi
 
-    def embed(self, slices_new: tuple[slice, slice], slices_old: tuple[slice, slice], shape: tuple[int, int]) -> None:
+    def embed(
+        self, slices_new: tuple[slice, slice], slices_old: tuple[slice, slice], shape: tuple[int, int]
+    ) -> None:
         """Move the moments of a 2-D parameter into a resized box (new cells start at zero)."""
         for name, fill in (("m", 0.0), ("v", 0.0), ("vhat", -np.inf)):
             old = getattr(self, name)

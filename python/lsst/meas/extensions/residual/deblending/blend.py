@@ -38,7 +38,9 @@ def model_frame(obs: BlendObservation, components: list[FactorizedComponent]) ->
     return model
 
 
-def fit_blend(obs: BlendObservation, components: list[FactorizedComponent], config: DeblendConfig) -> BlendFit:
+def fit_blend(
+    obs: BlendObservation, components: list[FactorizedComponent], config: DeblendConfig
+) -> BlendFit:
     """Fit ``components`` (in place) to the blend's data.
 
     Returns
@@ -60,7 +62,9 @@ def fit_blend(obs: BlendObservation, components: list[FactorizedComponent], conf
             if resize:
                 component.resize(obs.box)
         iteration += 1
-        if iteration > config.min_iter and abs(history[-1] - history[-2]) < config.relative_error * abs(history[-1]):
+        if iteration > config.min_iter and abs(history[-1] - history[-2]) < config.relative_error * abs(
+            history[-1]
+        ):
             converged = True
             break
     return BlendFit(n_iter=iteration, converged=converged, log_likelihood=history)

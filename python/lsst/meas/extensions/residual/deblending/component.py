@@ -162,7 +162,9 @@ class FactorizedComponent:
         if len(rows) == 0:
             core = Box(self.peak[0], self.peak[1], 1, 1)
         else:
-            core = Box(self.box.y0 + rows[0], self.box.x0 + cols[0], rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
+            core = Box(
+                self.box.y0 + rows[0], self.box.x0 + cols[0], rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+            )
         new_box = core.grow(self.padding).intersect(limit)
         if not new_box.contains(*self.peak):
             new_box = Box(self.peak[0], self.peak[1], 1, 1).grow(self.padding).intersect(limit)

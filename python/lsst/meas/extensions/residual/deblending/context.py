@@ -63,7 +63,7 @@ class DeblendContext:
         with np.errstate(invalid="ignore"):
             noise_rms = np.nanmean(sigma.reshape(scene.nbands, -1), axis=1)
         if not np.all(np.isfinite(noise_rms)):
-            bad = [b for b, v in zip(scene.bands, noise_rms) if not np.isfinite(v)]
+            bad = [b for b, v in zip(scene.bands, noise_rms, strict=True) if not np.isfinite(v)]
             raise ValueError(f"Band(s) {','.join(bad)} have no usable pixel (all masked or non-finite).")
         model_psf = integrated_gaussian_psf(config.model_psf_sigma, config.model_psf_size)
         kernels = difference_kernels(scene.psf, model_psf)

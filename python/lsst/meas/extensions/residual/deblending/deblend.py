@@ -104,10 +104,13 @@ class DeblendResult:
 def _check_inputs(scene: Scene, detections: Detections) -> None:
     if tuple(detections.bands) != tuple(scene.bands):
         raise ValueError(
-            f"Detections are for bands {','.join(detections.bands)} but the scene has {','.join(scene.bands)}."
+            f"Detections are for bands {','.join(detections.bands)} "
+            f"but the scene has {','.join(scene.bands)}."
         )
     if detections.footprints.shape != scene.shape:
-        raise ValueError(f"Footprint image has shape {detections.footprints.shape}; the scene is {scene.shape}.")
+        raise ValueError(
+            f"Footprint image has shape {detections.footprints.shape}; the scene is {scene.shape}."
+        )
     peaks = detections.peaks
     for column in ("id", "footprint_id", "x", "y"):
         if column not in peaks.colnames:
@@ -115,14 +118,17 @@ def _check_inputs(scene: Scene, detections: Detections) -> None:
     ids = np.asarray(peaks["id"])
     if len(np.unique(ids)) != len(ids):
         raise ValueError("Peak ids are not unique.")
-    xy = check_positions(np.column_stack([peaks["x"], peaks["y"]]) if len(peaks) else np.zeros((0, 2)), scene.shape)
+    xy = check_positions(
+        np.column_stack([peaks["x"], peaks["y"]]) if len(peaks) else np.zeros((0, 2)), scene.shape
+    )
     px, py = np.floor(xy[:, 0] + 0.5).astype(int), np.floor(xy[:, 1] + 0.5).astype(int)
     labels = detections.footprints[py, px]
     wrong = np.flatnonzero(labels != np.asarray(peaks["footprint_id"]))
     if len(wrong):
         i = wrong[0]
         raise ValueError(
-            f"{len(wrong)} peak(s) do not lie in their footprint, e.g. peak {ids[i]} at ({xy[i, 0]:g}, {xy[i, 1]:g}) "
+            f"{len(wrong)} peak(s) do not lie in their footprint, "
+            f"e.g. peak {ids[i]} at ({xy[i, 0]:g}, {xy[i, 1]:g}) "
             f"has footprint_id {peaks['footprint_id'][i]} but that pixel belongs to footprint {labels[i]}."
         )
 
@@ -132,9 +138,24 @@ def _empty_rows(nbands: int) -> dict[str, list]:
 
 
 _COLUMNS = (
-    "id", "parent_id", "peak_id", "x", "y", "flux", "conserved_flux", "chi2", "reduced_chi2",
-    "blend_reduced_chi2", "converged", "n_iter", "n_components", "n_peaks", "isolated", "skipped",
-    "zero_flux", "found_by",
+    "id",
+    "parent_id",
+    "peak_id",
+    "x",
+    "y",
+    "flux",
+    "conserved_flux",
+    "chi2",
+    "reduced_chi2",
+    "blend_reduced_chi2",
+    "converged",
+    "n_iter",
+    "n_components",
+    "n_peaks",
+    "isolated",
+    "skipped",
+    "zero_flux",
+    "found_by",
 )
 
 
@@ -182,11 +203,15 @@ def _deblend_footprint(
 ) -> _BlendOutcome:
     config = context.config
     nbands = context.scene.nbands
-    box = Box(slices[0].start, slices[1].start, slices[0].stop - slices[0].start, slices[1].stop - slices[1].start)
+    box = Box(
+        slices[0].start, slices[1].start, slices[0].stop - slices[0].start, slices[1].stop - slices[1].start
+    )
     footprint = footprints[slices] == blend_id
     rows = _empty_rows(nbands)
-    order = np.argsort(-np.asarray(peaks["significance"]), kind="stable") if "significance" in peaks.colnames else (
-        np.arange(len(peaks))
+    order = (
+        np.argsort(-np.asarray(peaks["significance"]), kind="stable")
+        if "significance" in peaks.colnames
+        else (np.arange(len(peaks)))
     )
     peaks = peaks[order]
     n_peaks = len(peaks)
@@ -204,9 +229,16 @@ def _deblend_footprint(
         rows["isolated"].append(isolated)
         rows["found_by"].append(found_by.get(int(peak["id"]), FIRST_PASS))
         defaults = dict(
-            flux=np.full(nbands, np.nan), conserved_flux=np.full(nbands, np.nan), chi2=np.nan,
-            reduced_chi2=np.nan, blend_reduced_chi2=np.nan, converged=False, n_iter=0, n_components=0,
-            skipped=False, zero_flux=False,
+            flux=np.full(nbands, np.nan),
+            conserved_flux=np.full(nbands, np.nan),
+            chi2=np.nan,
+            reduced_chi2=np.nan,
+            blend_reduced_chi2=np.nan,
+            converged=False,
+            n_iter=0,
+            n_components=0,
+            skipped=False,
+            zero_flux=False,
         )
         defaults.update(values)
         for key, value in defaults.items():
@@ -240,7 +272,9 @@ def _deblend_footprint(
         fit_spectra(obs, components)
     fit = fit_blend(obs, components, config)
     fractions = source_fractions(obs, sources)
-    conserved = conserved_fluxes(obs, fractions) if config.conserve_flux else np.full((len(sources), nbands), np.nan)
+    conserved = (
+        conserved_fluxes(obs, fractions) if config.conserve_flux else np.full((len(sources), nbands), np.nan)
+    )
     fit_seconds = time.perf_counter() - start
 
     children_sources = {}
@@ -252,8 +286,13 @@ def _deblend_footprint(
         flux = sum(c.flux for c in sources[index])
         fitted_rows.append(len(rows["id"]))
         add_row(
-            peak, flux=flux, conserved_flux=conserved[index], converged=fit.converged, n_iter=fit.n_iter,
-            n_components=len(sources[index]), zero_flux=bool(np.all(flux <= 1e-12 * max(context.noise_rms.max(), 1))),
+            peak,
+            flux=flux,
+            conserved_flux=conserved[index],
+            converged=fit.converged,
+            n_iter=fit.n_iter,
+            n_components=len(sources[index]),
+            zero_flux=bool(np.all(flux <= 1e-12 * max(context.noise_rms.max(), 1))),
         )
         children_sources[int(peak["id"])] = SourceData(
             components=[_component_data(c) for c in sources[index]],
@@ -297,11 +336,18 @@ def _run_footprints(
     outcomes = []
     ids = [int(f) for f in footprint_ids]
     # Large blends first so the progress bar's estimate is pessimistic, not optimistic.
-    ids.sort(key=lambda f: -(slices[f][0].stop - slices[f][0].start) * (slices[f][1].stop - slices[f][1].start))
+    ids.sort(
+        key=lambda f: -(slices[f][0].stop - slices[f][0].start) * (slices[f][1].stop - slices[f][1].start)
+    )
     for blend_id in tqdm(ids, desc=desc, unit="blend", disable=not context.config.show_progress, leave=False):
         outcomes.append(
             _deblend_footprint(
-                context, blend_id, peaks[fp_of_peak == blend_id], slices[blend_id], detections.footprints, found_by
+                context,
+                blend_id,
+                peaks[fp_of_peak == blend_id],
+                slices[blend_id],
+                detections.footprints,
+                found_by,
             )
         )
     outcomes.sort(key=lambda o: o.blend_id)
@@ -324,7 +370,11 @@ def _finish(
     tables = [] if kept_rows is None else [kept_rows]
     for outcome in outcomes:
         sl = outcome.box.slices()
-        chi = residual[:, sl[0], sl[1]].astype(np.float64) ** 2 * weights[:, sl[0], sl[1]] * outcome.footprint[None]
+        chi = (
+            residual[:, sl[0], sl[1]].astype(np.float64) ** 2
+            * weights[:, sl[0], sl[1]]
+            * outcome.footprint[None]
+        )
         used = (weights[:, sl[0], sl[1]] > 0) & outcome.footprint[None]
         n_used = int(used.sum())
         blend_chi2 = float(chi.sum()) / n_used if n_used else np.nan
@@ -385,7 +435,10 @@ def deblend(scene: Scene, detections: Detections, config: DeblendConfig | None =
     catalog, model, residual = _finish(scene, context, model_data, outcomes, None)
     timing = {"total": time.perf_counter() - start, "fit": sum(o.fit_seconds for o in outcomes)}
     _log.info(
-        "Deblended %d peaks in %d footprints in %.1f s.", len(detections.peaks), len(footprint_ids), timing["total"]
+        "Deblended %d peaks in %d footprints in %.1f s.",
+        len(detections.peaks),
+        len(footprint_ids),
+        timing["total"],
     )
     return DeblendResult(catalog, model, residual, model_data, detections, tuple(scene.bands), config, timing)
 
@@ -440,7 +493,11 @@ def deblend_with_new_peaks(
     found_by = {int(i): RESIDUAL for i in new_ids}
     previous = first_pass.catalog
     found_by.update(
-        {int(i): str(f) for i, f, p in zip(previous["id"], previous["found_by"], previous["parent_id"]) if p in touched}
+        {
+            int(i): str(f)
+            for i, f, p in zip(previous["id"], previous["found_by"], previous["parent_id"], strict=True)
+            if p in touched
+        }
     )
     context = DeblendContext.build(scene, config)
     outcomes = _run_footprints(context, detections, touched, found_by, "re-deblend")
@@ -459,5 +516,7 @@ def deblend_with_new_peaks(
     kept = previous[~np.isin(np.asarray(previous["parent_id"]), list(touched_set))]
     catalog, model, residual = _finish(scene, context, model_data, outcomes, kept)
     timing = {"total": time.perf_counter() - start, "fit": sum(o.fit_seconds for o in outcomes)}
-    _log.info("Re-deblended %d blend(s) with %d new peak(s) in %.1f s.", len(touched), len(new_ids), timing["total"])
+    _log.info(
+        "Re-deblended %d blend(s) with %d new peak(s) in %.1f s.", len(touched), len(new_ids), timing["total"]
+    )
     return DeblendResult(catalog, model, residual, model_data, detections, tuple(scene.bands), config, timing)

@@ -153,10 +153,16 @@ def initialize_sources(
         peak_in_box = (peak[0] - box.y0, peak[1] - box.x0)
         response = _response_at_peak(morph, peak_in_box, obs.kernels)
         with np.errstate(divide="ignore", invalid="ignore"):
-            spectrum = np.where(response > 0, np.clip(obs.image[:, local[0], local[1]], 0.0, None) / response, 0.0)
-        n_components = 2 if (config.max_components == 2 and obs.significance[local] >= 2 * config.min_snr) else 1
+            spectrum = np.where(
+                response > 0, np.clip(obs.image[:, local[0], local[1]], 0.0, None) / response, 0.0
+            )
+        n_components = (
+            2 if (config.max_components == 2 and obs.significance[local] >= 2 * config.min_snr) else 1
+        )
         if n_components == 1:
-            sources.append([FactorizedComponent(spectrum, morph, box, peak, obs.noise_rms, config, monotonicity)])
+            sources.append(
+                [FactorizedComponent(spectrum, morph, box, peak, obs.noise_rms, config, monotonicity)]
+            )
             continue
         cut = config.disk_percentile / 100.0
         bulge = np.clip(morph - cut, 0.0, None)
@@ -164,7 +170,9 @@ def initialize_sources(
         disk = np.minimum(morph, cut) / cut
         sources.append(
             [
-                FactorizedComponent(spectrum * (1 - cut), bulge, box, peak, obs.noise_rms, config, monotonicity),
+                FactorizedComponent(
+                    spectrum * (1 - cut), bulge, box, peak, obs.noise_rms, config, monotonicity
+                ),
                 FactorizedComponent(spectrum * cut, disk, box, peak, obs.noise_rms, config, monotonicity),
             ]
         )
@@ -188,7 +196,7 @@ def fit_spectra(obs: BlendObservation, components: list[FactorizedComponent]) ->
         design = (convolved[:, b] * root_w[b]).reshape(len(components), -1).T
         target = (obs.image[b] * root_w[b]).ravel()
         solution, *_ = np.linalg.lstsq(design, target, rcond=None)
-        for component, value in zip(components, solution):
+        for component, value in zip(components, solution, strict=True):
             component.spectrum[b] = max(value, 0.0)
     for component in components:
         component.spectrum[~(component.spectrum > 0)] = 1e-20

@@ -88,12 +88,13 @@ def write_deblend_result(result, directory: str | os.PathLike, overwrite: bool =
     _write_cube(paths["residual"], result.residual, "RESIDUAL", result.bands, overwrite)
     write_detections(result.detections, paths["peaks"], overwrite=overwrite)
     write_scarlet_model(paths["model_data"], result.model_data)
+    names, counts = np.unique(np.asarray(result.catalog["found_by"]), return_counts=True)
     summary = {
         "bands": list(result.bands),
         "n_sources": len(result.catalog),
         "n_blends": len(result.model_data.blends),
         "n_isolated": len(result.model_data.isolated),
-        "found_by": {str(k): int(v) for k, v in zip(*np.unique(np.asarray(result.catalog["found_by"]), return_counts=True))},
+        "found_by": {str(k): int(v) for k, v in zip(names, counts, strict=True)},
         "timing_seconds": {k: round(float(v), 3) for k, v in result.timing.items()},
         "config": dataclasses.asdict(result.config),
     }

@@ -215,7 +215,11 @@ class CubeComponentData:
         )
 
 
-_COMPONENT_TYPES = {"factorized": FactorizedComponentData, "component": CubeComponentData, "cube": CubeComponentData}
+_COMPONENT_TYPES = {
+    "factorized": FactorizedComponentData,
+    "component": CubeComponentData,
+    "cube": CubeComponentData,
+}
 
 
 def _component_from_dict(data: dict, dtype) -> FactorizedComponentData | CubeComponentData:
@@ -289,7 +293,9 @@ class IsolatedSourceData:
     def from_dict(cls, data: dict, dtype=np.float32) -> IsolatedSourceData:
         _version(data, "isolated source", _KNOWN_OBJECT_VERSIONS)
         if data.get("source_type", "isolated") != "isolated":
-            raise ScarletModelDataError(f"Expected an isolated source, got source type {data['source_type']!r}.")
+            raise ScarletModelDataError(
+                f"Expected an isolated source, got source type {data['source_type']!r}."
+            )
         _require(data, ("origin", "shape", "peak", "span_array"), "Isolated source")
         shape = tuple(int(s) for s in data["shape"])
         return cls(
@@ -450,7 +456,9 @@ class ScarletModelData:
             missing fields.
         """
         if not isinstance(data, dict):
-            raise ScarletModelDataError(f"Scarlet model data must be a JSON object, not {type(data).__name__}.")
+            raise ScarletModelDataError(
+                f"Scarlet model data must be a JSON object, not {type(data).__name__}."
+            )
         version = _version(data, "scarlet model data", _KNOWN_MODEL_VERSIONS)
         model_type = data.get("model_type", MODEL_TYPE)
         if model_type not in (MODEL_TYPE, "scarlet_model"):

@@ -93,7 +93,9 @@ class Monotonicity:
         c = self._size // 2
         return self._weights[:, c - py : c - py + h, c - px : c - px + w]
 
-    def __call__(self, morph: np.ndarray, center: tuple[int, int], max_sweeps: int | None = None) -> np.ndarray:
+    def __call__(
+        self, morph: np.ndarray, center: tuple[int, int], max_sweeps: int | None = None
+    ) -> np.ndarray:
         """Monotonic projection of ``morph`` (H, W) about ``center`` (y, x).
 
         Returns a new array; ``morph`` is not modified. Pixels outside the

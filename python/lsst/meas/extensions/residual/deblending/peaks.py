@@ -43,7 +43,9 @@ def _disk(radius: int) -> np.ndarray:
     return xx**2 + yy**2 <= radius**2
 
 
-def _significance_footprints(significance: np.ndarray, threshold: float, grow: int, min_pixels: int) -> np.ndarray:
+def _significance_footprints(
+    significance: np.ndarray, threshold: float, grow: int, min_pixels: int
+) -> np.ndarray:
     above = significance > threshold
     labels, n = ndimage.label(above, structure=np.ones((3, 3)))
     if n == 0:
@@ -110,7 +112,9 @@ def detections_from_positions(
         if tuple(base.bands) != tuple(scene.bands):
             raise ValueError(f"Base detections have bands {base.bands}; the scene has {scene.bands}.")
         if base.footprints.shape != scene.shape:
-            raise ValueError(f"Base footprints have shape {base.footprints.shape}; the scene is {scene.shape}.")
+            raise ValueError(
+                f"Base footprints have shape {base.footprints.shape}; the scene is {scene.shape}."
+            )
         footprints = base.footprints.astype(np.int32, copy=True)
         next_peak_id = int(np.max(base.peaks["id"])) + 1 if len(base.peaks) else 1
 

@@ -44,14 +44,18 @@ def plot_deblend(scene: Scene, result, path: str | os.PathLike, title: str | Non
     fig, axes = plt.subplots(1, 3, figsize=(18, 6.6), sharex=True, sharey=True)
     catalog = result.catalog
     first = np.asarray(catalog["found_by"]) != "residual"
-    for ax, (name, cube) in zip(axes, panels):
-        with np.errstate(invalid="ignore", divide="ignore"):  # astropy's Lupton RGB divides 0 by 0 on blank pixels
+    for ax, (name, cube) in zip(axes, panels, strict=True):
+        with np.errstate(
+            invalid="ignore", divide="ignore"
+        ):  # astropy's Lupton RGB divides 0 by 0 on blank pixels
             rgb = rgb_composite(cube, scene.bands, stretch=stretch)
         ax.imshow(rgb, origin="lower", interpolation="nearest")
         ax.set_title(name)
         ax.scatter(catalog["x"][first], catalog["y"][first], s=18, marker="+", color="red", lw=0.8)
         if np.any(~first):
-            ax.scatter(catalog["x"][~first], catalog["y"][~first], s=40, facecolors="none", edgecolors="cyan", lw=0.9)
+            ax.scatter(
+                catalog["x"][~first], catalog["y"][~first], s=40, facecolors="none", edgecolors="cyan", lw=0.9
+            )
         ax.set_xlim(-0.5, width - 0.5)
         ax.set_ylim(-0.5, height - 0.5)
     if scene.truth is not None and len(scene.truth):

@@ -43,7 +43,9 @@ def blend_psfs(
                 break
     missing = [k for k in ("model_psf", "psf") if k not in found]
     if missing:
-        raise ScarletModelDataError(f"No {' or '.join(missing)} in the blend or model metadata: cannot render.")
+        raise ScarletModelDataError(
+            f"No {' or '.join(missing)} in the blend or model metadata: cannot render."
+        )
     bands = tuple(found["bands"]) if "bands" in found else None
     return np.asarray(found["model_psf"]), np.asarray(found["psf"]), bands
 
@@ -58,7 +60,8 @@ def _model_frame(blend: BlendData, nbands: int) -> np.ndarray:
             model = component.model()
             if model.shape[0] != nbands:
                 raise ScarletModelDataError(
-                    f"Source {source_id} has a {model.shape[0]}-band component but the PSF has {nbands} bands."
+                    f"Source {source_id} has a {model.shape[0]}-band component "
+                    f"but the PSF has {nbands} bands."
                 )
             cy, cx = component.origin[0] - y0, component.origin[1] - x0
             ch, cw = model.shape[-2:]
@@ -144,7 +147,9 @@ def render_blend(
     return total, (y0, x0)
 
 
-def _add_clipped(canvas: np.ndarray, cube: np.ndarray, origin: tuple[int, int], offset: tuple[int, int]) -> None:
+def _add_clipped(
+    canvas: np.ndarray, cube: np.ndarray, origin: tuple[int, int], offset: tuple[int, int]
+) -> None:
     """Add ``cube`` (at patch ``origin``) into ``canvas`` (whose [0, 0] is at patch ``offset``)."""
     cy, cx = origin[0] - offset[0], origin[1] - offset[1]
     h, w = canvas.shape[-2:]
@@ -216,7 +221,8 @@ def render_model_data(
                 cube = cube[[list(child_bands).index(b) for b in out_bands]]
             elif out_bands is not None and cube.shape[0] != len(out_bands):
                 raise ScarletModelDataError(
-                    f"Blend {blend_id} has {cube.shape[0]} PSF bands but the model has {len(out_bands)} bands."
+                    f"Blend {blend_id} has {cube.shape[0]} PSF bands "
+                    f"but the model has {len(out_bands)} bands."
                 )
             rendered.append((cube, cube_origin))
     isolated = [

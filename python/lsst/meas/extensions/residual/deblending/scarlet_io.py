@@ -64,7 +64,9 @@ def read_scarlet_model(
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ScarletModelDataError(f"{path!r} has a member that is not valid JSON: {err}") from None
     if wanted is not None and wanted - set(members):
-        raise ScarletModelDataError(f"{path!r} has no blend(s) {sorted(int(w) for w in wanted - set(members))}.")
+        raise ScarletModelDataError(
+            f"{path!r} has no blend(s) {sorted(int(w) for w in wanted - set(members))}."
+        )
     data: dict = {"blends": {}, "isolated": {}}
     if "version" in members:
         data["version"] = members.pop("version")
@@ -86,7 +88,9 @@ def read_scarlet_model(
         elif member.get("source_type") == "isolated":
             data["isolated"][key] = member
         else:
-            raise ScarletModelDataError(f"{path!r}: member {name!r} is neither a blend nor an isolated source.")
+            raise ScarletModelDataError(
+                f"{path!r}: member {name!r} is neither a blend nor an isolated source."
+            )
     try:
         return ScarletModelData.from_dict(data, dtype=dtype)
     except ScarletModelDataError as err:
