@@ -28,7 +28,7 @@ from .blend import fit_blend
 from .component import Box, FactorizedComponent
 from .config import DeblendConfig
 from .context import DeblendContext
-from .flux import conserved_fluxes, source_fractions
+from .flux import SourceShare, conserved_fluxes, source_shares, weighted_sums
 from .initialization import fit_spectra, initialize_sources
 from .model_data import (
     BlendData,
@@ -188,8 +188,8 @@ class _BlendOutcome:
     rows: dict[str, list]
     box: Box
     footprint: np.ndarray
-    fractions: np.ndarray | None  # (nsources, nbands, h, w) for the fitted sources
-    fitted_rows: list[int]  # indices in rows of the fitted sources (same order as fractions)
+    shares: list[SourceShare] | None  # each fitted source's share of the pixels
+    fitted_rows: list[int]  # indices in rows of the fitted sources (same order as shares)
     fit_seconds: float
 
 
@@ -271,9 +271,9 @@ def _deblend_footprint(
     ):
         fit_spectra(obs, components)
     fit = fit_blend(obs, components, config)
-    fractions = source_fractions(obs, sources)
+    shares = source_shares(obs, sources)
     conserved = (
-        conserved_fluxes(obs, fractions) if config.conserve_flux else np.full((len(sources), nbands), np.nan)
+        conserved_fluxes(obs, shares) if config.conserve_flux else np.full((len(sources), nbands), np.nan)
     )
     fit_seconds = time.perf_counter() - start
 
@@ -302,7 +302,7 @@ def _deblend_footprint(
     entry = HierarchicalBlendData(
         children={blend_id: child}, metadata={"spans": footprint.copy(), "origin": box.origin}
     )
-    return _BlendOutcome(blend_id, entry, rows, box, footprint, fractions, fitted_rows, fit_seconds)
+    return _BlendOutcome(blend_id, entry, rows, box, footprint, shares, fitted_rows, fit_seconds)
 
 
 def _component_data(component: FactorizedComponent) -> FactorizedComponentData:
@@ -380,9 +380,9 @@ def _finish(
         blend_chi2 = float(chi.sum()) / n_used if n_used else np.nan
         rows = outcome.rows
         rows["blend_reduced_chi2"] = [blend_chi2] * len(rows["id"])
-        if outcome.fractions is not None:
-            chi2 = np.einsum("sbhw,bhw->s", outcome.fractions, chi)
-            dof = np.einsum("sbhw,bhw->s", outcome.fractions, used.astype(np.float32))
+        if outcome.shares is not None:
+            chi2 = weighted_sums(outcome.shares, chi, outcome.box).sum(axis=1)
+            dof = weighted_sums(outcome.shares, used.astype(np.float32), outcome.box).sum(axis=1)
             for k, row in enumerate(outcome.fitted_rows):
                 rows["chi2"][row] = float(chi2[k])
                 rows["reduced_chi2"][row] = float(chi2[k] / dof[k]) if dof[k] > 0 else np.nan

@@ -5,39 +5,72 @@ images: each pixel of the data (inside the footprint) is split among the
 sources in proportion to their observed-PSF models there. The fluxes then
 add up to the data even where the model is imperfect. Negative model pixels
 (difference-kernel ringing) are clipped first, as LSST does.
+
+Each source's share is kept only on its own box (its components' boxes grown
+by the kernel radius), so memory grows with the sources' areas, not with
+sources × blend area.
 """
 
 from __future__ import annotations
 
-__all__ = ["source_fractions", "conserved_fluxes"]
+__all__ = ["SourceShare", "source_shares", "conserved_fluxes", "weighted_sums"]
+
+import dataclasses
 
 import numpy as np
 
-from .component import FactorizedComponent
+from .component import Box, FactorizedComponent
+from .convolution import BoxConvolver
 from .initialization import BlendObservation
 
 
-def source_fractions(obs: BlendObservation, sources: list[list[FactorizedComponent]]) -> np.ndarray:
-    """(nsources, nbands, H, W) float32 share of each pixel belonging to each source.
+@dataclasses.dataclass
+class SourceShare:
+    """The fraction of each pixel of ``box`` (patch coordinates) that belongs to one source."""
 
-    Where no source has model flux the shares are zero.
-    """
+    box: Box
+    fraction: np.ndarray
+    """(nbands, h, w) float32 in [0, 1]."""
+
+
+def _source_box(obs: BlendObservation, components: list[FactorizedComponent]) -> Box:
+    y0 = min(c.box.y0 for c in components)
+    x0 = min(c.box.x0 for c in components)
+    y1 = max(c.box.y1 for c in components)
+    x1 = max(c.box.x1 for c in components)
+    pad = max(obs.kernels.shape[1], obs.kernels.shape[2]) // 2
+    return Box(y0, x0, y1 - y0, x1 - x0).grow(pad).intersect(obs.box)
+
+
+def source_shares(obs: BlendObservation, sources: list[list[FactorizedComponent]]) -> list[SourceShare]:
+    """Each source's share of the pixels of the blend (zero where no source has model flux)."""
     nbands = obs.nbands
-    fractions = np.zeros((len(sources), nbands, *obs.box.shape), dtype=np.float32)
-    if not sources:
-        return fractions
-    for index, components in enumerate(sources):
-        cube = np.zeros((nbands, *obs.box.shape))
+    total = np.zeros((nbands, *obs.box.shape))
+    shares = []
+    for components in sources:
+        box = _source_box(obs, components)
+        cube = np.zeros((nbands, *box.shape))
         for component in components:
-            cube[:, *component.box.slices(obs.box)] += component.model()
-        fractions[index] = np.clip(obs.convolver.convolve(cube), 0.0, None)
-    total = fractions.sum(axis=0)
-    np.divide(fractions, total[None], out=fractions, where=total[None] > 0)
-    fractions[:, total <= 0] = 0.0
-    return fractions
+            cube[:, *component.box.slices(box)] += component.model()
+        convolved = np.clip(BoxConvolver(obs.kernels, box.shape).convolve(cube), 0.0, None)
+        total[:, *box.slices(obs.box)] += convolved
+        shares.append(SourceShare(box, convolved.astype(np.float32)))
+    for share in shares:
+        local_total = total[:, *share.box.slices(obs.box)]
+        np.divide(share.fraction, local_total, out=share.fraction, where=local_total > 0)
+        share.fraction[local_total <= 0] = 0.0
+    return shares
 
 
-def conserved_fluxes(obs: BlendObservation, fractions: np.ndarray) -> np.ndarray:
+def weighted_sums(shares: list[SourceShare], image: np.ndarray, origin: Box) -> np.ndarray:
+    """(nsources, nbands) Σ fraction × ``image`` over each share's box (``image`` covers ``origin``)."""
+    result = np.zeros((len(shares), image.shape[0]))
+    for index, share in enumerate(shares):
+        result[index] = np.einsum("bhw,bhw->b", share.fraction, image[:, *share.box.slices(origin)])
+    return result
+
+
+def conserved_fluxes(obs: BlendObservation, shares: list[SourceShare]) -> np.ndarray:
     """(nsources, nbands) flux of each source's share of the image inside the footprint's good pixels."""
     data = np.where(obs.weights > 0, obs.image, 0.0)
-    return np.einsum("sbhw,bhw->sb", fractions, data)
+    return weighted_sums(shares, data, obs.box)

@@ -191,11 +191,14 @@ def fit_spectra(obs: BlendObservation, components: list[FactorizedComponent]) ->
     for k, component in enumerate(components):
         stack[k, :, *component.box.slices(obs.box)] = component.morph[None]
     convolved = obs.convolver.convolve(stack)  # (K, nbands, H, W)
-    root_w = np.sqrt(obs.weights)
     for b in range(nbands):
-        design = (convolved[:, b] * root_w[b]).reshape(len(components), -1).T
-        target = (obs.image[b] * root_w[b]).ravel()
-        solution, *_ = np.linalg.lstsq(design, target, rcond=None)
+        # Normal equations (K x K): far cheaper than an SVD of the (pixels x K) design matrix;
+        # lstsq on them still copes with degenerate (e.g. coincident) components.
+        design = convolved[:, b].reshape(len(components), -1)
+        weighted = design * obs.weights[b].ravel()[None]
+        normal = weighted @ design.T
+        rhs = weighted @ obs.image[b].ravel()
+        solution, *_ = np.linalg.lstsq(normal, rhs, rcond=None)
         for component, value in zip(components, solution, strict=True):
             component.spectrum[b] = max(value, 0.0)
     for component in components:
