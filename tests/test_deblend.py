@@ -330,3 +330,13 @@ def test_result_files_round_trip(small_scene, truth_result, tmp_path):
     # A read-back result is a valid first pass for the second one.
     second = deblend_with_new_peaks(small_scene, again, small_scene.truth.xy[:1] + 0.3)
     assert (second.catalog["found_by"] == "residual").sum() == 1
+
+
+def test_no_peaks_gives_an_empty_catalog_and_the_image_as_residual(small_scene):
+    detections = detections_from_positions(small_scene, np.zeros((0, 2)))
+    result = deblend(small_scene, detections, FAST)
+    assert len(result.catalog) == 0 and "conserved_flux" in result.catalog.colnames
+    assert np.all(result.model == 0)
+    np.testing.assert_array_equal(result.residual, small_scene.clean_image())
+    second = deblend_with_new_peaks(small_scene, result, np.array([[40.0, 41.0]]))
+    assert list(second.catalog["found_by"]) == ["residual"]
