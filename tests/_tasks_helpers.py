@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from lsst.daf.butler import FormatterV2
 
 # A network small enough for a CPU test (~0.1 s per 64-pixel tile), built with
 # the network package's own API; untrained, with score threshold 0 so that it
@@ -21,7 +22,6 @@ TINY_MODEL = {
 
 def make_tiny_package(path: Path, bands=("u", "g", "r", "i", "z", "y"), recipe="residual+model") -> Path:
     import torch
-
     from lsst.meas.extensions.residual.network import (
         ModelConfig,
         ModelMetadata,
@@ -56,7 +56,6 @@ def tiny_scene(seed: int, size: int = 64, bands=("u", "g", "r", "i", "z", "y")):
 def put_empty_patch(butler, skymap, patch: int, run: str, size: int = 64) -> None:
     """Coadds of ``patch`` with every pixel flagged NO_DATA (a patch with no data)."""
     from lsst.daf.butler import CollectionType
-
     from lsst.meas.extensions.residual.tasks.coadds import scene_to_cell_coadds
     from lsst.meas.extensions.residual.tasks.repo import register_dataset_type
 
@@ -91,3 +90,42 @@ def make_repo(root: Path, package: Path, patch_size: int = 64, patches=2, empty_
             ingest_scene(butler, tiny_scene(seed + patch, patch_size), skymap, patch, "demo/inputs")
     ingest_model_package(butler, package, "demo/models")
     return butler, skymap
+
+
+def write_afw_masked_image(path, image, variance, mask, planes, x0, y0, wcs):
+    """A FITS file laid out as afw's MaskedImage.writeFits writes it (image, mask, variance HDUs)."""
+    header = wcs.to_header()
+    header["CRPIX1"] -= x0  # afw writes the WCS of the array pixels and records the origin as LTV
+    header["CRPIX2"] -= y0
+    header["LTV1"] = -x0
+    header["LTV2"] = -y0
+    header["CRVAL1A"], header["CRVAL2A"] = x0, y0
+    header["CRPIX1A"], header["CRPIX2A"] = 1, 1
+    header["CTYPE1A"], header["CTYPE2A"] = "LINEAR", "LINEAR"
+    header["CUNIT1A"], header["CUNIT2A"] = "PIXEL", "PIXEL"
+    header["WCSNAMEA"] = "A"
+    from astropy.io import fits
+
+    hdus = [fits.PrimaryHDU()]
+    for name, data in (("IMAGE", image), ("MASK", mask), ("VARIANCE", variance)):
+        hdu = fits.ImageHDU(data, header=header.copy())
+        hdu.header["EXTTYPE"] = name
+        hdu.header["EXTNAME"] = name
+        if name == "MASK":
+            for plane, bit in planes.items():
+                hdu.header[f"HIERARCH MP_{plane}"] = bit  # as afw writes long keys
+        hdus.append(hdu)
+    fits.HDUList(hdus).writeto(path)
+
+
+class OpaqueFileFormatter(FormatterV2):
+    """Formatter for ingesting DRP-typed files (ExposureF, SourceCatalog,
+    LsstScarletModelData) without their Python packages. It never reads:
+    the ``drp`` flavour loads those datasets lazily and reads their files by
+    URI, which is what the tests check."""
+
+    supported_extensions = frozenset({".fits", ".scarlet"})
+    can_read_from_local_file = True
+
+    def read_from_local_file(self, path, component=None, expected_size=-1):
+        raise RuntimeError(f"{path} must be read by URI (deferLoad), not through this formatter.")

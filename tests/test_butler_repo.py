@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _tasks_helpers import make_tiny_package, tiny_scene
-
 from lsst.meas.extensions.residual.tasks.repo import (
     create_repo,
     ingest_model_package,
@@ -96,7 +95,6 @@ def test_a_file_that_is_not_a_package_is_refused_before_ingestion(repo, tmp_path
 
 def test_scarlet_models_and_footprints_round_trip_through_their_formatters(repo, small_scene):
     from lsst.daf.butler import Butler
-
     from lsst.meas.extensions.residual.deblending import DeblendConfig, deblend
     from lsst.meas.extensions.residual.detection import detect_peaks
     from lsst.meas.extensions.residual.network import Footprint, SourceDetections
@@ -114,9 +112,13 @@ def test_scarlet_models_and_footprints_round_trip_through_their_formatters(repo,
 
     from astropy.table import Table
 
-    table = Table({"id": [5, 9], "x": [1.0, 2.0], "y": [3.0, 4.0], "class": ["star", "galaxy"], "score": [0.9, 0.5]})
+    table = Table(
+        {"id": [5, 9], "x": [1.0, 2.0], "y": [3.0, 4.0], "class": ["star", "galaxy"], "score": [0.9, 0.5]}
+    )
     footprints = [Footprint(0, 0, np.ones((2, 3), bool)), Footprint(1, 1, np.eye(2, dtype=bool))]
-    detections = SourceDetections(table, footprints, (8, 8), {"BANDS": "g,r", "X0": 64, "Y0": 0, "TRACT": 0, "PATCH": 1})
+    detections = SourceDetections(
+        table, footprints, (8, 8), {"BANDS": "g,r", "X0": 64, "Y0": 0, "TRACT": 0, "PATCH": 1}
+    )
     butler.put(detections, "object_residual_footprints", {})
     back = butler.get("object_residual_footprints", {})
     np.testing.assert_array_equal(back.footprints[1].mask, np.eye(2, dtype=bool))

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from astropy.io import fits
+from _tasks_helpers import write_afw_masked_image
 from astropy.table import Table
 from astropy.wcs import WCS
-
 from lsst.meas.extensions.residual.scene import SceneFormatError
 from lsst.meas.extensions.residual.tasks.catalogs import (
     detections_from_catalog,
@@ -236,7 +235,9 @@ def test_afw_exposure_is_read_through_its_accessors(small_scene):
     mask = np.zeros((96, 96), dtype=np.int32)
     mask[0:3, :] |= 1 << planes["NO_DATA"]
     mask[50, 50] |= 1 << planes["DETECTED"]  # not a bad plane
-    psf = _FakePsf(small_scene.psf[2].astype(np.float64) * 1.0005)  # afw kernels are normalised up to round-off
+    psf = _FakePsf(
+        small_scene.psf[2].astype(np.float64) * 1.0005
+    )  # afw kernels are normalised up to round-off
     exposure = _FakeExposure(
         small_scene.image[2], small_scene.variance[2], mask, planes, psf, 96, 0, _FakeWcs(SKYMAP.wcs())
     )
@@ -255,35 +256,17 @@ def test_afw_psf_with_missing_cell_is_an_error(small_scene):
     kernel = small_scene.psf[0].astype(np.float64)
     kernel[0, 0] = np.nan
     exposure = _FakeExposure(
-        small_scene.image[0], small_scene.variance[0], np.zeros((96, 96), np.int32), {"BAD": 0}, _FakePsf(kernel),
-        0, 0, None,
+        small_scene.image[0],
+        small_scene.variance[0],
+        np.zeros((96, 96), np.int32),
+        {"BAD": 0},
+        _FakePsf(kernel),
+        0,
+        0,
+        None,
     )
     with pytest.raises(SceneFormatError, match="deep_coadd u: PSF kernel image has non-finite"):
         read_coadd_plane(exposure, what="deep_coadd u")
-
-
-def _write_afw_masked_image(path, image, variance, mask, planes, x0, y0, wcs):
-    """A FITS file laid out as afw's MaskedImage.writeFits writes it (image, mask, variance HDUs)."""
-    header = wcs.to_header()
-    header["CRPIX1"] -= x0  # afw writes the WCS of the array pixels and records the origin as LTV
-    header["CRPIX2"] -= y0
-    header["LTV1"] = -x0
-    header["LTV2"] = -y0
-    header["CRVAL1A"], header["CRVAL2A"] = x0, y0
-    header["CRPIX1A"], header["CRPIX2A"] = 1, 1
-    header["CTYPE1A"], header["CTYPE2A"] = "LINEAR", "LINEAR"
-    header["CUNIT1A"], header["CUNIT2A"] = "PIXEL", "PIXEL"
-    header["WCSNAMEA"] = "A"
-    hdus = [fits.PrimaryHDU()]
-    for name, data in (("IMAGE", image), ("MASK", mask), ("VARIANCE", variance)):
-        hdu = fits.ImageHDU(data, header=header.copy())
-        hdu.header["EXTTYPE"] = name
-        hdu.header["EXTNAME"] = name
-        if name == "MASK":
-            for plane, bit in planes.items():
-                hdu.header[f"HIERARCH MP_{plane}"] = bit  # as afw writes long keys
-        hdus.append(hdu)
-    fits.HDUList(hdus).writeto(path)
 
 
 def test_legacy_coadd_file_is_read_without_afw(tmp_path, small_scene):
@@ -291,7 +274,9 @@ def test_legacy_coadd_file_is_read_without_afw(tmp_path, small_scene):
     mask = np.zeros((96, 96), dtype=np.int32)
     mask[40:44, 10:12] = 1 << planes["SAT"]
     path = tmp_path / "deep_coadd.fits"
-    _write_afw_masked_image(path, small_scene.image[1], small_scene.variance[1], mask, planes, 96, 96, SKYMAP.wcs())
+    write_afw_masked_image(
+        path, small_scene.image[1], small_scene.variance[1], mask, planes, 96, 96, SKYMAP.wcs()
+    )
     plane = read_legacy_coadd_file(str(path))
     np.testing.assert_array_equal(plane.image, small_scene.image[1])
     assert (plane.x0, plane.y0) == (96, 96)

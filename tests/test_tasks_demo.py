@@ -6,7 +6,6 @@ import json
 
 import pytest
 from _tasks_helpers import make_tiny_package
-
 from lsst.meas.extensions.residual.cli.main import main
 
 
@@ -14,8 +13,19 @@ from lsst.meas.extensions.residual.cli.main import main
 def test_demo_builds_runs_summarises_and_is_safe_to_rerun(tmp_path, capsys):
     package = make_tiny_package(tmp_path / "tiny.zip")
     out = tmp_path / "demo"
-    argv = ["demo", "--out", str(out), "--patch-size", "48", "--patches-x", "2", "--patches-y", "2",
-            "--model", str(package)]
+    argv = [
+        "demo",
+        "--out",
+        str(out),
+        "--patch-size",
+        "48",
+        "--patches-x",
+        "2",
+        "--patches-y",
+        "2",
+        "--model",
+        str(package),
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     report = json.loads((out / "summary.json").read_text())
@@ -30,7 +40,10 @@ def test_demo_builds_runs_summarises_and_is_safe_to_rerun(tmp_path, capsys):
 
     def outputs():
         with Butler.from_config(str(out / "repo")) as butler:
-            return {ref.id for ref in butler.query_datasets("object_residual_deblend", collections=["demo/output"])}
+            return {
+                ref.id
+                for ref in butler.query_datasets("object_residual_deblend", collections=["demo/output"])
+            }
 
     first = outputs()
     assert len(first) == 4

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import pytest
 from _tasks_helpers import make_repo, make_tiny_package
-
 from lsst.meas.extensions.residual.tasks.demo import INPUT_RUN, MODEL_RUN, OUTPUT, run_pipeline
 from lsst.meas.extensions.residual.tasks.paths import package_file
 
-FIRST_PASS = ("object_detection_merged", "object_detection_footprints", "object_deblend", "object_scarlet_models")
-SECOND = ("object_residual_detection", "object_residual_footprints", "object_residual_deblend",
-          "object_residual_scarlet_models")
+FIRST_PASS = (
+    "object_detection_merged",
+    "object_detection_footprints",
+    "object_deblend",
+    "object_scarlet_models",
+)
+SECOND = (
+    "object_residual_detection",
+    "object_residual_footprints",
+    "object_residual_deblend",
+    "object_residual_scarlet_models",
+)
 
 
 @pytest.fixture(scope="module")

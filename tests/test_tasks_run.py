@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import lsst.pipe.base as pipeBase
 import numpy as np
 import pytest
 from _tasks_helpers import make_tiny_package, tiny_scene
-
-import lsst.pipe.base as pipeBase
 from lsst.meas.extensions.residual.deblending import ScarletModelDataError, render_model_data
 from lsst.meas.extensions.residual.network import ModelPackageError, load_model_package
 from lsst.meas.extensions.residual.scene import SceneFormatError
@@ -76,7 +75,9 @@ def test_first_pass_outputs_are_in_tract_pixels_with_global_ids(chain):
     detection, first, _, _ = chain
     geometry = SKYMAP.patch(PATCH)
     assert len(detection.catalog) >= 3
-    assert detection.footprints.bbox.x.start == geometry.x0 and detection.footprints.bbox.y.start == geometry.y0
+    assert (
+        detection.footprints.bbox.x.start == geometry.x0 and detection.footprints.bbox.y.start == geometry.y0
+    )
     catalog = first.deblendCatalog
     np.testing.assert_array_equal(np.sort(catalog["id"]), np.sort(detection.catalog["id"]))
     assert set(catalog["found_by"]) == {"first_pass"}
@@ -105,14 +106,28 @@ def test_residual_detections_are_new_and_numbered_after_the_first_pass(chain):
     detection, first, residual, _ = chain
     new = residual.newSources
     assert len(new) > 0  # an untrained net at score threshold 0 always proposes something
-    for column in ("id", "parent", "x", "y", "ra", "dec", "class", "score", "bbox_x0", "bbox_y1", "flag_edge"):
+    for column in (
+        "id",
+        "parent",
+        "x",
+        "y",
+        "ra",
+        "dec",
+        "class",
+        "score",
+        "bbox_x0",
+        "bbox_y1",
+        "flag_edge",
+    ):
         assert column in new.colnames
     old_xy = np.column_stack([first.deblendCatalog["x"], first.deblendCatalog["y"]])
     new_xy = np.column_stack([new["x"], new["y"]])
     distance = np.sqrt(((new_xy[:, None] - old_xy[None]) ** 2).sum(-1)).min(axis=1)
     assert np.all(distance > 2.0)
     n_first = len(detection.catalog)
-    np.testing.assert_array_equal(new["id"], source_ids(np.arange(n_first + 1, n_first + 1 + len(new)), 0, PATCH))
+    np.testing.assert_array_equal(
+        new["id"], source_ids(np.arange(n_first + 1, n_first + 1 + len(new)), 0, PATCH)
+    )
     assert set(new["class"]) <= {"star", "galaxy"}
     np.testing.assert_array_equal(residual.newFootprints.table["id"], new["id"])
     assert residual.newFootprints.metadata["X0"] == SKYMAP.patch(PATCH).x0
@@ -129,19 +144,25 @@ def test_second_pass_keeps_every_source_and_says_which_pass_found_it(chain):
     from_residual = np.asarray(catalog["found_by"]) == "residual"
     assert from_residual.sum() == len(residual.newSources)
     np.testing.assert_array_equal(np.sort(catalog["id"][from_residual]), np.sort(residual.newSources["id"]))
-    np.testing.assert_array_equal(catalog["residual_detection_id"][from_residual], catalog["id"][from_residual])
+    np.testing.assert_array_equal(
+        catalog["residual_detection_id"][from_residual], catalog["id"][from_residual]
+    )
     assert np.all(catalog["residual_detection_id"][~from_residual] == 0)
     # Blends that gained no source are copied unchanged, arrays and all.
     touched = set(np.asarray(catalog["parent"][from_residual]).tolist())
     untouched = set(first.scarletModels.blends) - touched
-    assert untouched and touched & set(first.scarletModels.blends) and touched - set(first.scarletModels.blends)
+    assert (
+        untouched and touched & set(first.scarletModels.blends) and touched - set(first.scarletModels.blends)
+    )
     for key in untouched:
         assert second.outputModels.blends[key] is not None
         old = list(first.scarletModels.blends[key].children.values())[0]
         new = list(second.outputModels.blends[key].children.values())[0]
         assert old.origin == new.origin
         for source_id, source in old.sources.items():
-            np.testing.assert_array_equal(source.components[0].morph, new.sources[source_id].components[0].morph)
+            np.testing.assert_array_equal(
+                source.components[0].morph, new.sources[source_id].components[0].morph
+            )
     first_rows = catalog[~from_residual]
     kept = first.deblendCatalog[np.isin(first.deblendCatalog["parent"], list(untouched))]
     assert len(kept)
@@ -181,7 +202,9 @@ def test_model_package_bands_must_be_in_the_data_and_the_model_data(coadds, pack
     config = ResidualDetectionConfig()
     config.bands = ["g", "r", "i"]
     with pytest.raises(ModelPackageError, match="needs bands u,g,r,i,z,y.*missing u,z,y"):
-        ResidualDetectionTask(config=config).run(coadds, first.deblendCatalog, first.scarletModels, package, 0, PATCH)
+        ResidualDetectionTask(config=config).run(
+            coadds, first.deblendCatalog, first.scarletModels, package, 0, PATCH
+        )
     # A first pass run on five bands cannot give the six-band model the package needs.
     five = {band: coadd for band, coadd in coadds.items() if band != "u"}
     detection = FirstPassDetectionTask(config=FirstPassDetectionConfig()).run(five, TRACT, PATCH)

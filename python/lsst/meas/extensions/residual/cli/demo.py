@@ -30,7 +30,9 @@ def add_parser(subparsers) -> None:
         description=__doc__.split("\n\n")[1],
     )
     parser.add_argument("--out", default="demo_output", help="output directory (default demo_output)")
-    parser.add_argument("--seed", type=int, default=1, help="random seed of the simulated patches (default 1)")
+    parser.add_argument(
+        "--seed", type=int, default=1, help="random seed of the simulated patches (default 1)"
+    )
     parser.add_argument("--patch-size", type=int, default=256, help="patch side in pixels (default 256)")
     parser.add_argument("--patches-x", type=int, default=2, help="patch columns (default 2)")
     parser.add_argument("--patches-y", type=int, default=2, help="patch rows (default 2)")
@@ -74,7 +76,10 @@ def main(args: argparse.Namespace) -> None:
     )
     start = time.perf_counter()
     butler = build_demo_repo(root, config)
-    print(f"Repository {root}: {config.patches_x * config.patches_y} patches simulated and ingested.", flush=True)
+    print(
+        f"Repository {root}: {config.patches_x * config.patches_y} patches simulated and ingested.",
+        flush=True,
+    )
     try:
         run_pipeline(root, processes=config.processes, fresh=config.fresh, log_file=out / "pipetask.log")
     except RuntimeError as err:
@@ -99,7 +104,10 @@ def main(args: argparse.Namespace) -> None:
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
     (out / "summary.json").write_text(json.dumps(report, indent=2))
-    print(f"Wrote {out}/summary.json, patch_*.png and pipetask.log; Butler outputs in {root} collection {OUTPUT}.")
+    print(
+        f"Wrote {out}/summary.json, patch_*.png and pipetask.log; "
+        f"Butler outputs in {root} collection {OUTPUT}."
+    )
 
 
 def _print_table(summaries) -> None:
@@ -109,7 +117,9 @@ def _print_table(summaries) -> None:
     )
     print(header)
     for s in summaries:
-        found = "-" if s.true_found_first_pass is None else f"{s.true_found_first_pass} -> {s.true_found_final}"
+        found = (
+            "-" if s.true_found_first_pass is None else f"{s.true_found_first_pass} -> {s.true_found_final}"
+        )
         true = "-" if s.true_sources is None else str(s.true_sources)
         print(
             f"{s.patch:>5} {true:>5} {s.first_pass_sources:>8} {s.new_detections:>7} {s.final_sources:>6} "

@@ -50,13 +50,25 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("scene", help="scene FITS file")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--model", default=None, help="model package (.zip); default: the shipped residual-mode one")
-    parser.add_argument("--threshold", type=float, default=5.0, help="first-pass detection threshold, sigma (default 5)")
-    parser.add_argument("--match-radius", type=float, default=2.0,
-                        help="network detections closer than this to a first-pass peak are not new (pixels, default 2)")
+    parser.add_argument(
+        "--model", default=None, help="model package (.zip); default: the shipped residual-mode one"
+    )
+    parser.add_argument(
+        "--threshold", type=float, default=5.0, help="first-pass detection threshold, sigma (default 5)"
+    )
+    parser.add_argument(
+        "--match-radius",
+        type=float,
+        default=2.0,
+        help="network detections closer than this to a first-pass peak are not new (pixels, default 2)",
+    )
     parser.add_argument("--score-threshold", type=float, default=None, help="default: the package's")
-    parser.add_argument("--tile-size", type=int, default=None, help="tile side, multiple of 32 (default: package's)")
-    parser.add_argument("--overlap", type=int, default=None, help="tile overlap in pixels (default: package's)")
+    parser.add_argument(
+        "--tile-size", type=int, default=None, help="tile side, multiple of 32 (default: package's)"
+    )
+    parser.add_argument(
+        "--overlap", type=int, default=None, help="tile overlap in pixels (default: package's)"
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="tiles per network call")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
     parser.add_argument("--no-plot", action="store_true", help="skip run.png")
@@ -92,9 +104,11 @@ def _plot(scene, result, path: Path) -> None:
         ("residual, first pass", result.first_pass.residual),
         ("residual, second pass", result.second_pass.residual),
     )
-    for ax, (title, cube) in zip(axes, panels):
+    for ax, (title, cube) in zip(axes, panels, strict=True):
         with np.errstate(invalid="ignore", divide="ignore"):
-            ax.imshow(rgb_composite(cube, scene.bands, stretch=stretch), origin="lower", interpolation="nearest")
+            ax.imshow(
+                rgb_composite(cube, scene.bands, stretch=stretch), origin="lower", interpolation="nearest"
+            )
         ax.set_title(title, fontsize=10)
         ax.scatter(first["x"], first["y"], s=22, marker="+", color="red", lw=0.9)
         if len(new):
@@ -105,7 +119,8 @@ def _plot(scene, result, path: Path) -> None:
         xy = scene.truth.xy
         axes[0].scatter(xy[:, 0], xy[:, 1], s=3, color="white", alpha=0.6, lw=0)
     fig.suptitle(
-        f"{len(first)} first-pass sources, {len(new)} new, {len(result.second_pass.catalog)} after the second pass"
+        f"{len(first)} first-pass sources, {len(new)} new, "
+        f"{len(result.second_pass.catalog)} after the second pass"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -149,7 +164,12 @@ def main(args: argparse.Namespace) -> None:
     if not args.no_plot:
         _plot(scene, result, out / "run.png")
     changed = sorted(
-        {int(p) for p in result.second_pass.catalog["parent_id"][result.second_pass.catalog["found_by"] == "residual"]}
+        {
+            int(p)
+            for p in result.second_pass.catalog["parent_id"][
+                result.second_pass.catalog["found_by"] == "residual"
+            ]
+        }
     )
     summary = {
         "scene": str(args.scene),

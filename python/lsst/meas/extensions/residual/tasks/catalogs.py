@@ -75,12 +75,18 @@ def detections_to_catalog(detections: Detections, patch: PatchImages, tract: int
     table["dec"] = dec
     table["dec"].unit = "deg"
     table["significance"] = np.asarray(peaks["significance"], dtype=np.float64)
-    flux = np.asarray(peaks["psf_flux"], dtype=np.float64) if len(peaks) else np.zeros((0, len(detections.bands)))
+    flux = (
+        np.asarray(peaks["psf_flux"], dtype=np.float64)
+        if len(peaks)
+        else np.zeros((0, len(detections.bands)))
+    )
     per_band_columns(table, "psf_flux", flux, detections.bands, unit="nJy")
     return table
 
 
-def detections_from_catalog(catalog: Table, footprints, tract: int, patch: int) -> tuple[Detections, int, int]:
+def detections_from_catalog(
+    catalog: Table, footprints, tract: int, patch: int
+) -> tuple[Detections, int, int]:
     """Rebuild the core's `Detections` (patch pixels, local ids) from Butler datasets.
 
     Parameters
@@ -215,9 +221,9 @@ def deblend_from_catalog(catalog: Table, bands, x0: int, y0: int, id_map) -> Tab
     out["y"] = np.asarray(catalog["y"], dtype=np.float64) - y0
     n = len(catalog)
     for name in _DEBLEND_PER_BAND:
-        out[name] = np.column_stack([np.asarray(catalog[f"{b}_{name}"], dtype=np.float64) for b in bands]).reshape(
-            n, len(bands)
-        )
+        out[name] = np.column_stack(
+            [np.asarray(catalog[f"{b}_{name}"], dtype=np.float64) for b in bands]
+        ).reshape(n, len(bands))
     for name in _DEBLEND_SCALARS:
         out[name] = catalog[name]
     return out

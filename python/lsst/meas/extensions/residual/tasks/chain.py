@@ -74,7 +74,9 @@ def select_new_sources(
     return found.select(keep), int(np.sum(~keep))
 
 
-def run_chain(scene: Scene, detector: Detector, config: ChainConfig | None = None, progress: bool = False) -> ChainResult:
+def run_chain(
+    scene: Scene, detector: Detector, config: ChainConfig | None = None, progress: bool = False
+) -> ChainResult:
     """Run the chain on ``scene``.
 
     Parameters
@@ -134,7 +136,8 @@ def run_chain(scene: Scene, detector: Detector, config: ChainConfig | None = Non
     new_sources.table["id"] = new_ids
     timing["second_pass"] = time.perf_counter() - start
     _log.info(
-        "%d first-pass peaks, %d new sources (%d on existing peaks dropped), %d sources after the second pass.",
+        "%d first-pass peaks, %d new sources (%d on existing peaks dropped), "
+        "%d sources after the second pass.",
         n_old,
         len(new_sources),
         n_matched,
@@ -154,5 +157,7 @@ def final_catalog(result: ChainResult) -> Table:
     by_id = {int(i): k for k, i in enumerate(np.asarray(new["id"]))}
     rows = [by_id.get(int(i), -1) for i in catalog["id"]]
     catalog["class"] = np.array([str(new["class"][r]) if r >= 0 else "" for r in rows], dtype="U16")
-    catalog["score"] = np.array([float(new["score"][r]) if r >= 0 else np.nan for r in rows], dtype=np.float32)
+    catalog["score"] = np.array(
+        [float(new["score"][r]) if r >= 0 else np.nan for r in rows], dtype=np.float32
+    )
     return catalog

@@ -43,6 +43,7 @@ from ..scene import Scene, SceneFormatError
 #: in both the afw and the lsst-images spelling).
 DEFAULT_BAD_MASK_PLANES: tuple[str, ...] = ("BAD", "NO_DATA", "SAT", "SATURATED", "SUSPECT")
 
+
 class EmptyPatchError(SceneFormatError):
     """A patch has no usable pixel in any band (tasks turn this into NoWorkFound)."""
 
@@ -191,7 +192,9 @@ def _read_afw_exposure(exposure: Any, bad_mask_planes: Sequence[str], what: str)
     if wcs is not None:
 
         def pixel_to_sky(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            ra, dec = wcs.pixelToSkyArray(np.asarray(x, dtype=float), np.asarray(y, dtype=float), degrees=True)
+            ra, dec = wcs.pixelToSkyArray(
+                np.asarray(x, dtype=float), np.asarray(y, dtype=float), degrees=True
+            )
             return np.asarray(ra), np.asarray(dec)
 
     return CoaddPlane(
@@ -205,7 +208,9 @@ def _read_afw_exposure(exposure: Any, bad_mask_planes: Sequence[str], what: str)
     )
 
 
-def read_coadd_plane(coadd: Any, bad_mask_planes: Sequence[str] = DEFAULT_BAD_MASK_PLANES, what: str = "coadd"):
+def read_coadd_plane(
+    coadd: Any, bad_mask_planes: Sequence[str] = DEFAULT_BAD_MASK_PLANES, what: str = "coadd"
+):
     """Read one band's coadd object into a `CoaddPlane`.
 
     Parameters
@@ -244,6 +249,7 @@ def read_legacy_coadd_file(uri: Any, bad_mask_planes: Sequence[str] = DEFAULT_BA
     """
     from astropy.io import fits
     from astropy.wcs import WCS
+
     from lsst.images import MaskedImage
     from lsst.resources import ResourcePath
 
@@ -301,7 +307,8 @@ def assemble_patch(
     missing = [b for b in bands if b not in planes]
     if missing:
         raise SceneFormatError(
-            f"{what}: no coadd in band(s) {','.join(missing)}; have {','.join(sorted(planes, key=LSST_BANDS.index))}, "
+            f"{what}: no coadd in band(s) {','.join(missing)}; "
+            f"have {','.join(sorted(planes, key=LSST_BANDS.index))}, "
             f"need {','.join(bands)}."
         )
     if not bands:
@@ -329,7 +336,9 @@ def assemble_patch(
     variance = np.stack([planes[b].variance for b in bands])
     usable = (mask == 0) & np.isfinite(image) & np.isfinite(variance) & (variance > 0)
     if not np.any(usable):
-        raise EmptyPatchError(f"{what}: no usable pixel in any band (all masked, non-finite or zero variance).")
+        raise EmptyPatchError(
+            f"{what}: no usable pixel in any band (all masked, non-finite or zero variance)."
+        )
     scene = Scene(
         image=image,
         variance=variance,
@@ -361,6 +370,7 @@ def scene_to_cell_coadds(scene: Scene, skymap: Any, patch_id: int) -> dict[str, 
         By band.
     """
     import astropy.units as u
+
     from lsst.images import Box, Image, Mask, MaskSchema, SkyProjection, TractFrame
     from lsst.images import get_legacy_deep_coadd_mask_planes as deep_coadd_planes
     from lsst.images.cells import CellCoadd, CellGrid, CellGridBounds, CellPointSpreadFunction

@@ -50,7 +50,9 @@ EMBEDDED_DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo("object_detection_merged", "ArrowAstropy", PATCH_DIMENSIONS, "SourceCatalog"),
         DatasetInfo("object_detection_footprints", "ImageV2", PATCH_DIMENSIONS, "new"),
         DatasetInfo("object_deblend", "ArrowAstropy", PATCH_DIMENSIONS, "SourceCatalog"),
-        DatasetInfo("object_scarlet_models", "ResidualScarletModelData", PATCH_DIMENSIONS, "LsstScarletModelData"),
+        DatasetInfo(
+            "object_scarlet_models", "ResidualScarletModelData", PATCH_DIMENSIONS, "LsstScarletModelData"
+        ),
         DatasetInfo("residual_model_package", "ResidualModelPackage", (), "new"),
         DatasetInfo("object_residual_detection", "ArrowAstropy", PATCH_DIMENSIONS, "new"),
         DatasetInfo("object_residual_footprints", "ImageV2", PATCH_DIMENSIONS, "new"),

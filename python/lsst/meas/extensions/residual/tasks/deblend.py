@@ -52,7 +52,8 @@ class DeblendFieldsConfig(pexConfig.Config):
     maxIter = pexConfig.Field[int](doc="Maximum optimizer iterations per blend.", default=300)
     minIter = pexConfig.Field[int](doc="Iterations before the optimizer may stop.", default=5)
     relativeError = pexConfig.Field[float](
-        doc="Stop when the log-likelihood changes by less than this fraction between iterations.", default=1e-3
+        doc="Stop when the log-likelihood changes by less than this fraction between iterations.",
+        default=1e-3,
     )
     modelPsfSigma = pexConfig.Field[float](doc="Sigma (pixels) of the model-frame Gaussian PSF.", default=0.8)
     minSNR = pexConfig.Field[float](
@@ -94,7 +95,8 @@ class DeblendFieldsConfig(pexConfig.Config):
 
 def _coadd_planes(coadds: Mapping[str, Any], bad_mask_planes, what: str):
     return {
-        band: read_coadd_plane(coadd, bad_mask_planes, f"{what} deep_coadd {band}") for band, coadd in coadds.items()
+        band: read_coadd_plane(coadd, bad_mask_planes, f"{what} deep_coadd {band}")
+        for band, coadd in coadds.items()
     }
 
 
@@ -222,7 +224,9 @@ class FirstPassDeblendTask(pipeBase.PipelineTask):
         )
         return pipeBase.Struct(
             deblendCatalog=deblend_to_catalog(result.catalog, result.bands, patch_images, tract, patch),
-            scarletModels=model_data_to_tract(result.model_data, patch_images.x0, patch_images.y0, tract, patch),
+            scarletModels=model_data_to_tract(
+                result.model_data, patch_images.x0, patch_images.y0, tract, patch
+            ),
             result=result,
             patch_images=patch_images,
         )
@@ -402,7 +406,13 @@ class ResidualDeblendTask(pipeBase.PipelineTask):
         changed = np.unique(np.asarray(result.detections.peaks["footprint_id"][n_old:]))
         catalog = deblend_to_catalog(result.catalog, result.bands, patch_images, tract, patch, id_map)
         # Link each new source to the residual detection that seeded it.
-        seeded_by = dict(zip(id_map.global_sources(new_peak_ids).tolist(), np.asarray(new_sources["id"]).tolist()))
+        seeded_by = dict(
+            zip(
+                id_map.global_sources(new_peak_ids).tolist(),
+                np.asarray(new_sources["id"]).tolist(),
+                strict=True,
+            )
+        )
         catalog["residual_detection_id"] = np.array(
             [seeded_by.get(int(i), 0) for i in catalog["id"]], dtype=np.int64
         )
@@ -431,5 +441,6 @@ def _models_to_tract(model_data, patch_images: PatchImages, id_map: IdMap):
     def pid(local: int) -> int:
         return int(id_map.global_parents([local])[0])
 
-    return transform_model_data(model_data, source_id=sid, parent_id=pid, dy=patch_images.y0, dx=patch_images.x0)
-
+    return transform_model_data(
+        model_data, source_id=sid, parent_id=pid, dy=patch_images.y0, dx=patch_images.x0
+    )

@@ -83,8 +83,9 @@ def build_demo_repo(root: Path, config: DemoConfig, progress: bool = True):
     FileNotFoundError
         If the model package does not exist.
     """
-    from lsst.daf.butler.registry import ConflictingDefinitionError
     from tqdm.auto import tqdm
+
+    from lsst.daf.butler.registry import ConflictingDefinitionError
 
     from ..network.package import default_model_path
     from ..simulation import SimulationConfig, simulate_scene
@@ -111,7 +112,9 @@ def build_demo_repo(root: Path, config: DemoConfig, progress: bool = True):
         seed = config.seed * 1000 + geometry.id
         scene = simulate_scene(
             seed,
-            SimulationConfig(height=geometry.height, width=geometry.width, bands=config.bands, depth=config.depth),
+            SimulationConfig(
+                height=geometry.height, width=geometry.width, bands=config.bands, depth=config.depth
+            ),
         )
         ingest_scene(butler, scene, skymap, geometry.id, INPUT_RUN)
     ingest_model_package(butler, model_path, MODEL_RUN)
@@ -289,9 +292,15 @@ def summarize_patch(butler, data_id: dict[str, Any], match_radius: float = 2.0) 
     found_first = found_final = on_truth = None
     if truth is not None:
         truth_xy = np.column_stack([truth["x"], truth["y"]]).reshape(-1, 2)
-        found_first, _ = _matched(truth_xy, np.column_stack([first["x"], first["y"]]).reshape(-1, 2), match_radius)
-        found_final, _ = _matched(truth_xy, np.column_stack([final["x"], final["y"]]).reshape(-1, 2), match_radius)
-        _, matched_new = _matched(truth_xy, np.column_stack([new["x"], new["y"]]).reshape(-1, 2), match_radius)
+        found_first, _ = _matched(
+            truth_xy, np.column_stack([first["x"], first["y"]]).reshape(-1, 2), match_radius
+        )
+        found_final, _ = _matched(
+            truth_xy, np.column_stack([final["x"], final["y"]]).reshape(-1, 2), match_radius
+        )
+        _, matched_new = _matched(
+            truth_xy, np.column_stack([new["x"], new["y"]]).reshape(-1, 2), match_radius
+        )
         on_truth = len(matched_new)
     return PatchSummary(
         patch=int(data_id["patch"]),
@@ -329,7 +338,9 @@ def _residual(butler, dataset: str, catalog_dataset: str, patch_images, data_id)
     return np.where(scene.good, scene.image - model, np.float32(0))
 
 
-def plot_patch(butler, data_id: dict[str, Any], bands, path: Path, summary: PatchSummary | None = None) -> None:
+def plot_patch(
+    butler, data_id: dict[str, Any], bands, path: Path, summary: PatchSummary | None = None
+) -> None:
     """PNG: RGB with first-pass peaks and new detections, residual before and after the second pass."""
     import matplotlib
 
@@ -342,7 +353,9 @@ def plot_patch(butler, data_id: dict[str, Any], bands, path: Path, summary: Patc
     scene = patch_images.scene
     x0, y0 = patch_images.x0, patch_images.y0
     before = _residual(butler, "object_scarlet_models", "object_deblend", patch_images, data_id)
-    after = _residual(butler, "object_residual_scarlet_models", "object_residual_deblend", patch_images, data_id)
+    after = _residual(
+        butler, "object_residual_scarlet_models", "object_residual_deblend", patch_images, data_id
+    )
     first = butler.get("object_deblend", data_id)
     new = butler.get("object_residual_detection", data_id)
     noise = np.sqrt(np.median(np.where(scene.good, scene.variance, np.nan)))
@@ -354,11 +367,15 @@ def plot_patch(butler, data_id: dict[str, Any], bands, path: Path, summary: Patc
         ("residual before the second pass", before),
         ("residual after the second pass", after),
     )
-    for ax, (title, cube) in zip(axes, panels):
+    for ax, (title, cube) in zip(axes, panels, strict=True):
         with np.errstate(invalid="ignore", divide="ignore"):
-            ax.imshow(rgb_composite(cube, scene.bands, stretch=stretch), origin="lower", interpolation="nearest")
+            ax.imshow(
+                rgb_composite(cube, scene.bands, stretch=stretch), origin="lower", interpolation="nearest"
+            )
         ax.set_title(title, fontsize=10)
-        ax.scatter(np.asarray(first["x"]) - x0, np.asarray(first["y"]) - y0, s=22, marker="+", color="red", lw=0.9)
+        ax.scatter(
+            np.asarray(first["x"]) - x0, np.asarray(first["y"]) - y0, s=22, marker="+", color="red", lw=0.9
+        )
         if len(new):
             ax.scatter(
                 np.asarray(new["x"]) - x0,
@@ -372,12 +389,15 @@ def plot_patch(butler, data_id: dict[str, Any], bands, path: Path, summary: Patc
         ax.set_ylim(-0.5, height - 0.5)
     try:
         truth = butler.get("residual_sim_truth", data_id)
-        axes[0].scatter(np.asarray(truth["x"]) - x0, np.asarray(truth["y"]) - y0, s=3, color="white", alpha=0.6, lw=0)
+        axes[0].scatter(
+            np.asarray(truth["x"]) - x0, np.asarray(truth["y"]) - y0, s=3, color="white", alpha=0.6, lw=0
+        )
     except LookupError:
         pass
     if summary is not None:
         fig.suptitle(
-            f"tract {data_id['tract']} patch {data_id['patch']}: {summary.first_pass_sources} first-pass sources, "
+            f"tract {data_id['tract']} patch {data_id['patch']}: "
+            f"{summary.first_pass_sources} first-pass sources, "
             f"{summary.new_detections} new detections, {summary.refitted_blends} blends re-fitted, "
             f"{summary.new_isolated} new footprints (white dots: truth)"
         )

@@ -50,14 +50,18 @@ class FirstPassDetectionConnections(pipeBase.PipelineTaskConnections, dimensions
     )
 
 
-class FirstPassDetectionConfig(pipeBase.PipelineTaskConfig, pipelineConnections=FirstPassDetectionConnections):
+class FirstPassDetectionConfig(
+    pipeBase.PipelineTaskConfig, pipelineConnections=FirstPassDetectionConnections
+):
     threshold = pexConfig.Field[float](
         doc="Detection threshold in sigma of the multi-band S/N image (LSST: 5).", default=5.0
     )
     growPsfSigma = pexConfig.Field[float](
         doc="Footprints are grown by this many PSF sigma (LSST's nSigmaToGrow).", default=2.4
     )
-    minPixels = pexConfig.Field[int](doc="Footprints with fewer pixels above threshold are dropped.", default=5)
+    minPixels = pexConfig.Field[int](
+        doc="Footprints with fewer pixels above threshold are dropped.", default=5
+    )
     minProminence = pexConfig.Field[float](
         doc="A peak must rise this many sigma above its saddle to a brighter peak.", default=3.0
     )

@@ -31,7 +31,6 @@ from typing import Any
 from lsst.daf.butler import FormatterV2
 from lsst.resources import ResourcePath
 
-
 #: Header keys the tasks add to ``sources.fits`` files.
 _PLACEMENT_KEYS = ("TRACT", "PATCH", "X0", "Y0")
 

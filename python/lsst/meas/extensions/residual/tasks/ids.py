@@ -82,7 +82,8 @@ def unpack_ids(ids: np.ndarray, tract: int, patch: int, kind: str) -> np.ndarray
     bad = (ids != 0) & ((local <= 0) | (local > _LOCAL_MAX))
     if np.any(bad):
         raise ValueError(
-            f"{int(bad.sum())} id(s) (e.g. {int(ids[bad][0])}) are not {kind} ids of tract {tract} patch {patch}."
+            f"{int(bad.sum())} id(s) (e.g. {int(ids[bad][0])}) are not {kind} ids "
+            f"of tract {tract} patch {patch}."
         )
     return local
 
@@ -164,7 +165,9 @@ class IdMap:
             else:
                 gid = int(_pack(np.array([loc]), self.offset, bit)[0])
                 if gid in known_globals:
-                    raise ValueError(f"New {kind} id {gid} collides with an existing id of patch {self.patch}.")
+                    raise ValueError(
+                        f"New {kind} id {gid} collides with an existing id of patch {self.patch}."
+                    )
                 out.append(gid)
         return np.asarray(out, dtype=np.int64)
 

@@ -85,7 +85,9 @@ def transform_model_data(
             if metadata is not None and metadata.get("origin") is not None:
                 metadata["origin"] = tuple(int(v) for v in _shift(metadata["origin"], dy, dx))
             children = {
-                (new_key if int(child_key) == int(key) else int(child_key)): _transform_blend(child, source_id, dy, dx)
+                (new_key if int(child_key) == int(key) else int(child_key)): _transform_blend(
+                    child, source_id, dy, dx
+                )
                 for child_key, child in blend.children.items()
             }
             out.blends[new_key] = HierarchicalBlendData(children=children, metadata=metadata)
@@ -101,7 +103,9 @@ def transform_model_data(
     return out
 
 
-def model_data_to_tract(model_data: ScarletModelData, x0: int, y0: int, tract: int, patch: int) -> ScarletModelData:
+def model_data_to_tract(
+    model_data: ScarletModelData, x0: int, y0: int, tract: int, patch: int
+) -> ScarletModelData:
     """Core model data (patch pixels, local ids) -> Butler model data (tract pixels, global ids)."""
 
     def sid(local: int) -> int:

@@ -43,6 +43,8 @@ import lsst.pipe.base.connectionTypes as cT
 
 from ..deblending import ScarletModelData, render_model_data
 from ..network import Detector, ModelPackage, SourceDetections
+from .catalogs import first_pass_sources
+from .chain import select_new_sources
 from .coadds import (
     DEFAULT_BAD_MASK_PLANES,
     EmptyPatchError,
@@ -51,8 +53,6 @@ from .coadds import (
     read_coadd_plane,
     read_legacy_coadd_file,
 )
-from .catalogs import first_pass_sources
-from .chain import select_new_sources
 from .datasets import BAND_PATCH_DIMENSIONS, PATCH_DIMENSIONS
 from .ids import IdMap
 from .model_frames import model_data_to_patch, parent_footprints
@@ -60,8 +60,16 @@ from .validation import validate_band_list
 
 #: Storage classes of the inputs in each flavour.
 _FLAVOR_STORAGE = {
-    "embedded": {"coadds": "CellCoadd", "deblendCatalog": "ArrowAstropy", "scarletModels": "ResidualScarletModelData"},
-    "drp": {"coadds": "ExposureF", "deblendCatalog": "SourceCatalog", "scarletModels": "LsstScarletModelData"},
+    "embedded": {
+        "coadds": "CellCoadd",
+        "deblendCatalog": "ArrowAstropy",
+        "scarletModels": "ResidualScarletModelData",
+    },
+    "drp": {
+        "coadds": "ExposureF",
+        "deblendCatalog": "SourceCatalog",
+        "scarletModels": "LsstScarletModelData",
+    },
 }
 
 
@@ -108,7 +116,11 @@ class ResidualDetectionConnections(pipeBase.PipelineTaskConnections, dimensions=
         super().__init__(config=config)
         lazy = config.inputFlavor == "drp"
         for name, storage_class in _FLAVOR_STORAGE[config.inputFlavor].items():
-            setattr(self, name, dataclasses.replace(getattr(self, name), storageClass=storage_class, deferLoad=lazy))
+            setattr(
+                self,
+                name,
+                dataclasses.replace(getattr(self, name), storageClass=storage_class, deferLoad=lazy),
+            )
 
 
 class ResidualDetectionConfig(pipeBase.PipelineTaskConfig, pipelineConnections=ResidualDetectionConnections):
@@ -318,9 +330,11 @@ class ResidualDetectionTask(pipeBase.PipelineTask):
         x0, y0 = patch_images.x0, patch_images.y0
 
         ids, parents, xs, ys = first_pass_sources(deblend_catalog)
-        parent_set = set(np.unique(parents[parents != 0]).tolist()) | {int(k) for k in model_data.blends} | {
-            int(k) for k in model_data.isolated
-        }
+        parent_set = (
+            set(np.unique(parents[parents != 0]).tolist())
+            | {int(k) for k in model_data.blends}
+            | {int(k) for k in model_data.isolated}
+        )
         id_map = IdMap(tract, patch, sources=ids, parents=parent_set)
         models_patch = model_data_to_patch(model_data, x0, y0, id_map)
         model = render_model_data(models_patch, scene.shape, bands=scene.bands, image=scene.clean_image())
@@ -342,7 +356,10 @@ class ResidualDetectionTask(pipeBase.PipelineTask):
         parents_image = parent_footprints(models_patch, scene.shape)
         table, footprints = self._catalog(found, patch_images, parents_image, id_map, tract, patch)
         self.log.info(
-            "%s: %d new source(s) in the residuals (%d more on existing peaks dropped).", what, len(table), n_matched
+            "%s: %d new source(s) in the residuals (%d more on existing peaks dropped).",
+            what,
+            len(table),
+            n_matched,
         )
         return pipeBase.Struct(
             newSources=table,
@@ -410,7 +427,9 @@ class ResidualDetectionTask(pipeBase.PipelineTask):
         footprints_table = found.table.copy()
         footprints_table["id"] = global_ids
         metadata = dict(found.metadata)
-        metadata.update({"TRACT": int(tract), "PATCH": int(patch), "X0": patch_images.x0, "Y0": patch_images.y0})
+        metadata.update(
+            {"TRACT": int(tract), "PATCH": int(patch), "X0": patch_images.x0, "Y0": patch_images.y0}
+        )
         footprints = SourceDetections(footprints_table, list(found.footprints), found.shape, metadata)
         return table, footprints
 

@@ -157,7 +157,9 @@ class DemoSkyMap:
         xs = np.array([x0, x1, x1, x0]) - 0.5
         ys = np.array([y0, y0, y1, y1]) - 0.5
         ra, dec = self.pixel_to_sky(xs, ys)
-        return ConvexPolygon([UnitVector3d(LonLat.fromDegrees(float(a), float(d))) for a, d in zip(ra, dec)])
+        return ConvexPolygon(
+            [UnitVector3d(LonLat.fromDegrees(float(a), float(d))) for a, d in zip(ra, dec, strict=True)]
+        )
 
     def patch_region(self, patch_id: int):
         """`lsst.sphgeom.ConvexPolygon` of a patch."""
