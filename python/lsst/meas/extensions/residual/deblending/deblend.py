@@ -292,7 +292,8 @@ def _deblend_footprint(
             converged=fit.converged,
             n_iter=fit.n_iter,
             n_components=len(sources[index]),
-            zero_flux=bool(np.all(flux <= 1e-12 * max(context.noise_rms.max(), 1))),
+            # A flux a million times below one pixel's noise is the spectrum floor, not light.
+            zero_flux=bool(np.all(flux < 1e-6 * context.noise_rms)),
         )
         children_sources[int(peak["id"])] = SourceData(
             components=[_component_data(c) for c in sources[index]],
