@@ -342,3 +342,62 @@ def test_first_pass_sources_reads_embedded_and_drp_catalogs():
 
 def test_wcs_fixture_is_tan():
     assert isinstance(SKYMAP.wcs(), WCS) and SKYMAP.wcs().wcs.ctype[0] == "RA---TAN"
+
+
+# --- read_drp_inputs with afw and meas_extensions_scarlet "importable" ---------------------------
+
+
+class _FakeHandle:
+    def __init__(self, obj):
+        self.obj = obj
+
+    def get(self):
+        return self.obj
+
+
+class _FakeSourceCatalog:
+    def __init__(self, table):
+        self.table = table
+
+    def asAstropy(self):
+        return self.table
+
+
+class _FakeLsstScarletModelData:
+    def __init__(self, data):
+        self.data = data
+
+    def as_dict(self):
+        return self.data
+
+
+def test_read_drp_inputs_goes_through_afw_and_scarlet_apis_when_importable(monkeypatch, small_scene):
+    import sys
+    import types
+
+    from lsst.meas.extensions.residual.deblending import ScarletModelData
+    from lsst.meas.extensions.residual.tasks.residual_detection import read_drp_inputs
+
+    for name in ("lsst.afw", "lsst.afw.image", "lsst.meas.extensions.scarlet"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    exposure = _FakeExposure(
+        small_scene.image[0],
+        small_scene.variance[0],
+        np.zeros((96, 96), np.int32),
+        {"BAD": 0},
+        _FakePsf(small_scene.psf[0].astype(np.float64)),
+        0,
+        0,
+        None,
+    )
+    table = Table({"id": [1], "parent": [0], "deblend_peak_center_x": [3.0], "deblend_peak_center_y": [4.0]})
+    models = ScarletModelData(metadata={"bands": ("u",), "psf": small_scene.psf[:1]})
+    coadds, catalog, model_data = read_drp_inputs(
+        {"u": _FakeHandle(exposure)},
+        _FakeHandle(_FakeSourceCatalog(table)),
+        _FakeHandle(_FakeLsstScarletModelData(models.as_dict())),
+    )
+    assert coadds["u"] is exposure  # read later through its afw accessors
+    assert catalog is table
+    assert model_data.bands == ("u",)
+    np.testing.assert_allclose(model_data.metadata["psf"], small_scene.psf[:1])
