@@ -59,6 +59,6 @@ def photutils_detect(
     segments = detect_sources(smoothed, threshold, n_pixels=min_pixels, mask=mask)
     if segments is None:
         return np.zeros((0, 2))
-    deblended = deblend_sources(smoothed, segments, n_pixels=min_pixels, progress_bar=False)
+    deblended = deblend_sources(smoothed, segments, n_pixels=min_pixels)
     catalog = SourceCatalog(chi, deblended, convolved_data=smoothed)
-    return np.column_stack([catalog.xcentroid, catalog.ycentroid]).astype(np.float64).reshape(-1, 2)
+    return np.column_stack([catalog.x_centroid, catalog.y_centroid]).astype(np.float64).reshape(-1, 2)

@@ -114,6 +114,11 @@ def _settings(package: ModelPackage, config: EvaluationConfig):
     return simulation, labels, detection, dataset.get("deblend", {})
 
 
+def _max_or_none(values) -> float | None:
+    values = np.asarray(values, dtype=float)
+    return float(np.nanmax(values)) if np.any(np.isfinite(values)) else None
+
+
 def _point(counts: CurveCounts) -> dict[str, Any]:
     curves = curve_metrics(counts)
     return {
@@ -251,11 +256,11 @@ def evaluate_package(
         },
         "network_recall_at_precision_0.9": best_recall,
         "network_threshold_at_precision_0.9": None if best_index is None else float(thresholds[best_index]),
-        "network_best_f1": float(np.nanmax(curves["f1"])),
+        "network_best_f1": _max_or_none(curves["f1"]),
         "precision_at_80_recall": {
             name: precision_at_recall(cc["precision"], cc["recall"], 0.8) for name, cc in class_curves.items()
         },
-        "max_recall_per_class": {name: float(np.nanmax(cc["recall"])) for name, cc in class_curves.items()},
+        "max_recall_per_class": {name: _max_or_none(cc["recall"]) for name, cc in class_curves.items()},
         "baselines": {name: _point(counts) for name, counts in baseline_counts.items()},
         "seconds": {k: round(v, 2) for k, v in timing.items()},
         "curves": {

@@ -237,8 +237,10 @@ class ModelPackage:
         try:
             model.load_state_dict(self.state_dict)
         except RuntimeError as err:
+            detail = str(err).splitlines()
             raise ModelPackageError(
-                f"Weights of package {meta.name!r} do not fit its model configuration: {err}"
+                f"Weights of package {meta.name!r} do not fit its model configuration: "
+                f"{' '.join(line.strip() for line in detail[:3])}"
             ) from None
         return model.to(device).eval()
 
@@ -388,14 +390,7 @@ def load_model_package(path: str | os.PathLike) -> ModelPackage:
         raise ModelPackageError(f"{source!r}: weights could not be read: {err}") from None
     state_dict = {k: v.float() if v.is_floating_point() else v for k, v in stored.items()}
     package = ModelPackage(metadata=metadata, state_dict=state_dict, path=source)
-    model = build_model(metadata.model, metadata.channel_mean, metadata.channel_std)
-    expected_keys, found_keys = set(model.state_dict()), set(state_dict)
-    if expected_keys != found_keys:
-        missing = sorted(expected_keys - found_keys)[:3]
-        extra = sorted(found_keys - expected_keys)[:3]
-        raise ModelPackageError(
-            f"{source!r}: weights do not fit the model configuration (missing {missing}, unexpected {extra})."
-        )
+    package.build("cpu")  # raises ModelPackageError if the weights do not fit the architecture
     return package
 
 

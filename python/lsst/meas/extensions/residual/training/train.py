@@ -226,8 +226,10 @@ def validate(detector, records, mode: str, match_radius: float) -> dict[str, Any
         total = total + count_curve(truth, xy, score, match_radius, thresholds)
         for c in per_class:
             per_class[c] = per_class[c] + count_curve(truth, xy, score, match_radius, thresholds, det_class, c)
+    if total.n_targets == 0:
+        raise ValueError("The validation scenes have no target sources; use more or larger validation scenes.")
     curves = curve_metrics(total)
-    best = int(np.nanargmax(curves["f1"]))
+    best = int(np.argmax(np.nan_to_num(curves["f1"])))
     result: dict[str, Any] = {
         "n_targets": int(total.n_targets),
         "best_f1": float(curves["f1"][best]),
@@ -385,6 +387,11 @@ def train(
             sums["total"] = sums.get("total", 0.0) + float(loss.detach())
             if progress and step % 20 == 0:
                 steps.set_postfix(loss=f"{sums['total'] / (step + 1):.3f}")
+            elif not progress and (step + 1) % 100 == 0:
+                _log.info(
+                    "epoch %d step %d/%d: mean loss %.4f, %.2f s/step", epoch + 1, step + 1,
+                    config.steps_per_epoch, sums["total"] / (step + 1), (time.time() - epoch_start) / (step + 1),
+                )
         model.eval()
         detector = Detector(provisional, device=device, model=model)
         validation = validate(detector, val_records, config.mode, config.match_radius)

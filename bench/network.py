@@ -1,0 +1,200 @@
+"""Benchmark of the shipped Mask R-CNN packages: quality against baselines, and speed.
+
+1. Residual mode (``data/models/residual_ugrizy.zip``) on held-out 10-year
+   scenes: recall of the recoverable missed sources at purity ≥ 90%, against
+   SEP on the same residuals at 5σ (target: ≥ 2×) and 3σ, and photutils.
+2. Image mode (``data/models/image_ugrizy.zip``) on held-out scenes: star and
+   galaxy precision at 80% recall (targets: ≥ 92% and ≥ 98%, Burke et al.
+   2019's figures), against the first-pass peaks.
+3. Inference on a 4096×4096 six-band patch (quick: 1024²) on the CPU in a
+   child process: wall time and peak resident memory (target: < 4 GB); and
+   the latency of one 512² tile (CPU, and CUDA where available; Burke's
+   anchor ≤ 100 ms on a GPU).
+
+The held-out scenes have seeds from 1 000 000 (training uses 100 000-200 399,
+validation 900 000-900 015).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+EVAL_SEED = 1_000_000
+PATCH_SEED = 1_100_000
+
+
+def _evaluate(mode: str, out_dir: Path, n_scenes: int) -> dict:
+    from lsst.meas.extensions.residual.evaluation.evaluate import EvaluationConfig, evaluate_package
+    from lsst.meas.extensions.residual.network import default_model_path
+
+    config = EvaluationConfig(n_scenes=n_scenes, seed=EVAL_SEED, scene_size=512)
+    return evaluate_package(default_model_path(mode), config, out_dir / f"evaluate_{mode}", progress=True)
+
+
+def _patch_arrays(size: int):
+    """A size² six-band patch: a simulated 512² scene (with its first-pass model) tiled."""
+    from lsst.meas.extensions.residual.detection import detect_peaks
+    from lsst.meas.extensions.residual.simulation import SimulationConfig, simulate_scene
+    from lsst.meas.extensions.residual.training.scenes import first_pass_model
+
+    scene = simulate_scene(PATCH_SEED, SimulationConfig(height=512, width=512))
+    model = first_pass_model(scene, detect_peaks(scene), {"show_progress": False})
+    reps = int(np.ceil(size / 512))
+
+    def tile(cube):
+        return np.tile(cube, (1, reps, reps))[:, :size, :size].copy()
+
+    return tile(scene.image), tile(scene.variance), tile(model), scene.bands
+
+
+def _patch_child(size: int, batch_size: int) -> None:
+    """Run in a child process: time find_sources on a size² patch and report peak memory."""
+    from lsst.meas.extensions.residual.network import Detector, default_model_path
+
+    image, variance, model, bands = _patch_arrays(size)
+    input_bytes = image.nbytes + variance.nbytes + model.nbytes
+    detector = Detector(default_model_path("residual"), device="cpu")
+    start = time.perf_counter()
+    found = detector.find(image, variance, bands, model, batch_size=batch_size, progress=True)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kB
+    print(json.dumps({
+        "size": size, "seconds": round(seconds, 1), "detections": len(found), "batch_size": batch_size,
+        "peak_rss_gb": round(peak / 1024**3, 3), "input_arrays_gb": round(input_bytes / 1024**3, 3),
+    }))
+
+
+def _tile_latency(device: str, reps: int) -> dict:
+    import torch
+
+    from lsst.meas.extensions.residual.network import Detector, default_model_path
+
+    detector = Detector(default_model_path("residual"), device=device)
+    rng = np.random.default_rng(0)
+    tile = rng.normal(0, 1, size=(len(detector.metadata.channels), 512, 512)).astype(np.float32)
+    detector._run_batch([tile])  # warm-up
+    times = []
+    for _ in range(reps):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        detector._run_batch([tile])
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return {"device": device, "median_ms": round(1000 * float(np.median(times)), 1), "reps": reps,
+            "torch_threads": torch.get_num_threads()}
+
+
+def _plot(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    residual = summary["residual_mode"]
+    names = ["network @ P≥0.9"] + list(residual["baselines"])
+    recall = [residual["network_recall_at_precision_0.9"]] + [b["recall"] for b in residual["baselines"].values()]
+    purity = [0.9] + [b["precision"] for b in residual["baselines"].values()]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, recall, 0.4, label="recall of missed recoverable sources")
+    ax.bar(x + 0.2, purity, 0.4, label="purity")
+    ax.set_xticks(x, names, rotation=15, fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    ax.set_title("Residual mode on held-out 10-year scenes")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(out_dir: Path, quick: bool) -> dict:
+    import torch
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_scenes = 3 if quick else 16
+    summary: dict = {"held_out_seeds_from": EVAL_SEED, "scenes_per_mode": n_scenes, "scene_size": 512}
+
+    residual = _evaluate("residual", out_dir, n_scenes)
+    net_recall = residual["network_recall_at_precision_0.9"]
+    sep5 = residual["baselines"]["SEP 5σ"]
+    summary["residual_mode"] = {
+        "n_targets": residual["n_targets"],
+        "network_recall_at_precision_0.9": net_recall,
+        "network_threshold_at_precision_0.9": residual["network_threshold_at_precision_0.9"],
+        "network_at_operating_threshold": residual["network_at_operating_threshold"],
+        "baselines": residual["baselines"],
+        "recall_ratio_to_sep5": residual.get("recall_ratio_to_sep5_at_precision_0.9"),
+        "target_ratio": 2.0,
+    }
+    print(f"residual mode: {residual['n_targets']} recoverable missed sources in {n_scenes} scenes")
+    print(f"  network recall at purity >= 0.9: {net_recall:.3f}")
+    for name, point in residual["baselines"].items():
+        print(f"  {name:24s} recall {point['recall']:.3f} purity {point['precision']:.3f}")
+    ratio = summary["residual_mode"]["recall_ratio_to_sep5"]
+    print(f"  ratio network / SEP 5σ recall: {ratio if ratio is None else round(ratio, 2)} (target >= 2; "
+          f"SEP 5σ purity {sep5['precision']:.3f})")
+
+    image = _evaluate("image", out_dir, n_scenes)
+    star_p = image["precision_at_80_recall"].get("star")
+    galaxy_p = image["precision_at_80_recall"].get("galaxy")
+    summary["image_mode"] = {
+        "n_targets": image["n_targets"],
+        "n_targets_per_class": image["n_targets_per_class"],
+        "star_precision_at_80_recall": star_p,
+        "galaxy_precision_at_80_recall": galaxy_p,
+        "max_recall_per_class": image["max_recall_per_class"],
+        "targets": {"star": 0.92, "galaxy": 0.98},
+        "first_pass_peaks": image["baselines"].get("first-pass peaks"),
+        "network_recall_at_precision_0.9": image["network_recall_at_precision_0.9"],
+    }
+    print(f"image mode: {image['n_targets']} recoverable sources {image['n_targets_per_class']}")
+    print(f"  star precision at 80% recall: {star_p} (target 0.92); galaxy: {galaxy_p} (target 0.98)")
+    fp = image["baselines"].get("first-pass peaks")
+    if fp:
+        print(f"  first-pass peaks: recall {fp['recall']:.3f} purity {fp['precision']:.3f}; network recall at "
+              f"purity >= 0.9: {image['network_recall_at_precision_0.9']:.3f}")
+
+    size = 1024 if quick else 4096
+    child = subprocess.run(
+        [sys.executable, "-m", "bench.network", "--patch", str(size), "--batch-size", "4"],
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent,
+    )
+    if child.returncode != 0:
+        raise RuntimeError(f"patch inference failed:\n{child.stderr[-3000:]}")
+    patch = json.loads(child.stdout.strip().splitlines()[-1])
+    patch["memory_limit_gb"] = 4.0
+    summary["patch_inference_cpu"] = patch
+    print(f"patch {size}x{size}x6 on CPU: {patch['seconds']} s, {patch['detections']} detections, peak memory "
+          f"{patch['peak_rss_gb']} GB (inputs {patch['input_arrays_gb']} GB; limit 4 GB)")
+
+    latency = {"cpu": _tile_latency("cpu", 3 if quick else 5)}
+    if torch.cuda.is_available():
+        latency["cuda"] = _tile_latency("cuda", 20)
+    summary["tile_512_latency"] = latency
+    for device, value in latency.items():
+        print(f"one 512² tile on {device}: {value['median_ms']} ms (Burke's GPU anchor: <= 100 ms)")
+    if "cuda" not in latency:
+        print("no GPU here: the GPU tile latency was not measured")
+
+    (out_dir / "network.json").write_text(json.dumps(summary, indent=2, default=str))
+    _plot(summary, out_dir / "residual_vs_baselines.png")
+    return summary
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="child process of bench.network")
+    parser.add_argument("--patch", type=int, required=True)
+    parser.add_argument("--batch-size", type=int, default=4)
+    args = parser.parse_args()
+    _patch_child(args.patch, args.batch_size)

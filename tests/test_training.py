@@ -1,0 +1,247 @@
+"""Labels, dataset cache, stamps and augmentation, training loop (CPU, tiny model, tiny data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from lsst.meas.extensions.residual.detection import detect_peaks  # noqa: E402
+from lsst.meas.extensions.residual.network import build_model, load_model_package, set_input_size  # noqa: E402
+from lsst.meas.extensions.residual.network.model import ModelConfig  # noqa: E402
+from lsst.meas.extensions.residual.training import (  # noqa: E402
+    AugmentConfig,
+    DatasetConfig,
+    LabelConfig,
+    StampSampler,
+    TrainConfig,
+    generate_dataset,
+    load_dataset,
+    load_train_config,
+    make_labels,
+    train,
+)
+from lsst.meas.extensions.residual.training.dataset import _augment  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = {"slim_widths": [8, 8, 16, 16], "slim_blocks": [1, 1, 1, 1], "fpn_channels": 16, "box_head_size": 32,
+        "mask_head_layers": [16]}
+
+
+def truth_deblender(scene, detections):
+    """Stand-in first pass: the noiseless image of the truth sources that got a peak."""
+    from lsst.meas.extensions.residual.evaluation import match_positions
+
+    index, _ = match_positions(scene.truth.xy, detections.xy, 2.0)
+    return scene.truth.render(scene.shape, index)
+
+
+# --- labels ------------------------------------------------------------------------------------------
+
+
+def test_residual_labels_are_recoverable_sources_without_a_peak(small_scene):
+    peaks = detect_peaks(small_scene).xy
+    labels = make_labels(small_scene, peaks, LabelConfig(mode="residual", snr_cut=5.0))
+    sources = labels.sources
+    assert len(sources) == len(small_scene.truth)
+    target = np.asarray(sources["target"])
+    np.testing.assert_array_equal(target, np.asarray(sources["recoverable"]) & ~np.asarray(sources["detected"]))
+    assert np.all(np.asarray(sources["snr"])[target] >= 5.0)
+    # Bright sources have peaks: the brightest true source is detected, hence not a target.
+    assert sources["detected"][np.argmax(sources["snr"])]
+    image_labels = make_labels(small_scene, peaks, LabelConfig(mode="image", snr_cut=5.0))
+    assert np.array_equal(np.asarray(image_labels.sources["target"]), np.asarray(sources["recoverable"]))
+    assert len(image_labels.target_index) > len(labels.target_index)
+    for fp, box in zip(image_labels.footprints, image_labels.boxes):
+        rows, cols = np.nonzero(fp.mask)
+        assert rows.size >= 6  # min_mask_pixels
+        # The box is the mask's bounding box (pixel i spans [i, i+1)).
+        np.testing.assert_array_equal(box, [fp.x0 + cols.min(), fp.y0 + rows.min(),
+                                            fp.x0 + cols.max() + 1, fp.y0 + rows.max() + 1])
+
+
+def test_labels_need_truth_and_peaks(small_scene):
+    with pytest.raises(ValueError, match="first-pass peaks"):
+        make_labels(small_scene, None, LabelConfig(mode="residual"))
+    with pytest.raises(ValueError, match="'residual' or 'image'"):
+        LabelConfig(mode="both")
+
+
+# --- augmentation and stamps -------------------------------------------------------------------------
+
+
+def test_augmentation_keeps_boxes_on_their_masks():
+    rng = np.random.default_rng(0)
+    s = 32
+    masks = np.zeros((2, s, s), dtype=np.uint8)
+    masks[0, 3:9, 20:31] = 1
+    masks[1, 15:27, 2:6] = 1
+    boxes = np.array([[20, 3, 31, 9], [2, 15, 6, 27]], dtype=np.float32)
+    channels = np.repeat(masks[:1].astype(np.float32), 2, axis=0)
+    for _ in range(12):
+        c, b, m = _augment(rng, channels, boxes, masks, AugmentConfig(noise_sigma_max=0.0))
+        for box, mask in zip(b, m):
+            rows, cols = np.nonzero(mask)
+            np.testing.assert_array_equal(box, [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1])
+        np.testing.assert_array_equal(c[0] > 0.5, m[0] > 0)  # image and mask moved together
+
+
+@pytest.fixture(scope="module")
+def image_dataset(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    config = DatasetConfig(name="t-image", recipe="image", n_scenes=2, seed=3, scene_size=96,
+                           labels=LabelConfig(mode="image"))
+    return config, cache, generate_dataset(config, cache, progress=False)
+
+
+def test_dataset_cache_is_reused_and_resumable(image_dataset):
+    config, cache, directory = image_dataset
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["n_scenes"] == 2 and manifest["n_targets"] > 0
+    assert len(manifest["channel_mean"]) == 6
+    stamp_file = directory / "scene_000001.npy"
+    before = stamp_file.stat().st_mtime_ns
+    assert generate_dataset(config, cache, progress=False) == directory
+    assert stamp_file.stat().st_mtime_ns == before  # reused, not regenerated
+    # Interrupted generation: a scene and the manifest are missing; only that scene is made again.
+    first = directory / "scene_000000.npy"
+    first_time = first.stat().st_mtime_ns
+    kept = np.load(stamp_file)
+    (directory / "manifest.json").unlink()
+    stamp_file.unlink()
+    generate_dataset(config, cache, progress=False)
+    assert first.stat().st_mtime_ns == first_time
+    np.testing.assert_array_equal(np.load(stamp_file), kept)  # same seed, same scene
+
+
+def test_stamps_are_repeatable_and_hold_their_labels(image_dataset):
+    _, _, directory = image_dataset
+    records = load_dataset(directory)
+    sampler = StampSampler(records, 64, AugmentConfig(), seed=5)
+    images_a, targets_a = sampler.batch((0, 1), 3)
+    images_b, targets_b = sampler.batch((0, 1), 3)
+    images_c, _ = sampler.batch((0, 2), 3)
+    for a, b in zip(images_a, images_b):
+        assert torch.equal(a, b)
+    assert not all(torch.equal(a, c) for a, c in zip(images_a, images_c))
+    for target in targets_a:
+        boxes, masks = target["boxes"], target["masks"]
+        assert boxes.shape[0] == masks.shape[0] == target["labels"].shape[0]
+        assert torch.all(boxes[:, 2] > boxes[:, 0]) and torch.all(boxes[:, 3] > boxes[:, 1])
+        assert torch.all(boxes >= 0) and torch.all(boxes <= 64)
+        assert set(target["labels"].tolist()) <= {1, 2}
+    with pytest.raises(ValueError, match="exceeds the scene size"):
+        StampSampler(records, 128, None, seed=1)
+
+
+def test_residual_dataset_uses_the_first_pass_model(tmp_path):
+    config = DatasetConfig(name="t-res", recipe="residual+model", n_scenes=1, seed=11, scene_size=96)
+    directory = generate_dataset(config, tmp_path, progress=False, deblender=truth_deblender)
+    record = load_dataset(directory)[0]
+    assert record.channels.shape == (12, 96, 96)
+    # With a truth-based first pass, the residual channels are pure noise except at missed sources:
+    # their typical value is ~1σ, while the model channels hold the detected sources.
+    residual = np.asarray(record.channels[:6], dtype=np.float32)
+    assert 0.7 < np.median(np.abs(residual)) / 0.6745 < 1.6
+    assert np.asarray(record.channels[6:]).max() > 2  # asinh(5σ) = 2.3: detected sources are >= 5σ
+    assert not np.any(record.info["src_detected"] & record.info["src_target"])
+
+
+# --- training ----------------------------------------------------------------------------------------
+
+
+def test_one_training_step_reduces_the_loss_on_a_fixed_batch(image_dataset):
+    _, _, directory = image_dataset
+    records = load_dataset(directory)
+    sampler = StampSampler(records, 64, None, seed=0)
+    images, targets = sampler.batch((0, 0), 2)
+    assert sum(len(t["boxes"]) for t in targets) > 0
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(in_channels=6, **TINY), input_size=64)
+    set_input_size(model, 64)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.0)
+
+    def loss_value():
+        torch.manual_seed(1)  # same RPN/ROI sampling for both evaluations
+        with torch.no_grad():
+            return float(sum(model(images, targets).values()))
+
+    before = loss_value()
+    torch.manual_seed(1)
+    loss = sum(model(images, targets).values())
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    after = loss_value()
+    assert after < before
+
+
+def test_train_config_errors(tmp_path):
+    with pytest.raises(ValueError, match="Unknown training config key"):
+        TrainConfig.from_dict({"epochz": 3})
+    config = TrainConfig.from_dict({"dataset": {"seed": 0, "n_scenes": 10}, "validation": {"seed": 5}})
+    with pytest.raises(ValueError, match="overlap the training seeds"):
+        config.validation_dataset()
+    with pytest.raises(ValueError, match="mode"):
+        TrainConfig.from_dict({"mode": "image", "dataset": {"recipe": "image", "labels": {"mode": "residual"}}})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_train_config(bad)
+    with pytest.raises(FileNotFoundError):
+        load_train_config(tmp_path / "none.yaml")
+
+
+def test_shipped_training_configs_parse():
+    for name in ("train_residual.yaml", "train_image.yaml", "train_smoke.yaml"):
+        config = load_train_config(REPO / "config" / name)
+        config.validation_dataset()
+        assert config.model_config().in_channels == (12 if config.mode == "residual" else 6)
+
+
+def test_smoke_training_writes_a_package_and_resumes_exactly(tmp_path, monkeypatch):
+    import dataclasses
+
+    import importlib
+
+    # (the package's ``train`` attribute is the function; the module is in sys.modules)
+    train_module = importlib.import_module("lsst.meas.extensions.residual.training.train")
+
+    config = load_train_config(REPO / "config" / "train_smoke.yaml")
+    config = dataclasses.replace(config, cache_dir=str(tmp_path / "cache"))
+    straight = tmp_path / "straight"
+    path = train(config, straight, progress=False)
+    package = load_model_package(path)
+    assert package.metadata.mode == "image" and package.metadata.provenance["best_epoch"] in (1, 2)
+    assert package.metadata.provenance["training_dataset"]["seeds"] == [5, 7]
+    assert 0.0 < package.metadata.score_threshold < 1.0
+    assert (straight / "training.png").exists()
+    history = json.loads((straight / "history.json").read_text())
+    assert len(history) == 2 and "best_f1" in history[0]["validation"]
+
+    # Interrupt a second run right after its first checkpoint, then start it again: it resumes
+    # and ends with exactly the weights of the uninterrupted run.
+    resumed = tmp_path / "resumed"
+    real_plot = train_module._plot_history
+
+    def interrupt(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_plot_history", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, resumed, progress=False)
+    monkeypatch.setattr(train_module, "_plot_history", real_plot)
+    train(config, resumed, progress=False)
+    assert len(json.loads((resumed / "history.json").read_text())) == 2
+    a = torch.load(straight / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(resumed / "checkpoint.pt", weights_only=False)["model"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # A different configuration in the same directory is refused.
+    with pytest.raises(ValueError, match="different configuration"):
+        train(dataclasses.replace(config, epochs=3), resumed, progress=False)
