@@ -108,3 +108,17 @@ def test_source_counts_scale_with_density():
 def test_bad_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SimulationConfig(**kwargs)
+
+
+def test_bright_star_wings_are_not_cut_at_the_psf_stamp():
+    """Stamps of bright stars extend past the K×K PSF until the wings are below the noise."""
+    scene = simulate_scene(1, SimulationConfig(height=256, width=256, star_density=40))
+    sigma = make_noise_model(scene.bands, "10yr", 0.2).background_sigma
+    stars = np.flatnonzero(scene.truth.is_star)
+    sizes = np.asarray(scene.truth.table["stamp_height"])[stars]
+    assert sizes.max() > scene.psf.shape[-1]  # some star is bright enough to need it
+    for index in stars:
+        stamp = scene.truth.stamps[index]
+        border = np.concatenate([stamp[:, 0, :], stamp[:, -1, :], stamp[:, :, 0], stamp[:, :, -1]], axis=1)
+        if stamp.shape[-1] < 2 * 96 + 1:  # below the size cap
+            assert np.all(border.max(axis=1) < 0.1 * sigma), index

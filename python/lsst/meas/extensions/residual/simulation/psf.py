@@ -41,16 +41,52 @@ class ScenePsf:
     sampled: np.ndarray
     fwhm: np.ndarray
     fwhm_r: float
+    _sampled_cache: dict = dataclasses.field(default_factory=dict, repr=False)
+    _wing_profile: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
-    def point_source(self, band_index: int, offset: tuple[float, float], pixel_scale: float) -> np.ndarray:
-        """Unit-flux (K, K) image of a point source offset by (dx, dy) pixels from the centre."""
-        size = self.image.shape[-1]
+    def point_source(self, band_index: int, offset: tuple[float, float], pixel_scale: float, size: int) -> np.ndarray:
+        """Unit-flux (size, size) image of a point source offset by (dx, dy) pixels from the centre."""
         array = (
             self.profiles[band_index]
             .drawImage(nx=size, ny=size, scale=pixel_scale, offset=offset, dtype=np.float64)
             .array
         )
         return array / array.sum()
+
+    def sampled_image(self, size: int, pixel_scale: float) -> np.ndarray:
+        """(nbands, size, size) PSF sampled at pixel centres, each normalised to sum 1."""
+        if size == self.sampled.shape[-1]:
+            return self.sampled
+        if size not in self._sampled_cache:
+            images = [
+                p.drawImage(nx=size, ny=size, scale=pixel_scale, method="no_pixel", dtype=np.float64).array
+                for p in self.profiles
+            ]
+            self._sampled_cache[size] = np.array([im / im.sum() for im in images])
+        return self._sampled_cache[size]
+
+    def wing_half_size(self, flux: np.ndarray, noise_sigma: np.ndarray, pixel_scale: float,
+                       fraction: float = 0.05, step: int = 4, limit: int = 96) -> int:
+        """Half-size of a stamp outside which a source of ``flux`` is fainter than ``fraction`` × noise.
+
+        The PSF images are K×K, but a bright source's PSF wings stay above
+        the noise well beyond K/2; cutting them there would leave a square
+        edge around bright stars. The answer is at least K//2, rounded up to
+        a multiple of ``step`` (so few distinct stamp sizes are drawn) and at
+        most ``limit``.
+        """
+        half = self.image.shape[-1] // 2
+        if self._wing_profile is None:
+            radii = np.arange(limit + 1)
+            self._wing_profile = np.array(
+                [[p.xValue(r * pixel_scale, 0.0) * pixel_scale**2 for r in radii] for p in self.profiles]
+            )
+        # Kolmogorov and Moffat wings fall monotonically: the first radius
+        # below the limit in every band is the answer.
+        faint_enough = np.asarray(flux)[:, None] * self._wing_profile < fraction * np.asarray(noise_sigma)[:, None]
+        needed = faint_enough.all(axis=0)
+        radius = int(np.argmax(needed)) if needed.any() else limit
+        return int(min(max(half, step * int(np.ceil(radius / step))), limit))
 
 
 def make_psfs(

@@ -3,8 +3,10 @@
 Galaxies: galsim draws the bulge and disk of each galaxy once, pixel-integrated
 and unconvolved; each band's image is the SED-weighted sum of the two,
 convolved (FFT) with that band's PSF sampled at pixel centres. Stars are
-galsim's pixel-integrated PSF at the star's sub-pixel position. Every stamp is
-normalised so that its sum is exactly the source's flux.
+galsim's pixel-integrated PSF at the star's sub-pixel position. PSF wings are
+drawn out to where they fall below 5% of the background noise (beyond the
+scene's K×K PSF images for bright sources). Every stamp is normalised so that
+its sum is exactly the source's flux.
 """
 
 from __future__ import annotations
@@ -105,7 +107,9 @@ def _split(position: float) -> tuple[int, float]:
     return centre, position - centre
 
 
-def render_sources(table, psf: ScenePsf, pixel_scale: float, reference_band: int) -> list[RenderedSource]:
+def render_sources(
+    table, psf: ScenePsf, pixel_scale: float, reference_band: int, noise_sigma: np.ndarray
+) -> list[RenderedSource]:
     """Draw every source of a population table (see `draw_population`).
 
     Parameters
@@ -118,16 +122,20 @@ def render_sources(table, psf: ScenePsf, pixel_scale: float, reference_band: int
         arcsec/pixel.
     reference_band : `int`
         Index of the band in which ``hlr`` and ellipticity are measured.
+    noise_sigma : `numpy.ndarray`
+        (nbands,) background noise per pixel: a source's PSF wings are drawn
+        out to where they fall well below it.
     """
-    psf_half = psf.image.shape[-1] // 2
     rendered = []
     for row in table:
         xc, dx = _split(float(row["x"]))
         yc, dy = _split(float(row["y"]))
         flux = np.asarray(row["flux"], dtype=np.float64)
+        psf_half = psf.wing_half_size(flux, noise_sigma, pixel_scale)
         if row["class"] == "star":
+            size = 2 * psf_half + 1
             stamp = np.stack(
-                [psf.point_source(b, (dx, dy), pixel_scale) for b in range(len(flux))]
+                [psf.point_source(b, (dx, dy), pixel_scale, size) for b in range(len(flux))]
             ) * flux[:, None, None]
             rendered.append(RenderedSource(stamp, yc - psf_half, xc - psf_half, 0.0, 0.0, 0.0))
             continue
@@ -142,7 +150,8 @@ def render_sources(table, psf: ScenePsf, pixel_scale: float, reference_band: int
         bulge = _draw_bulge(bulge_hlr, float(row["bulge_g1"]), float(row["bulge_g2"]), half, (dx, dy), pixel_scale)
         bulge_flux = np.asarray(row["bulge_flux"], dtype=np.float64)
         intrinsic = bulge_flux[:, None, None] * bulge + (flux - bulge_flux)[:, None, None] * disk
-        stamp = fftconvolve(intrinsic, psf.sampled, mode="full", axes=(1, 2))
+        kernel = psf.sampled_image(2 * psf_half + 1, pixel_scale)
+        stamp = fftconvolve(intrinsic, kernel, mode="full", axes=(1, 2))
         # FFT round-off leaves tiny negative values where the profile is zero.
         stamp = np.clip(stamp, 0.0, None)
         stamp *= (flux / stamp.sum(axis=(1, 2)))[:, None, None]

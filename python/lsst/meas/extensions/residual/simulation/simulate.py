@@ -99,8 +99,9 @@ def simulate_scene(seed: int, config: SimulationConfig | None = None) -> Scene:
     bands = config.bands
     shape = (config.height, config.width)
     psf, population = draw_psf_and_population(rng, config)
+    noise = make_noise_model(bands, config.depth, config.pixel_scale, config.read_noise_fraction)
     reference = bands.index("i") if "i" in bands else len(bands) // 2
-    rendered = render_sources(population, psf, config.pixel_scale, reference)
+    rendered = render_sources(population, psf, config.pixel_scale, reference, noise.background_sigma)
 
     truth_table = Table()
     truth_table["id"] = np.arange(1, len(population) + 1, dtype=np.int64)
@@ -123,7 +124,6 @@ def simulate_scene(seed: int, config: SimulationConfig | None = None) -> Scene:
     truth = Truth(truth_table, [r.stamp.astype(np.float32) for r in rendered])
 
     model = truth.render(shape).astype(np.float64)
-    noise = make_noise_model(bands, config.depth, config.pixel_scale, config.read_noise_fraction)
     image = noise.add_noise(rng, model)
     variance = noise.variance(model)
 
