@@ -65,15 +65,22 @@ def _patch_child(size: int, batch_size: int) -> None:
     found = detector.find(image, variance, bands, model, batch_size=batch_size, progress=True)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kB
-    print(json.dumps({
-        "size": size, "seconds": round(seconds, 1), "detections": len(found), "batch_size": batch_size,
-        "peak_rss_gb": round(peak / 1024**3, 3), "input_arrays_gb": round(input_bytes / 1024**3, 3),
-    }))
+    print(
+        json.dumps(
+            {
+                "size": size,
+                "seconds": round(seconds, 1),
+                "detections": len(found),
+                "batch_size": batch_size,
+                "peak_rss_gb": round(peak / 1024**3, 3),
+                "input_arrays_gb": round(input_bytes / 1024**3, 3),
+            }
+        )
+    )
 
 
 def _tile_latency(device: str, reps: int) -> dict:
     import torch
-
     from lsst.meas.extensions.residual.network import Detector, default_model_path
 
     detector = Detector(default_model_path("residual"), device=device)
@@ -89,8 +96,12 @@ def _tile_latency(device: str, reps: int) -> dict:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return {"device": device, "median_ms": round(1000 * float(np.median(times)), 1), "reps": reps,
-            "torch_threads": torch.get_num_threads()}
+    return {
+        "device": device,
+        "median_ms": round(1000 * float(np.median(times)), 1),
+        "reps": reps,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def _plot(summary: dict, path: Path) -> None:
@@ -101,7 +112,9 @@ def _plot(summary: dict, path: Path) -> None:
 
     residual = summary["residual_mode"]
     names = ["network @ P≥0.9"] + list(residual["baselines"])
-    recall = [residual["network_recall_at_precision_0.9"]] + [b["recall"] for b in residual["baselines"].values()]
+    recall = [residual["network_recall_at_precision_0.9"]] + [
+        b["recall"] for b in residual["baselines"].values()
+    ]
     purity = [0.9] + [b["precision"] for b in residual["baselines"].values()]
     fig, ax = plt.subplots(figsize=(7, 4))
     x = np.arange(len(names))
@@ -140,8 +153,10 @@ def run(out_dir: Path, quick: bool) -> dict:
     for name, point in residual["baselines"].items():
         print(f"  {name:24s} recall {point['recall']:.3f} purity {point['precision']:.3f}")
     ratio = summary["residual_mode"]["recall_ratio_to_sep5"]
-    print(f"  ratio network / SEP 5σ recall: {ratio if ratio is None else round(ratio, 2)} (target >= 2; "
-          f"SEP 5σ purity {sep5['precision']:.3f})")
+    print(
+        f"  ratio network / SEP 5σ recall: {ratio if ratio is None else round(ratio, 2)} (target >= 2; "
+        f"SEP 5σ purity {sep5['precision']:.3f})"
+    )
 
     image = _evaluate("image", out_dir, n_scenes)
     star_p = image["precision_at_80_recall"].get("star")
@@ -160,21 +175,27 @@ def run(out_dir: Path, quick: bool) -> dict:
     print(f"  star precision at 80% recall: {star_p} (target 0.92); galaxy: {galaxy_p} (target 0.98)")
     fp = image["baselines"].get("first-pass peaks")
     if fp:
-        print(f"  first-pass peaks: recall {fp['recall']:.3f} purity {fp['precision']:.3f}; network recall at "
-              f"purity >= 0.9: {image['network_recall_at_precision_0.9']:.3f}")
+        print(
+            f"  first-pass peaks: recall {fp['recall']:.3f} purity {fp['precision']:.3f}; network recall at "
+            f"purity >= 0.9: {image['network_recall_at_precision_0.9']:.3f}"
+        )
 
     size = 1024 if quick else 4096
     child = subprocess.run(
         [sys.executable, "-m", "bench.network", "--patch", str(size), "--batch-size", "4"],
-        capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
     )
     if child.returncode != 0:
         raise RuntimeError(f"patch inference failed:\n{child.stderr[-3000:]}")
     patch = json.loads(child.stdout.strip().splitlines()[-1])
     patch["memory_limit_gb"] = 4.0
     summary["patch_inference_cpu"] = patch
-    print(f"patch {size}x{size}x6 on CPU: {patch['seconds']} s, {patch['detections']} detections, peak memory "
-          f"{patch['peak_rss_gb']} GB (inputs {patch['input_arrays_gb']} GB; limit 4 GB)")
+    print(
+        f"patch {size}x{size}x6 on CPU: {patch['seconds']} s, {patch['detections']} detections, peak memory "
+        f"{patch['peak_rss_gb']} GB (inputs {patch['input_arrays_gb']} GB; limit 4 GB)"
+    )
 
     latency = {"cpu": _tile_latency("cpu", 3 if quick else 5)}
     if torch.cuda.is_available():

@@ -29,8 +29,14 @@ from lsst.meas.extensions.residual.network import (  # noqa: E402
     save_model_package,
 )
 
-TINY = {"slim_widths": [8, 8, 16, 16], "slim_blocks": [1, 1, 1, 1], "fpn_channels": 16, "box_head_size": 32,
-        "mask_head_layers": [16], "box_detections_per_img": 50}
+TINY = {
+    "slim_widths": [8, 8, 16, 16],
+    "slim_blocks": [1, 1, 1, 1],
+    "fpn_channels": 16,
+    "box_head_size": 32,
+    "mask_head_layers": [16],
+    "box_detections_per_img": 50,
+}
 
 
 def _truth():
@@ -75,7 +81,9 @@ def test_operating_points():
     assert precision_at_recall(precision, recall, 0.99) is None
     assert recall_at_precision(precision, recall, 0.9) == (0.6, 2)
     assert recall_at_precision(precision, recall, 0.999) == (0.0, None)
-    binned = binned_recall(np.array([21.0, 21.5, 23.0]), np.array([True, False, True]), np.array([20.0, 22.0, 24.0]))
+    binned = binned_recall(
+        np.array([21.0, 21.5, 23.0]), np.array([True, False, True]), np.array([20.0, 22.0, 24.0])
+    )
     assert binned["total"] == [2, 1] and binned["recall"] == [0.5, 1.0]
 
 
@@ -112,13 +120,21 @@ def tiny_image_package(tmp_path_factory):
     torch.manual_seed(0)
     bands = ("u", "g", "r", "i", "z", "y")
     meta = ModelMetadata(
-        name="tiny-image", mode="image", recipe="image", bands=bands, classes=("star", "galaxy"),
-        model=ModelConfig(in_channels=6, **TINY), tile_size=64, tile_overlap=16, score_threshold=0.3,
+        name="tiny-image",
+        mode="image",
+        recipe="image",
+        bands=bands,
+        classes=("star", "galaxy"),
+        model=ModelConfig(in_channels=6, **TINY),
+        tile_size=64,
+        tile_overlap=16,
+        score_threshold=0.3,
         provenance={"training_dataset": {"seeds": [0, 9]}, "validation_dataset": {"seeds": [100, 101]}},
         training={"dataset": {"depth": "10yr", "labels": {"snr_cut": 5.0}}},
     )
-    return save_model_package(tmp_path_factory.mktemp("pkg") / "tiny.zip", meta,
-                              build_model(meta.model).state_dict())
+    return save_model_package(
+        tmp_path_factory.mktemp("pkg") / "tiny.zip", meta, build_model(meta.model).state_dict()
+    )
 
 
 def test_evaluation_writes_report_and_plots(tiny_image_package, tmp_path):

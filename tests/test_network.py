@@ -32,16 +32,29 @@ from lsst.meas.extensions.residual.network import (  # noqa: E402
     tile_starts,
 )
 
-TINY = {"slim_widths": [8, 8, 16, 16], "slim_blocks": [1, 1, 1, 1], "fpn_channels": 16, "box_head_size": 32,
-        "mask_head_layers": [16], "box_detections_per_img": 50}
+TINY = {
+    "slim_widths": [8, 8, 16, 16],
+    "slim_blocks": [1, 1, 1, 1],
+    "fpn_channels": 16,
+    "box_head_size": 32,
+    "mask_head_layers": [16],
+    "box_detections_per_img": 50,
+}
 
 
 def tiny_metadata(recipe="image", bands=("g", "r", "i"), tile=64, **kwargs) -> ModelMetadata:
     nchan = len(channel_names(recipe, bands))
     return ModelMetadata(
-        name="tiny", mode=kwargs.pop("mode", "image" if recipe == "image" else "residual"), recipe=recipe,
-        bands=bands, classes=("star", "galaxy"), model=ModelConfig(in_channels=nchan, **TINY),
-        tile_size=tile, tile_overlap=16, score_threshold=0.0, **kwargs,
+        name="tiny",
+        mode=kwargs.pop("mode", "image" if recipe == "image" else "residual"),
+        recipe=recipe,
+        bands=bands,
+        classes=("star", "galaxy"),
+        model=ModelConfig(in_channels=nchan, **TINY),
+        tile_size=tile,
+        tile_overlap=16,
+        score_threshold=0.0,
+        **kwargs,
     )
 
 
@@ -180,8 +193,14 @@ def test_package_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_model_metadata(tmp_path / "missing.zip")
     with pytest.raises(ModelPackageError, match="makes 6"):
-        ModelMetadata(name="x", mode="image", recipe="image", bands=("u", "g", "r", "i", "z", "y"),
-                      classes=("star", "galaxy"), model=ModelConfig(in_channels=12))
+        ModelMetadata(
+            name="x",
+            mode="image",
+            recipe="image",
+            bands=("u", "g", "r", "i", "z", "y"),
+            classes=("star", "galaxy"),
+            model=ModelConfig(in_channels=12),
+        )
     with pytest.raises(ModelPackageError, match="wavelength order"):
         tiny_metadata(bands=("r", "g", "i"))
     # Weights of another architecture.
@@ -220,7 +239,7 @@ def test_tile_starts_cover_with_overlap():
     assert tile_starts(50, 64, 16) == [0]
     starts = tile_starts(200, 64, 16)
     assert starts[0] == 0 and starts[-1] == 200 - 64
-    assert all(b - a <= 64 - 16 for a, b in zip(starts, starts[1:]))
+    assert all(b - a <= 64 - 16 for a, b in zip(starts, starts[1:], strict=False))
 
 
 def _blob_network(detector: Detector, threshold: float = 3.0):
@@ -241,14 +260,18 @@ def _blob_network(detector: Detector, threshold: float = 3.0):
             for index, (sy, sx) in enumerate(ndimage.find_objects(labels), start=1):
                 box = [sx.start, sy.start, sx.stop, sy.stop]
                 region = torch.from_numpy((labels == index).astype(np.float32))[None, None]
-                masks.append(roi_align(region, [torch.tensor([box], dtype=torch.float32)], (28, 28), 1.0)[0, 0])
+                masks.append(
+                    roi_align(region, [torch.tensor([box], dtype=torch.float32)], (28, 28), 1.0)[0, 0]
+                )
                 boxes.append(box)
-            outputs.append({
-                "boxes": np.array(boxes, dtype=np.float32).reshape(-1, 4),
-                "labels": np.full(n, 2),
-                "scores": np.linspace(0.9, 0.8, n),
-                "masks": np.stack([m.numpy() for m in masks]) if masks else np.zeros((0, 28, 28)),
-            })
+            outputs.append(
+                {
+                    "boxes": np.array(boxes, dtype=np.float32).reshape(-1, 4),
+                    "labels": np.full(n, 2),
+                    "scores": np.linspace(0.9, 0.8, n),
+                    "masks": np.stack([m.numpy() for m in masks]) if masks else np.zeros((0, 28, 28)),
+                }
+            )
         return outputs
 
     detector._run_batch = run_batch
@@ -280,8 +303,9 @@ def test_source_straddling_a_tile_border_is_found_once_with_its_whole_footprint(
     iou = (label & truth).sum() / (label | truth).sum()
     assert iou > 0.85
     # Without merging (merge_ios > 1 never met), the cut-off copy from the other tile survives.
-    unmerged = detector.find(image, variance, ("g", "r", "i"), tile_size=64, overlap=16, score_threshold=0.0,
-                             merge_ios=1.01)
+    unmerged = detector.find(
+        image, variance, ("g", "r", "i"), tile_size=64, overlap=16, score_threshold=0.0, merge_ios=1.01
+    )
     assert len(unmerged) == 2 and unmerged.table["truncated"].sum() == 1
 
 
@@ -290,8 +314,9 @@ def test_distinct_sources_are_not_merged(tiny_package_path):
     _blob_network(detector)
     centres = [(20.0, 20.0), (58.0, 30.0), (120.0, 100.0), (30.0, 130.0)]
     image = _disc_image(centres, 5)
-    found = detector.find(image, np.ones_like(image), ("g", "r", "i"), tile_size=64, overlap=16,
-                          score_threshold=0.0)
+    found = detector.find(
+        image, np.ones_like(image), ("g", "r", "i"), tile_size=64, overlap=16, score_threshold=0.0
+    )
     assert len(found) == len(centres)
     from lsst.meas.extensions.residual.evaluation import match_positions
 
@@ -306,8 +331,9 @@ def test_find_sources_runs_on_any_size_with_bad_pixels(tiny_package_path, tmp_pa
     image[1, 10:12, 20:40] = np.nan
     mask = np.zeros(image.shape, dtype=np.int32)
     mask[2, 50:60, 0:10] = 1
-    found = find_sources(tiny_package_path, image, variance, ("g", "r", "i", "z"), mask=mask, device="cpu",
-                         score_threshold=0.0)
+    found = find_sources(
+        tiny_package_path, image, variance, ("g", "r", "i", "z"), mask=mask, device="cpu", score_threshold=0.0
+    )
     assert isinstance(found, SourceDetections)
     assert found.shape == (70, 90)
     assert np.all(np.isfinite(found.xy))
@@ -317,14 +343,20 @@ def test_find_sources_runs_on_any_size_with_bad_pixels(tiny_package_path, tmp_pa
     found.write(tmp_path / "sources.fits")
     back = read_source_detections(tmp_path / "sources.fits")
     assert len(back) == len(found) and back.shape == found.shape
-    for a, b in zip(found.footprints, back.footprints):
+    for a, b in zip(found.footprints, back.footprints, strict=False):
         assert (a.y0, a.x0) == (b.y0, b.x0) and np.array_equal(a.mask, b.mask)
     with pytest.raises(ValueError, match="multiple of 32"):
         find_sources(tiny_package_path, image, variance, ("g", "r", "i", "z"), device="cpu", tile_size=50)
 
 
 def test_label_image_and_selection():
-    table_rows = {"id": [1, 2], "x": [1.0, 3.0], "y": [1.0, 3.0], "score": [0.9, 0.4], "class": ["star", "galaxy"]}
+    table_rows = {
+        "id": [1, 2],
+        "x": [1.0, 3.0],
+        "y": [1.0, 3.0],
+        "score": [0.9, 0.4],
+        "class": ["star", "galaxy"],
+    }
     from astropy.table import Table
 
     found = SourceDetections(

@@ -20,16 +20,28 @@ from lsst.meas.extensions.residual.network import (  # noqa: E402
 )
 from lsst.meas.extensions.residual.scene import write_scene  # noqa: E402
 
-TINY = {"slim_widths": [8, 8, 16, 16], "slim_blocks": [1, 1, 1, 1], "fpn_channels": 16, "box_head_size": 32,
-        "mask_head_layers": [16], "box_detections_per_img": 30}
+TINY = {
+    "slim_widths": [8, 8, 16, 16],
+    "slim_blocks": [1, 1, 1, 1],
+    "fpn_channels": 16,
+    "box_head_size": 32,
+    "mask_head_layers": [16],
+    "box_detections_per_img": 30,
+}
 
 
 def _package(path, recipe, bands=("u", "g", "r", "i", "z", "y")):
     torch.manual_seed(0)
     meta = ModelMetadata(
-        name=f"tiny-{recipe}", mode="image" if recipe == "image" else "residual", recipe=recipe, bands=bands,
-        classes=("star", "galaxy"), model=ModelConfig(in_channels=len(channel_names(recipe, bands)), **TINY),
-        tile_size=64, tile_overlap=16, score_threshold=0.0,
+        name=f"tiny-{recipe}",
+        mode="image" if recipe == "image" else "residual",
+        recipe=recipe,
+        bands=bands,
+        classes=("star", "galaxy"),
+        model=ModelConfig(in_channels=len(channel_names(recipe, bands)), **TINY),
+        tile_size=64,
+        tile_overlap=16,
+        score_threshold=0.0,
         provenance={"training_dataset": {"seeds": [0, 9]}},
         training={"dataset": {"labels": {"snr_cut": 5.0}}},
     )
@@ -61,16 +73,46 @@ def test_find_residual_mode_with_a_given_first_pass_model(tmp_path, scene_file, 
 
     package = _package(tmp_path / "residual.zip", "residual+model")
     model_file = tmp_path / "model.fits"
-    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(small_scene.truth.render(small_scene.shape), name="MODEL")]
-                 ).writeto(model_file)
+    fits.HDUList(
+        [fits.PrimaryHDU(), fits.ImageHDU(small_scene.truth.render(small_scene.shape), name="MODEL")]
+    ).writeto(model_file)
     out = tmp_path / "found"
-    assert main(["find", str(scene_file), "--model", str(package), "--first-pass-model", str(model_file),
-                 "--out", str(out), "--no-plot", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "find",
+                str(scene_file),
+                "--model",
+                str(package),
+                "--first-pass-model",
+                str(model_file),
+                "--out",
+                str(out),
+                "--no-plot",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "summary.json").read_text())["mode"] == "residual"
     wrong = tmp_path / "wrong.fits"
     fits.PrimaryHDU(np.zeros((6, 10, 10), np.float32)).writeto(wrong)
-    assert main(["find", str(scene_file), "--model", str(package), "--first-pass-model", str(wrong),
-                 "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "find",
+                str(scene_file),
+                "--model",
+                str(package),
+                "--first-pass-model",
+                str(wrong),
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_find_reports_band_mismatch(tmp_path, scene_file, small_scene, capsys):
@@ -79,14 +121,36 @@ def test_find_reports_band_mismatch(tmp_path, scene_file, small_scene, capsys):
     package = _package(tmp_path / "image.zip", "image")
     assert main(["find", str(gri), "--model", str(package), "--out", str(tmp_path / "out")]) == 2
     assert "missing u,z,y" in capsys.readouterr().err
-    assert main(["find", str(scene_file), "--model", str(tmp_path / "none.zip"), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(["find", str(scene_file), "--model", str(tmp_path / "none.zip"), "--out", str(tmp_path / "o")])
+        == 2
+    )
 
 
 def test_evaluate_command(tmp_path, capsys):
     package = _package(tmp_path / "image.zip", "image")
     out = tmp_path / "eval"
-    assert main(["evaluate", "--model", str(package), "--scenes", "1", "--seed", "77", "--size", "64",
-                 "--no-baselines", "--device", "cpu", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(package),
+                "--scenes",
+                "1",
+                "--seed",
+                "77",
+                "--size",
+                "64",
+                "--no-baselines",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "evaluation.json").read_text())
     assert report["scenes"]["seeds"] == [77, 77] and report["baselines"] == {}
     assert main(["evaluate", "--model", str(package), "--scenes", "2", "--seed", "8", "--out", str(out)]) == 2

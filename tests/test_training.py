@@ -28,8 +28,13 @@ from lsst.meas.extensions.residual.training import (  # noqa: E402
 from lsst.meas.extensions.residual.training.dataset import _augment  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = {"slim_widths": [8, 8, 16, 16], "slim_blocks": [1, 1, 1, 1], "fpn_channels": 16, "box_head_size": 32,
-        "mask_head_layers": [16]}
+TINY = {
+    "slim_widths": [8, 8, 16, 16],
+    "slim_blocks": [1, 1, 1, 1],
+    "fpn_channels": 16,
+    "box_head_size": 32,
+    "mask_head_layers": [16],
+}
 
 
 def truth_deblender(scene, detections):
@@ -49,19 +54,22 @@ def test_residual_labels_are_recoverable_sources_without_a_peak(small_scene):
     sources = labels.sources
     assert len(sources) == len(small_scene.truth)
     target = np.asarray(sources["target"])
-    np.testing.assert_array_equal(target, np.asarray(sources["recoverable"]) & ~np.asarray(sources["detected"]))
+    np.testing.assert_array_equal(
+        target, np.asarray(sources["recoverable"]) & ~np.asarray(sources["detected"])
+    )
     assert np.all(np.asarray(sources["snr"])[target] >= 5.0)
     # Bright sources have peaks: the brightest true source is detected, hence not a target.
     assert sources["detected"][np.argmax(sources["snr"])]
     image_labels = make_labels(small_scene, peaks, LabelConfig(mode="image", snr_cut=5.0))
     assert np.array_equal(np.asarray(image_labels.sources["target"]), np.asarray(sources["recoverable"]))
     assert len(image_labels.target_index) > len(labels.target_index)
-    for fp, box in zip(image_labels.footprints, image_labels.boxes):
+    for fp, box in zip(image_labels.footprints, image_labels.boxes, strict=False):
         rows, cols = np.nonzero(fp.mask)
         assert rows.size >= 6  # min_mask_pixels
         # The box is the mask's bounding box (pixel i spans [i, i+1)).
-        np.testing.assert_array_equal(box, [fp.x0 + cols.min(), fp.y0 + rows.min(),
-                                            fp.x0 + cols.max() + 1, fp.y0 + rows.max() + 1])
+        np.testing.assert_array_equal(
+            box, [fp.x0 + cols.min(), fp.y0 + rows.min(), fp.x0 + cols.max() + 1, fp.y0 + rows.max() + 1]
+        )
 
 
 def test_labels_need_truth_and_peaks(small_scene):
@@ -84,17 +92,23 @@ def test_augmentation_keeps_boxes_on_their_masks():
     channels = np.repeat(masks[:1].astype(np.float32), 2, axis=0)
     for _ in range(12):
         c, b, m = _augment(rng, channels, boxes, masks, AugmentConfig(noise_sigma_max=0.0))
-        for box, mask in zip(b, m):
+        for box, mask in zip(b, m, strict=False):
             rows, cols = np.nonzero(mask)
             np.testing.assert_array_equal(box, [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1])
         np.testing.assert_array_equal(c[0] > 0.5, m[0] > 0)  # image and mask moved together
+    # A stamp without labels (common in residual mode) still gives tensors torch accepts.
+    for _ in range(8):
+        c, b, m = _augment(rng, channels, boxes[:0], masks[:0], AugmentConfig())
+        assert torch.from_numpy(m).shape == (0, s, s) and torch.from_numpy(b).shape == (0, 4)
+        torch.from_numpy(c)
 
 
 @pytest.fixture(scope="module")
 def image_dataset(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
-    config = DatasetConfig(name="t-image", recipe="image", n_scenes=2, seed=3, scene_size=96,
-                           labels=LabelConfig(mode="image"))
+    config = DatasetConfig(
+        name="t-image", recipe="image", n_scenes=2, seed=3, scene_size=96, labels=LabelConfig(mode="image")
+    )
     return config, cache, generate_dataset(config, cache, progress=False)
 
 
@@ -125,9 +139,9 @@ def test_stamps_are_repeatable_and_hold_their_labels(image_dataset):
     images_a, targets_a = sampler.batch((0, 1), 3)
     images_b, targets_b = sampler.batch((0, 1), 3)
     images_c, _ = sampler.batch((0, 2), 3)
-    for a, b in zip(images_a, images_b):
+    for a, b in zip(images_a, images_b, strict=False):
         assert torch.equal(a, b)
-    assert not all(torch.equal(a, c) for a, c in zip(images_a, images_c))
+    assert not all(torch.equal(a, c) for a, c in zip(images_a, images_c, strict=False))
     for target in targets_a:
         boxes, masks = target["boxes"], target["masks"]
         assert boxes.shape[0] == masks.shape[0] == target["labels"].shape[0]
@@ -188,7 +202,9 @@ def test_train_config_errors(tmp_path):
     with pytest.raises(ValueError, match="overlap the training seeds"):
         config.validation_dataset()
     with pytest.raises(ValueError, match="mode"):
-        TrainConfig.from_dict({"mode": "image", "dataset": {"recipe": "image", "labels": {"mode": "residual"}}})
+        TrainConfig.from_dict(
+            {"mode": "image", "dataset": {"recipe": "image", "labels": {"mode": "residual"}}}
+        )
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed")
     with pytest.raises(ValueError, match="not valid YAML"):
@@ -206,7 +222,6 @@ def test_shipped_training_configs_parse():
 
 def test_smoke_training_writes_a_package_and_resumes_exactly(tmp_path, monkeypatch):
     import dataclasses
-
     import importlib
 
     # (the package's ``train`` attribute is the function; the module is in sys.modules)

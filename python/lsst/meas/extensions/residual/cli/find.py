@@ -24,14 +24,22 @@ def add_parser(subparsers) -> None:
         ),
     )
     parser.add_argument("scene", help="scene FITS file")
-    parser.add_argument("--model", default=None,
-                        help="model package (.zip); default: the shipped residual-mode package")
+    parser.add_argument(
+        "--model", default=None, help="model package (.zip); default: the shipped residual-mode package"
+    )
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--first-pass-model", default=None,
-                        help="FITS file with the first-pass model cube (extension MODEL, or the first image HDU)")
+    parser.add_argument(
+        "--first-pass-model",
+        default=None,
+        help="FITS file with the first-pass model cube (extension MODEL, or the first image HDU)",
+    )
     parser.add_argument("--score-threshold", type=float, default=None, help="default: the package's")
-    parser.add_argument("--tile-size", type=int, default=None, help="tile side, multiple of 32 (default: package's)")
-    parser.add_argument("--overlap", type=int, default=None, help="tile overlap in pixels (default: package's)")
+    parser.add_argument(
+        "--tile-size", type=int, default=None, help="tile side, multiple of 32 (default: package's)"
+    )
+    parser.add_argument(
+        "--overlap", type=int, default=None, help="tile overlap in pixels (default: package's)"
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="tiles per network call")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
     parser.add_argument("--no-plot", action="store_true", help="skip overlay.png")
@@ -57,7 +65,9 @@ def _read_model_cube(path: str, shape: tuple[int, ...]):
     except OSError as err:
         raise SceneFormatError(f"{path!r} is not a readable FITS file: {err}") from err
     if cube.shape != shape:
-        raise SceneFormatError(f"First-pass model in {path!r} has shape {cube.shape}; the scene's image is {shape}.")
+        raise SceneFormatError(
+            f"First-pass model in {path!r} has shape {cube.shape}; the scene's image is {shape}."
+        )
     return cube
 
 
@@ -93,9 +103,16 @@ def main(args: argparse.Namespace) -> None:
     detector = Detector(package_path, device=args.device)
     start = time.perf_counter()
     detections = detector.find(
-        scene.image, scene.variance, scene.bands, model_cube, scene.mask,
-        tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
-        score_threshold=args.score_threshold, progress=True,
+        scene.image,
+        scene.variance,
+        scene.bands,
+        model_cube,
+        scene.mask,
+        tile_size=args.tile_size,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        score_threshold=args.score_threshold,
+        progress=True,
     )
     seconds = time.perf_counter() - start
     detections.write(out / "sources.fits", overwrite=True)
@@ -104,8 +121,14 @@ def main(args: argparse.Namespace) -> None:
         from ..evaluation.plots import plot_overlay
 
         residual = None if model_cube is None else np.where(scene.good, scene.image - model_cube, 0.0)
-        plot_overlay(scene.clean_image(), scene.bands, detections, out / "overlay.png", residual=residual,
-                     title=f"{metadata.name} on {os.path.basename(args.scene)}")
+        plot_overlay(
+            scene.clean_image(),
+            scene.bands,
+            detections,
+            out / "overlay.png",
+            residual=residual,
+            title=f"{metadata.name} on {os.path.basename(args.scene)}",
+        )
     classes = list(detections.table["class"])
     summary = {
         "scene": os.path.abspath(args.scene),

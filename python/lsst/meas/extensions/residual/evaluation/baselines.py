@@ -32,7 +32,9 @@ def chi_image(data: np.ndarray, variance: np.ndarray, good: np.ndarray) -> np.nd
     return chi.astype(np.float64)
 
 
-def sep_detect(chi: np.ndarray, nsigma: float, usable: np.ndarray | None = None, min_area: int = 5) -> np.ndarray:
+def sep_detect(
+    chi: np.ndarray, nsigma: float, usable: np.ndarray | None = None, min_area: int = 5
+) -> np.ndarray:
     """(N, 2) x, y of SEP detections above ``nsigma`` in a unit-noise image."""
     import sep
 
@@ -43,7 +45,11 @@ def sep_detect(chi: np.ndarray, nsigma: float, usable: np.ndarray | None = None,
 
 
 def photutils_detect(
-    chi: np.ndarray, psf: np.ndarray, nsigma: float = 3.0, usable: np.ndarray | None = None, min_pixels: int = 5
+    chi: np.ndarray,
+    psf: np.ndarray,
+    nsigma: float = 3.0,
+    usable: np.ndarray | None = None,
+    min_pixels: int = 5,
 ) -> np.ndarray:
     """(N, 2) x, y of photutils segmentation + deblending of a unit-noise image."""
     from astropy.convolution import Gaussian2DKernel, convolve

@@ -92,7 +92,8 @@ def check_held_out(package: ModelPackage, seed: int, n_scenes: int) -> None:
         seeds = provenance.get(key, {}).get("seeds")
         if seeds and max(seeds[0], wanted.start) <= min(seeds[1], wanted.stop - 1):
             raise ValueError(
-                f"Evaluation seeds {wanted.start}..{wanted.stop - 1} overlap the package's {key.replace('_', ' ')} "
+                f"Evaluation seeds {wanted.start}..{wanted.stop - 1} overlap the package's "
+                f"{key.replace('_', ' ')} "
                 f"seeds {seeds[0]}..{seeds[1]}; choose scenes the model never saw (another --seed)."
             )
 
@@ -170,8 +171,13 @@ def evaluate_package(
     for k, seed in enumerate(tqdm(seeds, desc="evaluate", unit="scene", disable=not progress)):
         start = time.perf_counter()
         prepared = prepare_scene(
-            seed, simulation, label_config, need_model=meta.needs_model, detection=detection_config,
-            deblend_options=deblend_options, deblender=deblender,
+            seed,
+            simulation,
+            label_config,
+            need_model=meta.needs_model,
+            detection=detection_config,
+            deblend_options=deblend_options,
+            deblender=deblender,
         )
         timing["prepare"] += time.perf_counter() - start
         scene, labels = prepared.scene, prepared.labels
@@ -181,7 +187,11 @@ def evaluate_package(
 
         start = time.perf_counter()
         detections = detector.find(
-            scene.image, scene.variance, scene.bands, prepared.model, scene.mask,
+            scene.image,
+            scene.variance,
+            scene.bands,
+            prepared.model,
+            scene.mask,
             score_threshold=float(thresholds[0]),
         )
         timing["network"] += time.perf_counter() - start
@@ -198,7 +208,9 @@ def evaluate_package(
         target_mags.append(truth.mag[truth.target])
         for target_row, det_index in enumerate(which):
             if det_index >= 0:
-                ious.append(mask_iou(labels.footprints[target_row], operating_detections.footprints[det_index]))
+                ious.append(
+                    mask_iou(labels.footprints[target_row], operating_detections.footprints[det_index])
+                )
 
         if config.baselines:
             start = time.perf_counter()
@@ -221,7 +233,10 @@ def evaluate_package(
 
         if k == 0:
             plot_overlay(
-                scene.clean_image(), scene.bands, operating_detections, out / "example_overlay.png",
+                scene.clean_image(),
+                scene.bands,
+                operating_detections,
+                out / "example_overlay.png",
                 targets_xy=truth.xy[truth.target],
                 residual=prepared.residual if prepared.model is not None else None,
                 title=f"{meta.name} on held-out scene seed {seed} (score ≥ {operating:.2f})",
@@ -234,8 +249,12 @@ def evaluate_package(
         "model": meta.name,
         "mode": meta.mode,
         "recipe": meta.recipe,
-        "scenes": {"n": config.n_scenes, "seeds": [config.seed, config.seed + config.n_scenes - 1],
-                   "size": config.scene_size, "depth": simulation.depth},
+        "scenes": {
+            "n": config.n_scenes,
+            "seeds": [config.seed, config.seed + config.n_scenes - 1],
+            "size": config.scene_size,
+            "depth": simulation.depth,
+        },
         "match_radius": config.match_radius,
         "n_true_sources": n_sources,
         "n_detected_by_first_pass": n_detected_first_pass,
@@ -265,7 +284,10 @@ def evaluate_package(
         "seconds": {k: round(v, 2) for k, v in timing.items()},
         "curves": {
             "all": {k: [float(v) for v in values] for k, values in curves.items()},
-            **{name: {k: [float(v) for v in values] for k, values in cc.items()} for name, cc in class_curves.items()},
+            **{
+                name: {k: [float(v) for v in values] for k, values in cc.items()}
+                for name, cc in class_curves.items()
+            },
         },
     }
     if "SEP 5σ" in summary["baselines"]:
@@ -286,7 +308,8 @@ def evaluate_package(
         title=f"{meta.name}: {config.n_scenes} held-out {config.scene_size}² scenes",
     )
     plot_recall_vs_magnitude(
-        summary["recall_vs_magnitude"], out / "recall_vs_mag.png",
+        summary["recall_vs_magnitude"],
+        out / "recall_vs_mag.png",
         title=f"{meta.name}: recall of {'missed ' if meta.mode == 'residual' else ''}sources (targets)",
     )
     return summary

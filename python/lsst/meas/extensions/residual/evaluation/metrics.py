@@ -157,8 +157,14 @@ def count_curve(
 def curve_metrics(counts: CurveCounts) -> dict[str, np.ndarray]:
     """Precision, recall and F1 along the threshold grid (precision 1 where nothing is detected)."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(counts.n_detections > 0, counts.matched_real / np.maximum(counts.n_detections, 1), 1.0)
-        recall = counts.matched_targets / counts.n_targets if counts.n_targets else np.full(len(counts.thresholds), np.nan)
+        precision = np.where(
+            counts.n_detections > 0, counts.matched_real / np.maximum(counts.n_detections, 1), 1.0
+        )
+        recall = (
+            counts.matched_targets / counts.n_targets
+            if counts.n_targets
+            else np.full(len(counts.thresholds), np.nan)
+        )
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
     return {"threshold": counts.thresholds, "precision": precision, "recall": recall, "f1": f1}
 
@@ -169,7 +175,9 @@ def precision_at_recall(precision: np.ndarray, recall: np.ndarray, target: float
     return float(np.max(np.asarray(precision)[ok])) if np.any(ok) else None
 
 
-def recall_at_precision(precision: np.ndarray, recall: np.ndarray, target: float = 0.9) -> tuple[float, int | None]:
+def recall_at_precision(
+    precision: np.ndarray, recall: np.ndarray, target: float = 0.9
+) -> tuple[float, int | None]:
     """Best recall among thresholds with precision at least ``target``, and that threshold's index."""
     ok = np.asarray(precision) >= target
     if not np.any(ok):
@@ -207,7 +215,7 @@ def binned_recall(values: np.ndarray, found: np.ndarray, edges: np.ndarray) -> d
         in_bin = which == b
         total.append(int(in_bin.sum()))
         hits.append(int((found & in_bin).sum()))
-    recall = [h / t if t else None for h, t in zip(hits, total)]
+    recall = [h / t if t else None for h, t in zip(hits, total, strict=False)]
     return {"edges": [float(e) for e in edges], "total": total, "found": hits, "recall": recall}
 
 

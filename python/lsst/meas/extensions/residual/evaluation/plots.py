@@ -73,12 +73,19 @@ def plot_overlay(
     panels = [("image", image)] + ([("residual", residual)] if residual is not None else [])
     side = 8 if max(image.shape[1:]) <= 1024 else 12
     fig, axes = plt.subplots(1, len(panels), figsize=(side * len(panels), side), squeeze=False)
-    for ax, (name, cube) in zip(axes[0], panels):
+    for ax, (name, cube) in zip(axes[0], panels, strict=False):
         ax.imshow(rgb_composite(cube, bands), origin="lower", interpolation="nearest")
         _draw_detections(ax, detections)
         if targets_xy is not None and len(targets_xy):
-            ax.scatter(targets_xy[:, 0], targets_xy[:, 1], s=70, facecolors="none", edgecolors="red", lw=0.8,
-                       label="target (truth)")
+            ax.scatter(
+                targets_xy[:, 0],
+                targets_xy[:, 1],
+                s=70,
+                facecolors="none",
+                edgecolors="red",
+                lw=0.8,
+                label="target (truth)",
+            )
             ax.legend(loc="upper right", fontsize=8, framealpha=0.6)
         ax.set_xlim(-0.5, cube.shape[2] - 0.5)
         ax.set_ylim(-0.5, cube.shape[1] - 0.5)
@@ -102,7 +109,9 @@ def plot_pr_curves(curves: dict[str, dict], baselines: dict[str, dict], path, ti
     for name, point in baselines.items():
         if point.get("recall") is None:
             continue
-        ax.scatter([point["recall"]], [point["precision"]], marker=next(markers, "o"), s=50, label=name, zorder=3)
+        ax.scatter(
+            [point["recall"]], [point["precision"]], marker=next(markers, "o"), s=50, label=name, zorder=3
+        )
     ax.axhline(0.9, color="grey", lw=0.6, ls="--")
     ax.axvline(0.8, color="grey", lw=0.6, ls=":")
     ax.set_xlim(0, 1.02)
@@ -116,7 +125,9 @@ def plot_pr_curves(curves: dict[str, dict], baselines: dict[str, dict], path, ti
     plt.close(fig)
 
 
-def plot_recall_vs_magnitude(binned: dict[str, dict], path, title: str = "", xlabel: str = "i magnitude") -> None:
+def plot_recall_vs_magnitude(
+    binned: dict[str, dict], path, title: str = "", xlabel: str = "i magnitude"
+) -> None:
     """Recall of the targets per magnitude bin, one line per detector."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))

@@ -101,7 +101,10 @@ class SourceDetections:
         """The detections where boolean ``keep`` is true (ids kept)."""
         keep = np.asarray(keep, dtype=bool)
         return SourceDetections(
-            self.table[keep], [f for f, k in zip(self.footprints, keep) if k], self.shape, dict(self.metadata)
+            self.table[keep],
+            [f for f, k in zip(self.footprints, keep, strict=False) if k],
+            self.shape,
+            dict(self.metadata),
         )
 
     def above(self, score_threshold: float) -> SourceDetections:
@@ -171,11 +174,18 @@ def read_source_detections(path: str | os.PathLike) -> SourceDetections:
         raise SceneFormatError(f"{path!r} could not be read as a sources file: {err}") from err
     sizes = np.asarray(table["fp_height"], dtype=np.int64) * np.asarray(table["fp_width"], dtype=np.int64)
     if sizes.sum() != flat.size:
-        raise SceneFormatError(f"{path!r}: FOOTPRINTS has {flat.size} values; the table describes {sizes.sum()}.")
+        raise SceneFormatError(
+            f"{path!r}: FOOTPRINTS has {flat.size} values; the table describes {sizes.sum()}."
+        )
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     footprints = [
-        Footprint(int(row["fp_y0"]), int(row["fp_x0"]),
-                  flat[offsets[i] : offsets[i + 1]].reshape(int(row["fp_height"]), int(row["fp_width"])).astype(bool))
+        Footprint(
+            int(row["fp_y0"]),
+            int(row["fp_x0"]),
+            flat[offsets[i] : offsets[i + 1]]
+            .reshape(int(row["fp_height"]), int(row["fp_width"]))
+            .astype(bool),
+        )
         for i, row in enumerate(table)
     ]
     if table["class"].dtype.kind == "S":

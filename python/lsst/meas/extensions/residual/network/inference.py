@@ -105,8 +105,12 @@ class Detector:
         self.model = self.package.build(self.device) if model is None else model
         import torch
 
-        self._mean = torch.tensor(self.metadata.channel_mean, dtype=torch.float32, device=self.device)[:, None, None]
-        self._std = torch.tensor(self.metadata.channel_std, dtype=torch.float32, device=self.device)[:, None, None]
+        self._mean = torch.tensor(self.metadata.channel_mean, dtype=torch.float32, device=self.device)[
+            :, None, None
+        ]
+        self._std = torch.tensor(self.metadata.channel_std, dtype=torch.float32, device=self.device)[
+            :, None, None
+        ]
 
     def _run_batch(self, tiles: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
         """Network outputs (tile coordinates) for a batch of equal-size channel tiles."""
@@ -218,8 +222,9 @@ class Detector:
         def make_tile(y0, x0):
             return self._tile_channels(image, variance, model, mask, index, noise, y0, x0, tile_size)
 
-        return self._find_tiles(make_tile, (height, width), tile_size, overlap, batch_size, threshold, merge_ios,
-                                progress)
+        return self._find_tiles(
+            make_tile, (height, width), tile_size, overlap, batch_size, threshold, merge_ios, progress
+        )
 
     def find_channels(
         self,
@@ -235,7 +240,8 @@ class Detector:
         meta = self.metadata
         if channels.ndim != 3 or channels.shape[0] != len(meta.channels):
             raise ModelPackageError(
-                f"Package {meta.name!r} takes {len(meta.channels)} channels; got an array of shape {channels.shape}."
+                f"Package {meta.name!r} takes {len(meta.channels)} channels; "
+                f"got an array of shape {channels.shape}."
             )
         tile_size = meta.tile_size if tile_size is None else int(tile_size)
         height, width = channels.shape[1:]
@@ -261,7 +267,11 @@ class Detector:
         if tile_size % 32:
             raise ValueError(f"tile_size must be a multiple of 32 (the network's stride), not {tile_size}.")
         height, width = shape
-        tiles = [(y0, x0) for y0 in tile_starts(height, tile_size, overlap) for x0 in tile_starts(width, tile_size, overlap)]
+        tiles = [
+            (y0, x0)
+            for y0 in tile_starts(height, tile_size, overlap)
+            for x0 in tile_starts(width, tile_size, overlap)
+        ]
         candidates: list[tuple[dict, Footprint]] = []
         batches = range(0, len(tiles), batch_size)
         if progress:
@@ -271,8 +281,10 @@ class Detector:
         for start in batches:
             chunk = tiles[start : start + batch_size]
             outputs = self._run_batch([make_tile(y0, x0) for y0, x0 in chunk])
-            for tile_index, ((y0, x0), out) in enumerate(zip(chunk, outputs), start=start):
-                candidates.extend(self._to_image(out, tile_index, y0, x0, tile_size, (height, width), threshold))
+            for tile_index, ((y0, x0), out) in enumerate(zip(chunk, outputs, strict=False), start=start):
+                candidates.extend(
+                    self._to_image(out, tile_index, y0, x0, tile_size, (height, width), threshold)
+                )
         kept = _merge_duplicates(candidates, merge_ios)
         return _to_detections(kept, self.metadata, (height, width))
 
@@ -289,7 +301,9 @@ class Detector:
             good = np.isfinite(img) & np.isfinite(var) & (var > 0)
         if mask is not None:
             good &= np.asarray(mask[index, sy, sx]) == 0
-        channels = make_channels(self.metadata.recipe, img, var, mod, good, noise, self.metadata.normalisation)
+        channels = make_channels(
+            self.metadata.recipe, img, var, mod, good, noise, self.metadata.normalisation
+        )
         if channels.shape[1:] != (size, size):
             padded = np.zeros((channels.shape[0], size, size), dtype=np.float32)
             padded[:, : channels.shape[1], : channels.shape[2]] = channels
@@ -300,7 +314,9 @@ class Detector:
         height, width = shape
         tile_shape = (min(size, height - y0), min(size, width - x0))
         found = []
-        for box, label, score, prob in zip(out["boxes"], out["labels"], out["scores"], out["masks"]):
+        for box, label, score, prob in zip(
+            out["boxes"], out["labels"], out["scores"], out["masks"], strict=False
+        ):
             if score < threshold:
                 continue
             footprint, values = _paste_mask(prob, box, tile_shape)
@@ -322,27 +338,33 @@ class Detector:
                 cx = int(np.clip(round(x), 0, tile_shape[1] - 1))
                 footprint = Footprint(cy, cx, np.ones((1, 1), dtype=bool))
             footprint = Footprint(footprint.y0 + y0, footprint.x0 + x0, footprint.mask)
-            found.append((
-                {
-                    "x": float(x + x0),
-                    "y": float(y + y0),
-                    "class_id": int(label),
-                    "score": float(score),
-                    "bbox_x0": float(box[0] + x0 - 0.5),
-                    "bbox_y0": float(box[1] + y0 - 0.5),
-                    "bbox_x1": float(box[2] + x0 - 0.5),
-                    "bbox_y1": float(box[3] + y0 - 0.5),
-                    "tile": tile_index,
-                    "truncated": bool(truncated),
-                },
-                footprint,
-            ))
+            found.append(
+                (
+                    {
+                        "x": float(x + x0),
+                        "y": float(y + y0),
+                        "class_id": int(label),
+                        "score": float(score),
+                        "bbox_x0": float(box[0] + x0 - 0.5),
+                        "bbox_y0": float(box[1] + y0 - 0.5),
+                        "bbox_x1": float(box[2] + x0 - 0.5),
+                        "bbox_y1": float(box[3] + y0 - 0.5),
+                        "tile": tile_index,
+                        "truncated": bool(truncated),
+                    },
+                    footprint,
+                )
+            )
         return found
 
 
-def _merge_duplicates(candidates: list[tuple[dict, Footprint]], merge_ios: float) -> list[tuple[dict, Footprint]]:
+def _merge_duplicates(
+    candidates: list[tuple[dict, Footprint]], merge_ios: float
+) -> list[tuple[dict, Footprint]]:
     """Drop detections duplicated in another tile (see module docstring)."""
-    order = sorted(range(len(candidates)), key=lambda i: (candidates[i][0]["truncated"], -candidates[i][0]["score"]))
+    order = sorted(
+        range(len(candidates)), key=lambda i: (candidates[i][0]["truncated"], -candidates[i][0]["score"])
+    )
     kept: list[tuple[dict, Footprint]] = []
     boxes = np.zeros((0, 4))
     for i in order:
@@ -352,7 +374,10 @@ def _merge_duplicates(candidates: list[tuple[dict, Footprint]], merge_ios: float
         duplicate = False
         if len(kept):
             near = np.flatnonzero(
-                (boxes[:, 0] < box[1]) & (boxes[:, 1] > box[0]) & (boxes[:, 2] < box[3]) & (boxes[:, 3] > box[2])
+                (boxes[:, 0] < box[1])
+                & (boxes[:, 1] > box[0])
+                & (boxes[:, 2] < box[3])
+                & (boxes[:, 3] > box[2])
             )
             for j in near:
                 other_row, other = kept[j]
@@ -410,12 +435,22 @@ def find_sources(
     make a `Detector` once and call its `~Detector.find`. Parameters as there.
     """
     return Detector(package, device).find(
-        image, variance, bands, model, mask,
-        tile_size=tile_size, overlap=overlap, batch_size=batch_size,
-        score_threshold=score_threshold, merge_ios=merge_ios, progress=progress,
+        image,
+        variance,
+        bands,
+        model,
+        mask,
+        tile_size=tile_size,
+        overlap=overlap,
+        batch_size=batch_size,
+        score_threshold=score_threshold,
+        merge_ios=merge_ios,
+        progress=progress,
     )
 
 
-def find_sources_in_scene(detector: Detector, scene, model: np.ndarray | None = None, **kwargs) -> SourceDetections:
+def find_sources_in_scene(
+    detector: Detector, scene, model: np.ndarray | None = None, **kwargs
+) -> SourceDetections:
     """`Detector.find` on a `~lsst.meas.extensions.residual.scene.Scene` (its mask included)."""
     return detector.find(scene.image, scene.variance, scene.bands, model, scene.mask, **kwargs)

@@ -77,7 +77,9 @@ class ModelConfig:
         if self.in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, not {self.in_channels}.")
         if self.num_classes < 2:
-            raise ValueError(f"num_classes must count background and at least one class, not {self.num_classes}.")
+            raise ValueError(
+                f"num_classes must count background and at least one class, not {self.num_classes}."
+            )
         if len(self.slim_widths) != 4 or len(self.slim_blocks) != 4:
             raise ValueError("slim_widths and slim_blocks need one entry per stage (4).")
         if any(w % self.group_norm_groups for w in self.slim_widths):
@@ -111,7 +113,7 @@ def _slim_trunk(config: ModelConfig):
         nn.ReLU(inplace=True),
     )
     inplanes = width0
-    for index, (width, blocks) in enumerate(zip(config.slim_widths, config.slim_blocks)):
+    for index, (width, blocks) in enumerate(zip(config.slim_widths, config.slim_blocks, strict=False)):
         stride = 1 if index == 0 else 2
         layers = []
         for block in range(blocks):
@@ -121,7 +123,9 @@ def _slim_trunk(config: ModelConfig):
                     nn.Conv2d(inplanes, width, kernel_size=1, stride=stride, bias=False), norm(width)
                 )
             layers.append(
-                BasicBlock(inplanes, width, stride if block == 0 else 1, downsample=downsample, norm_layer=norm)
+                BasicBlock(
+                    inplanes, width, stride if block == 0 else 1, downsample=downsample, norm_layer=norm
+                )
             )
             inplanes = width
         stages[f"layer{index + 1}"] = nn.Sequential(*layers)
@@ -209,7 +213,9 @@ def build_model(config: ModelConfig, image_mean=None, image_std=None, input_size
         box_detections_per_img=config.box_detections_per_img,
         mask_roi_pool=mask_pool,
         mask_head=mask_head,
-        mask_predictor=MaskRCNNPredictor(config.mask_head_layers[-1], config.mask_head_layers[-1], config.num_classes),
+        mask_predictor=MaskRCNNPredictor(
+            config.mask_head_layers[-1], config.mask_head_layers[-1], config.num_classes
+        ),
     )
     if len(model.transform.image_mean) != nchan or len(model.transform.image_std) != nchan:
         raise ValueError(f"image_mean and image_std need {nchan} values (one per channel).")

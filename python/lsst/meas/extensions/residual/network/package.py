@@ -99,7 +99,9 @@ class ModelMetadata:
             raise ModelPackageError(str(err)) from None
         self.classes = tuple(self.classes)
         if self.mode == "residual" and not recipe_needs_model(self.recipe):
-            raise ModelPackageError(f"A residual-mode model needs a residual or model channel; recipe is {self.recipe!r}.")
+            raise ModelPackageError(
+                f"A residual-mode model needs a residual or model channel; recipe is {self.recipe!r}."
+            )
         nchan = len(self.channels)
         if self.model.in_channels != nchan:
             raise ModelPackageError(
@@ -108,7 +110,8 @@ class ModelMetadata:
             )
         if self.model.num_classes != len(self.classes) + 1:
             raise ModelPackageError(
-                f"Model has {self.model.num_classes} outputs but the package lists classes {self.classes} (+ background)."
+                f"Model has {self.model.num_classes} outputs but the package lists classes {self.classes} "
+                "(+ background)."
             )
         for key in ("channel_mean", "channel_std"):
             values = getattr(self, key)
@@ -119,7 +122,9 @@ class ModelMetadata:
         if not all(v > 0 for v in self.channel_std):
             raise ModelPackageError("channel_std values must be positive.")
         if self.tile_overlap < 0 or self.tile_overlap >= self.tile_size:
-            raise ModelPackageError(f"tile_overlap must be in [0, tile_size); got {self.tile_overlap}, {self.tile_size}.")
+            raise ModelPackageError(
+                f"tile_overlap must be in [0, tile_size); got {self.tile_overlap}, {self.tile_size}."
+            )
 
     @property
     def channels(self) -> list[str]:
@@ -153,7 +158,8 @@ class ModelMetadata:
             )
         if self.needs_model and not has_model:
             raise ModelPackageError(
-                f"Model package {self.name!r} uses channel recipe {self.recipe!r}, which needs the first-pass "
+                f"Model package {self.name!r} uses channel recipe {self.recipe!r}, "
+                "which needs the first-pass "
                 "(Scarlet) model; none was given."
             )
         return [bands.index(b) for b in self.bands]
@@ -187,11 +193,14 @@ class ModelMetadata:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "metadata") -> ModelMetadata:
         if data.get("format") != PACKAGE_FORMAT:
-            raise ModelPackageError(f"{source}: not a ResidualDetectron model package (format {data.get('format')!r}).")
+            raise ModelPackageError(
+                f"{source}: not a ResidualDetectron model package (format {data.get('format')!r})."
+            )
         version = data.get("format_version")
         if version != PACKAGE_FORMAT_VERSION:
             raise ModelPackageError(
-                f"{source}: package format version {version}; this code reads version {PACKAGE_FORMAT_VERSION}."
+                f"{source}: package format version {version}; "
+                f"this code reads version {PACKAGE_FORMAT_VERSION}."
             )
         try:
             inference = data.get("inference", {})
@@ -250,7 +259,11 @@ def _git_commit() -> str | None:
 
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -337,7 +350,9 @@ def _open(path: str | os.PathLike) -> tuple[zipfile.ZipFile, str]:
     try:
         return zipfile.ZipFile(source), source
     except (zipfile.BadZipFile, OSError) as err:
-        raise ModelPackageError(f"{source!r} is not a model package (not a readable zip file: {err}).") from None
+        raise ModelPackageError(
+            f"{source!r} is not a model package (not a readable zip file: {err})."
+        ) from None
 
 
 def _read_metadata(archive: zipfile.ZipFile, source: str) -> tuple[ModelMetadata, dict]:
@@ -380,7 +395,9 @@ def load_model_package(path: str | os.PathLike) -> ModelPackage:
         try:
             weights = archive.read(_WEIGHTS_MEMBER)
         except (zipfile.BadZipFile, OSError) as err:
-            raise ModelPackageError(f"{source!r}: {_WEIGHTS_MEMBER} is unreadable (corrupt file?): {err}") from None
+            raise ModelPackageError(
+                f"{source!r}: {_WEIGHTS_MEMBER} is unreadable (corrupt file?): {err}"
+            ) from None
     expected = data.get("weights_sha256")
     if expected and hashlib.sha256(weights).hexdigest() != expected:
         raise ModelPackageError(f"{source!r}: weights checksum mismatch (corrupt or modified file).")

@@ -89,7 +89,9 @@ def parse_recipe(recipe: str) -> tuple[str, ...]:
         raise ValueError(f"Empty channel recipe {recipe!r}; use e.g. 'residual+model' or 'image'.")
     unknown = [k for k in kinds if k not in CHANNEL_KINDS]
     if unknown:
-        raise ValueError(f"Unknown channel kind(s) {unknown} in recipe {recipe!r}; known: {', '.join(CHANNEL_KINDS)}.")
+        raise ValueError(
+            f"Unknown channel kind(s) {unknown} in recipe {recipe!r}; known: {', '.join(CHANNEL_KINDS)}."
+        )
     if len(set(kinds)) != len(kinds):
         raise ValueError(f"Channel recipe {recipe!r} repeats a kind.")
     return tuple(k for k in CHANNEL_KINDS if k in kinds)
@@ -169,7 +171,9 @@ def make_channels(
     image = np.asarray(image, dtype=np.float32)
     variance = np.asarray(variance, dtype=np.float32)
     if image.ndim != 3 or variance.shape != image.shape:
-        raise ValueError(f"image and variance must be (nbands, H, W) of one shape; got {image.shape}, {variance.shape}.")
+        raise ValueError(
+            f"image and variance must be (nbands, H, W) of one shape; got {image.shape}, {variance.shape}."
+        )
     if good is None:
         with np.errstate(invalid="ignore"):
             good = np.isfinite(image) & np.isfinite(variance) & (variance > 0)

@@ -90,9 +90,13 @@ class DatasetConfig:
             self.normalisation = ChannelNormalisation.from_dict(self.normalisation)
         channel_names(self.recipe, self.bands)  # validates the recipe
         if self.n_scenes < 1 or self.scene_size < 32:
-            raise ValueError(f"Need n_scenes >= 1 and scene_size >= 32; got {self.n_scenes}, {self.scene_size}.")
+            raise ValueError(
+                f"Need n_scenes >= 1 and scene_size >= 32; got {self.n_scenes}, {self.scene_size}."
+            )
         if self.labels.mode == "residual" and not recipe_needs_model(self.recipe):
-            raise ValueError(f"Residual-mode labels need a residual or model channel; recipe is {self.recipe!r}.")
+            raise ValueError(
+                f"Residual-mode labels need a residual or model channel; recipe is {self.recipe!r}."
+            )
 
     @property
     def needs_model(self) -> bool:
@@ -162,7 +166,12 @@ def _write_scene(directory: Path, index: int, config: DatasetConfig, deblender=N
     )
     scene = prepared.scene
     channels = make_channels(
-        config.recipe, scene.image, scene.variance, prepared.model, scene.good, normalisation=config.normalisation
+        config.recipe,
+        scene.image,
+        scene.variance,
+        prepared.model,
+        scene.good,
+        normalisation=config.normalisation,
     )
     labels = prepared.labels
     targets = labels.targets
@@ -314,9 +323,11 @@ def load_dataset(directory: str | os.PathLike, indices=None) -> list[SceneRecord
         if offsets[-1] != arrays["fp_masks"].size:
             raise ValueError(f"Corrupt labels for scene {index} in {directory}: mask sizes do not add up.")
         footprints = [
-            Footprint(int(y0), int(x0), arrays["fp_masks"][offsets[i] : offsets[i + 1]].reshape(int(h), int(w)))
+            Footprint(
+                int(y0), int(x0), arrays["fp_masks"][offsets[i] : offsets[i + 1]].reshape(int(h), int(w))
+            )
             for i, (y0, x0, h, w) in enumerate(
-                zip(arrays["fp_y0"], arrays["fp_x0"], arrays["fp_height"], arrays["fp_width"])
+                zip(arrays["fp_y0"], arrays["fp_x0"], arrays["fp_height"], arrays["fp_width"], strict=False)
             )
         ]
         records.append(
@@ -325,7 +336,11 @@ def load_dataset(directory: str | os.PathLike, indices=None) -> list[SceneRecord
                 boxes=arrays["boxes"].astype(np.float32).reshape(-1, 4),
                 class_ids=arrays["class_ids"].astype(np.int64),
                 footprints=footprints,
-                info={k: v for k, v in arrays.items() if not k.startswith("fp_") and k not in ("boxes", "class_ids")},
+                info={
+                    k: v
+                    for k, v in arrays.items()
+                    if not k.startswith("fp_") and k not in ("boxes", "class_ids")
+                },
             )
         )
     return records
@@ -390,7 +405,7 @@ class StampSampler:
             y0, x0 = corner
         channels = np.asarray(record.channels[:, y0 : y0 + s, x0 : x0 + s], dtype=np.float32)
         boxes, classes, masks = [], [], []
-        for box, class_id, fp in zip(record.boxes, record.class_ids, record.footprints):
+        for box, class_id, fp in zip(record.boxes, record.class_ids, record.footprints, strict=False):
             cx, cy = 0.5 * (box[0] + box[2]), 0.5 * (box[1] + box[3])
             if not (x0 <= cx < x0 + s and y0 <= cy < y0 + s):
                 continue
@@ -400,7 +415,9 @@ class StampSampler:
             xa, xb = max(fp.x0, x0), min(fp.x0 + w, x0 + s)
             if ya >= yb or xa >= xb:
                 continue
-            mask[ya - y0 : yb - y0, xa - x0 : xb - x0] = fp.mask[ya - fp.y0 : yb - fp.y0, xa - fp.x0 : xb - fp.x0]
+            mask[ya - y0 : yb - y0, xa - x0 : xb - x0] = fp.mask[
+                ya - fp.y0 : yb - fp.y0, xa - fp.x0 : xb - fp.x0
+            ]
             if not mask.any():
                 continue
             clipped = np.array(
@@ -455,4 +472,6 @@ def _augment(rng, channels, boxes, masks, config: AugmentConfig):
     if config.noise_sigma_max > 0:
         sigma = rng.uniform(0.0, config.noise_sigma_max)
         channels = channels + rng.normal(0.0, sigma, size=channels.shape).astype(np.float32)
-    return channels, boxes.astype(np.float32).reshape(-1, 4), np.ascontiguousarray(masks)
+    # np.array copies: ascontiguousarray keeps the negative strides of an empty (no-label) view,
+    # which torch.from_numpy refuses.
+    return channels, boxes.astype(np.float32).reshape(-1, 4), np.array(masks, dtype=np.uint8, order="C")

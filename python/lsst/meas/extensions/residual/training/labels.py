@@ -165,7 +165,9 @@ def make_labels(scene: Scene, peaks_xy: np.ndarray | None, config: LabelConfig) 
             continue
         y0, x0 = sy.start + rows.min(), sx.start + cols.min()
         y1, x1 = sy.start + rows.max() + 1, sx.start + cols.max() + 1
-        footprints.append(Footprint(int(y0), int(x0), mask[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]))
+        footprints.append(
+            Footprint(int(y0), int(x0), mask[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1])
+        )
         boxes.append((x0, y0, x1, y1))
 
     ref = _reference_band(scene.bands)

@@ -49,7 +49,9 @@ def deblender_available() -> bool:
     return True
 
 
-def first_pass_model(scene: Scene, detections: Detections, deblend_options: dict[str, Any] | None = None) -> np.ndarray:
+def first_pass_model(
+    scene: Scene, detections: Detections, deblend_options: dict[str, Any] | None = None
+) -> np.ndarray:
     """The first-pass model of ``scene`` from the project's deblender.
 
     Raises

@@ -122,7 +122,9 @@ class TrainConfig:
         config = DatasetConfig.from_dict(data)
         train_seeds = set(range(self.dataset.seed, self.dataset.seed + self.dataset.n_scenes))
         if train_seeds & set(range(config.seed, config.seed + config.n_scenes)):
-            raise ValueError("Validation scene seeds overlap the training seeds; give validation its own seed.")
+            raise ValueError(
+                "Validation scene seeds overlap the training seeds; give validation its own seed."
+            )
         return config
 
     def model_config(self) -> ModelConfig:
@@ -218,16 +220,21 @@ def validate(detector, records, mode: str, match_radius: float) -> dict[str, Any
     size = min(records[0].channels.shape[1:])
     tile = max(32, int(math.ceil(size / 32)) * 32)
     for record in records:
-        found = detector.find_channels(record.channels, tile_size=tile, overlap=min(64, tile // 4),
-                                       score_threshold=float(thresholds[0]))
+        found = detector.find_channels(
+            record.channels, tile_size=tile, overlap=min(64, tile // 4), score_threshold=float(thresholds[0])
+        )
         truth = record.truth_set(mode)
         xy, score = found.xy, np.asarray(found.table["score"])
         det_class = np.asarray(found.table["class_id"])
         total = total + count_curve(truth, xy, score, match_radius, thresholds)
         for c in per_class:
-            per_class[c] = per_class[c] + count_curve(truth, xy, score, match_radius, thresholds, det_class, c)
+            per_class[c] = per_class[c] + count_curve(
+                truth, xy, score, match_radius, thresholds, det_class, c
+            )
     if total.n_targets == 0:
-        raise ValueError("The validation scenes have no target sources; use more or larger validation scenes.")
+        raise ValueError(
+            "The validation scenes have no target sources; use more or larger validation scenes."
+        )
     curves = curve_metrics(total)
     best = int(np.argmax(np.nan_to_num(curves["f1"])))
     result: dict[str, Any] = {
@@ -315,7 +322,9 @@ def train(
     if checkpoint_path.exists() and not restart:
         saved = out / "config.json"
         if saved.exists() and json.loads(saved.read_text()) != json.loads(config_text):
-            raise ValueError(f"{out} holds a checkpoint of a different configuration; use another --out or --restart.")
+            raise ValueError(
+                f"{out} holds a checkpoint of a different configuration; use another --out or --restart."
+            )
     (out / "config.json").write_text(config_text)
 
     if config.num_threads:
@@ -363,8 +372,12 @@ def train(
         model.train()
         set_input_size(model, config.stamp_size)
         sums: dict[str, float] = {}
-        steps = tqdm(range(config.steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", unit="step",
-                     disable=not progress)
+        steps = tqdm(
+            range(config.steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            unit="step",
+            disable=not progress,
+        )
         epoch_start = time.time()
         for step in steps:
             images, targets = sampler.batch((epoch, step), config.batch_size)
@@ -374,7 +387,9 @@ def train(
                 losses = model(images, targets)
                 loss = sum(losses.values())
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"Training loss became {float(loss)} at epoch {epoch + 1}, step {step}.")
+                raise FloatingPointError(
+                    f"Training loss became {float(loss)} at epoch {epoch + 1}, step {step}."
+                )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -389,8 +404,12 @@ def train(
                 steps.set_postfix(loss=f"{sums['total'] / (step + 1):.3f}")
             elif not progress and (step + 1) % 100 == 0:
                 _log.info(
-                    "epoch %d step %d/%d: mean loss %.4f, %.2f s/step", epoch + 1, step + 1,
-                    config.steps_per_epoch, sums["total"] / (step + 1), (time.time() - epoch_start) / (step + 1),
+                    "epoch %d step %d/%d: mean loss %.4f, %.2f s/step",
+                    epoch + 1,
+                    step + 1,
+                    config.steps_per_epoch,
+                    sums["total"] / (step + 1),
+                    (time.time() - epoch_start) / (step + 1),
                 )
         model.eval()
         detector = Detector(provisional, device=device, model=model)
@@ -405,8 +424,12 @@ def train(
         history.append(entry)
         _log.info(
             "epoch %d: loss %.4f, validation F1 %.3f (P %.3f, R %.3f at score %.2f)",
-            epoch + 1, entry["losses"]["total"], validation["best_f1"], validation["precision_at_best_f1"],
-            validation["recall_at_best_f1"], validation["best_f1_threshold"],
+            epoch + 1,
+            entry["losses"]["total"],
+            validation["best_f1"],
+            validation["precision_at_best_f1"],
+            validation["recall_at_best_f1"],
+            validation["best_f1_threshold"],
         )
         if validation["best_f1"] > best["f1"]:
             best = {"f1": validation["best_f1"], "epoch": epoch + 1, "validation": validation}
@@ -443,10 +466,14 @@ def train(
         else:
             threshold = curves["threshold"][index]
     provenance = {
-        "training_dataset": {"directory": train_dir.name, "seeds": [config.dataset.seed,
-                                                                      config.dataset.seed + config.dataset.n_scenes - 1]},
-        "validation_dataset": {"directory": val_dir.name, "seeds": [val_config.seed,
-                                                                    val_config.seed + val_config.n_scenes - 1]},
+        "training_dataset": {
+            "directory": train_dir.name,
+            "seeds": [config.dataset.seed, config.dataset.seed + config.dataset.n_scenes - 1],
+        },
+        "validation_dataset": {
+            "directory": val_dir.name,
+            "seeds": [val_config.seed, val_config.seed + val_config.n_scenes - 1],
+        },
         "epochs": config.epochs,
         "best_epoch": best["epoch"],
         "device": device,
