@@ -132,6 +132,20 @@ def test_dataset_cache_is_reused_and_resumable(image_dataset):
     np.testing.assert_array_equal(np.load(stamp_file), kept)  # same seed, same scene
 
 
+def test_dataset_directory_follows_the_data_code(monkeypatch, tmp_path):
+    import importlib
+
+    from lsst.meas.extensions.residual.training import dataset_dir
+
+    dataset_module = importlib.import_module("lsst.meas.extensions.residual.training.dataset")
+    config = DatasetConfig(name="t", recipe="image", n_scenes=1, labels=LabelConfig(mode="image"))
+    before = dataset_dir(config, tmp_path)
+    assert dataset_dir(config, tmp_path) == before
+    # Changed simulator/first-pass code must not reuse data made by the old code.
+    monkeypatch.setattr(dataset_module, "code_digest", lambda with_deblender: "changed")
+    assert dataset_dir(config, tmp_path) != before
+
+
 def test_stamps_are_repeatable_and_hold_their_labels(image_dataset):
     _, _, directory = image_dataset
     records = load_dataset(directory)

@@ -6,7 +6,9 @@ sets use a different ``seed`` range. Generating a dataset writes, under
 ``cache_dir/<name>-<hash>/`` (hash of the config):
 
 ``config.json``
-    The dataset config (what the hash was computed from).
+    The dataset config. The directory hash covers it and `code_digest`, a
+    hash of the source of the simulator, first pass, labels and recipes, so
+    data made by older code are never reused.
 ``scene_NNNNNN.npy``
     float16 (nchannels, H, W): the recipe's channels of scene NNNNNN.
 ``scene_NNNNNN.npz``
@@ -33,6 +35,7 @@ __all__ = [
     "SceneRecord",
     "generate_dataset",
     "dataset_dir",
+    "code_digest",
     "load_dataset",
     "channel_statistics",
     "StampSampler",
@@ -127,8 +130,41 @@ class DatasetConfig:
         return cls(**data)
 
     def digest(self) -> str:
-        text = json.dumps({"cache_format": _CACHE_FORMAT, **self.to_dict()}, sort_keys=True)
+        """Hash of the config and of the code that turns it into data (`code_digest`)."""
+        data = {"cache_format": _CACHE_FORMAT, "code": code_digest(self.needs_model), **self.to_dict()}
+        text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# The code that turns a dataset config into data: a change to any of these
+# files (simulator, first pass, labels, recipes) makes a new dataset, so a
+# cache made by older code is never reused by mistake.
+_DATA_CODE = (
+    "scene.py",
+    "truth.py",
+    "bands.py",
+    "simulation",
+    "detection",
+    "training/labels.py",
+    "training/scenes.py",
+    "training/dataset.py",
+    "network/recipes.py",
+    "network/footprints.py",
+)
+
+
+def code_digest(with_deblender: bool) -> str:
+    """SHA-256 (16 hex digits) of the source files that generate a dataset."""
+    root = Path(__file__).resolve().parent.parent
+    paths = []
+    for entry in (*_DATA_CODE, *(("deblending",) if with_deblender else ())):
+        path = root / entry
+        paths.extend(sorted(path.rglob("*.py")) if path.is_dir() else [path])
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclasses.dataclass

@@ -36,7 +36,7 @@ import numpy as np
 from ..network.model import ModelConfig, build_model, set_input_size
 from ..network.package import ModelMetadata, ModelPackage, save_model_package
 from ..network.recipes import channel_names
-from .dataset import AugmentConfig, DatasetConfig, StampSampler, generate_dataset, load_dataset
+from .dataset import AugmentConfig, DatasetConfig, StampSampler, code_digest, generate_dataset, load_dataset
 from .labels import CLASSES
 
 _log = logging.getLogger(__name__)
@@ -363,6 +363,12 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
+        datasets = [train_dir.name, val_dir.name]
+        if state.get("datasets", datasets) != datasets:
+            raise ValueError(
+                f"{out} was trained on datasets {state['datasets']}, but the current code makes {datasets} "
+                "(the simulator, first pass or labels changed); use --restart to train on the new data."
+            )
         history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
         _log.info("Resuming %s after epoch %d.", out, state["epoch"] + 1)
 
@@ -444,6 +450,7 @@ def train(
                 "history": history,
                 "best": best,
                 "epoch": epoch,
+                "datasets": [train_dir.name, val_dir.name],
             },
             out / "checkpoint.tmp",
         )
@@ -474,6 +481,7 @@ def train(
             "directory": val_dir.name,
             "seeds": [val_config.seed, val_config.seed + val_config.n_scenes - 1],
         },
+        "data_code_digest": code_digest(config.dataset.needs_model),
         "epochs": config.epochs,
         "best_epoch": best["epoch"],
         "device": device,
