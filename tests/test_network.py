@@ -309,6 +309,29 @@ def test_source_straddling_a_tile_border_is_found_once_with_its_whole_footprint(
     assert len(unmerged) == 2 and unmerged.table["truncated"].sum() == 1
 
 
+def test_one_source_called_both_star_and_galaxy_is_kept_once(tiny_package_path):
+    """torchvision's per-class NMS lets a source out twice; the detector keeps the better class."""
+    detector = Detector(tiny_package_path, device="cpu")
+    box = torch.tensor([[10.0, 10.0, 20.0, 20.0], [10.5, 10.0, 20.0, 20.5], [40.0, 40.0, 44.0, 44.0]])
+    masks = torch.ones((3, 1, 28, 28))
+
+    class Heads(torch.nn.Module):
+        def forward(self, features, proposals, sizes):
+            out = {"boxes": box, "labels": torch.tensor([1, 2, 1]), "scores": torch.tensor([0.6, 0.9, 0.7])}
+            return [{**out, "masks": masks}], {}
+
+    detector.model.roi_heads = Heads()
+    found = detector.find(
+        np.zeros((3, 64, 64), np.float32),
+        np.ones((3, 64, 64), np.float32),
+        ("g", "r", "i"),
+        tile_size=64,
+        score_threshold=0.0,
+    )
+    assert sorted(found.table["class"]) == ["galaxy", "star"]
+    assert found.table["score"][0] == pytest.approx(0.9)
+
+
 def test_distinct_sources_are_not_merged(tiny_package_path):
     detector = Detector(tiny_package_path, device="cpu")
     _blob_network(detector)

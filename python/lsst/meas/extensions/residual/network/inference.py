@@ -13,9 +13,10 @@ by the border of the other. Duplicates are merged greedily: detections whose
 box does not touch an inner tile border come first, then by decreasing score;
 a detection is dropped if a kept one from another tile, of the same class,
 covers at least ``merge_ios`` of the smaller mask (intersection over
-smaller). Detections from the same tile are never merged here: the network's
-own non-maximum suppression already handled them, and overlapping blended
-sources must survive.
+smaller). Detections from the same tile are never merged by masks: the
+network's own non-maximum suppression (per class, then across classes at box
+IoU ``class_nms_iou``) already handled them, and overlapping blended sources
+(a star on a galaxy has a small box IoU) must survive.
 
 Memory: besides the caller's arrays, one batch of tiles (channels, network
 activations) and the footprints found so far; nothing image-sized is copied.
@@ -116,6 +117,7 @@ class Detector:
         """Network outputs (tile coordinates) for a batch of equal-size channel tiles."""
         import torch
         from torchvision.models.detection.image_list import ImageList
+        from torchvision.ops import nms
 
         with torch.inference_mode():
             batch = torch.from_numpy(np.stack(tiles)).to(self.device)
@@ -126,6 +128,11 @@ class Detector:
                 features = self.model.backbone(images.tensors)
                 proposals, _ = self.model.rpn(images, features)
                 outputs, _ = self.model.roi_heads(features, proposals, images.image_sizes)
+            # torchvision suppresses overlapping boxes class by class, so one source can come
+            # out as both a star and a galaxy; across classes, keep the better-scoring one.
+            iou = self.metadata.class_nms_iou
+            kept = [nms(o["boxes"].float(), o["scores"].float(), iou) for o in outputs]
+            outputs = [{k: v[keep] for k, v in o.items()} for o, keep in zip(outputs, kept, strict=True)]
         return [
             {
                 "boxes": out["boxes"].float().cpu().numpy(),

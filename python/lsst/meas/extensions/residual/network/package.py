@@ -12,7 +12,7 @@ A model package is ONE zip file (conventionally ``*.zip``) with two members:
     ``channel_std`` (per-channel standardisation done inside the model),
     ``model`` (`ModelConfig` fields), ``stamp_size`` (training stamp side),
     ``inference`` (defaults: ``tile_size``, ``tile_overlap``,
-    ``score_threshold``, ``merge_ios``), ``training`` (the training
+    ``score_threshold``, ``merge_ios``, ``class_nms_iou``), ``training`` (the training
     configuration), ``provenance`` (versions, git commit, dataset seeds,
     epochs, dates), ``metrics`` (validation figures), ``weights_dtype`` and
     ``weights_sha256`` (of the ``weights.pt`` member).
@@ -85,6 +85,7 @@ class ModelMetadata:
     tile_overlap: int = 64
     score_threshold: float = 0.5
     merge_ios: float = 0.5
+    class_nms_iou: float = 0.7
     training: dict[str, Any] = dataclasses.field(default_factory=dict)
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -184,6 +185,7 @@ class ModelMetadata:
                 "tile_overlap": self.tile_overlap,
                 "score_threshold": self.score_threshold,
                 "merge_ios": self.merge_ios,
+                "class_nms_iou": self.class_nms_iou,
             },
             "training": self.training,
             "provenance": self.provenance,
@@ -219,6 +221,7 @@ class ModelMetadata:
                 tile_overlap=int(inference.get("tile_overlap", 64)),
                 score_threshold=float(inference.get("score_threshold", 0.5)),
                 merge_ios=float(inference.get("merge_ios", 0.5)),
+                class_nms_iou=float(inference.get("class_nms_iou", 0.7)),
                 training=data.get("training", {}),
                 provenance=data.get("provenance", {}),
                 metrics=data.get("metrics", {}),

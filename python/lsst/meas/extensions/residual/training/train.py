@@ -197,6 +197,7 @@ def _metadata(config: TrainConfig, mean, std, score_threshold: float, provenance
         tile_overlap=int(inference.get("tile_overlap", 64)),
         score_threshold=float(score_threshold),
         merge_ios=float(inference.get("merge_ios", 0.5)),
+        class_nms_iou=float(inference.get("class_nms_iou", 0.7)),
         training=config.to_dict(),
         provenance=provenance,
         metrics=metrics,
