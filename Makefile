@@ -40,13 +40,19 @@ test: venv
 demo: venv
 	$(VENV)/bin/residual-detectron demo --out $(DEMO_DIR)
 
-bench: venv
+# The benchmarks add the bench extra (scarlet2, the deblender's baseline).
+$(VENV)/.bench-installed: $(STAMP)
+	$(VPY) -m pip install -e '.[test,bench]'
+	@touch $@
+
+bench: venv $(VENV)/.bench-installed
 	$(VPY) -m bench --out $(BENCH_DIR)
 
 train: venv
 	$(VENV)/bin/residual-detectron train --config config/train_residual.yaml --out runs/train_residual
 
 lint: venv
+	$(VPY) -m pip install -q -e '.[dev]'
 	$(VPY) -m ruff check python tests bench
 
 clean:
