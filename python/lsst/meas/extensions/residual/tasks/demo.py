@@ -323,7 +323,8 @@ def _patch_cube(butler, data_id, bands):
     return assemble_patch(planes, bands, what=f"patch {data_id['patch']}")
 
 
-def _residual(butler, dataset: str, catalog_dataset: str, patch_images, data_id) -> np.ndarray:
+def _model(butler, dataset: str, catalog_dataset: str, patch_images, data_id) -> np.ndarray:
+    """Observed-PSF model cube of the patch, rendered from the Butler's model data."""
     from ..deblending import render_model_data
     from .ids import IdMap
     from .model_frames import model_data_to_patch
@@ -334,14 +335,14 @@ def _residual(butler, dataset: str, catalog_dataset: str, patch_images, data_id)
     id_map = IdMap(data_id["tract"], data_id["patch"], sources=catalog["id"], parents=parents)
     local = model_data_to_patch(models, patch_images.x0, patch_images.y0, id_map)
     scene = patch_images.scene
-    model = render_model_data(local, scene.shape, bands=scene.bands, image=scene.clean_image())
-    return np.where(scene.good, scene.image - model, np.float32(0))
+    return render_model_data(local, scene.shape, bands=scene.bands, image=scene.clean_image())
 
 
 def plot_patch(
     butler, data_id: dict[str, Any], bands, path: Path, summary: PatchSummary | None = None
 ) -> None:
-    """PNG: RGB with first-pass peaks and new detections, residual before and after the second pass."""
+    """PNG: RGB image with first-pass peaks and new detections, first-pass model, residual before and after
+    the second pass."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -352,18 +353,21 @@ def plot_patch(
     patch_images = _patch_cube(butler, data_id, tuple(bands))
     scene = patch_images.scene
     x0, y0 = patch_images.x0, patch_images.y0
-    before = _residual(butler, "object_scarlet_models", "object_deblend", patch_images, data_id)
-    after = _residual(
+    first_model = _model(butler, "object_scarlet_models", "object_deblend", patch_images, data_id)
+    final_model = _model(
         butler, "object_residual_scarlet_models", "object_residual_deblend", patch_images, data_id
     )
+    before = np.where(scene.good, scene.image - first_model, np.float32(0))
+    after = np.where(scene.good, scene.image - final_model, np.float32(0))
     first = butler.get("object_deblend", data_id)
     new = butler.get("object_residual_detection", data_id)
     noise = np.sqrt(np.median(np.where(scene.good, scene.variance, np.nan)))
     stretch = 5.0 * float(noise) if np.isfinite(noise) and noise > 0 else None
     height, width = scene.shape
-    fig, axes = plt.subplots(1, 3, figsize=(18, 6.6), sharex=True, sharey=True)
+    fig, axes = plt.subplots(1, 4, figsize=(24, 6.6), sharex=True, sharey=True)
     panels = (
         ("image: first-pass peaks (+), new detections (o)", scene.clean_image()),
+        ("first-pass Scarlet model", first_model),
         ("residual before the second pass", before),
         ("residual after the second pass", after),
     )
