@@ -74,6 +74,19 @@ def test_counts_precision_recall_by_hand():
         counts + CurveCounts.zeros([0.5])
 
 
+def test_restricted_truth_ignores_faint_sources():
+    truth = _truth()
+    truth.snr = np.array([30.0, 25.0, 8.0, 6.0, 50.0])
+    bright = truth.restricted(20.0)
+    np.testing.assert_array_equal(bright.target, [True, True, False, False, False])
+    # Detections of the faint sources at (50, 50) and (70, 70) are neither right nor wrong; the one at
+    # (5, 60) matches nothing and stays wrong.
+    det_xy = np.array([[10.0, 10.0], [50.0, 50.0], [70.0, 70.0], [5.0, 60.0]])
+    counts = count_curve(bright, det_xy, None, 2.0, [0.0])
+    assert counts.n_targets == 2 and counts.matched_targets[0] == 1
+    assert counts.matched_real[0] == 1 and counts.n_detections[0] == 2
+
+
 def test_operating_points():
     precision = np.array([0.5, 0.7, 0.92, 0.99])
     recall = np.array([0.95, 0.85, 0.6, 0.2])

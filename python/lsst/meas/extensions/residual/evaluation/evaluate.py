@@ -18,6 +18,10 @@ Reported (``evaluation.json`` + PNGs), with the definitions of
 - the best recall at precision ≥ 90% and the ratio to SEP 5σ's recall;
 - figures at the package's score threshold, including the median mask IoU of
   matched targets;
+- star and galaxy precision at 80% recall again for sources with S/N ≥
+  ``bright_snr`` (20), fainter sources being ignored (a detection that only
+  matches one is left out), to separate classification from faint-source
+  confusion;
 - recall of the targets versus magnitude for every detector
   (``recall_vs_mag.png``);
 - an overlay of the first scene (``example_overlay.png``).
@@ -70,6 +74,9 @@ class EvaluationConfig:
     mag_edges: tuple[float, ...] = tuple(np.round(np.arange(20.0, 28.01, 0.5), 2))
     baselines: bool = True
     device: str = "auto"
+    bright_snr: float = 20.0
+    """Per-class precision at 80% recall is also reported for sources above
+    this S/N (fainter ones ignored: neither right nor wrong)."""
 
     def __post_init__(self) -> None:
         if self.n_scenes < 1:
@@ -157,6 +164,7 @@ def evaluate_package(
 
     total = CurveCounts.zeros(thresholds)
     per_class = {c: CurveCounts.zeros(thresholds) for c in classes}
+    bright_per_class = {c: CurveCounts.zeros(thresholds) for c in classes}
     baseline_names = []
     if config.baselines:
         baseline_names = ["SEP 3σ", "SEP 5σ", "photutils 3σ + deblend"]
@@ -201,6 +209,9 @@ def evaluate_package(
         for c, name in enumerate(classes, start=1):
             per_class[name] = per_class[name] + count_curve(
                 truth, xy, score, config.match_radius, thresholds, det_class, c
+            )
+            bright_per_class[name] = bright_per_class[name] + count_curve(
+                truth.restricted(config.bright_snr), xy, score, config.match_radius, thresholds, det_class, c
             )
         operating_detections = detections.above(operating)
         hit, which = matched_targets(truth, operating_detections.xy, config.match_radius)
@@ -280,6 +291,13 @@ def evaluate_package(
             name: precision_at_recall(cc["precision"], cc["recall"], 0.8) for name, cc in class_curves.items()
         },
         "max_recall_per_class": {name: _max_or_none(cc["recall"]) for name, cc in class_curves.items()},
+        f"precision_at_80_recall_snr_ge_{config.bright_snr:g}": {
+            name: precision_at_recall(bc["precision"], bc["recall"], 0.8)
+            for name, bc in ((n, curve_metrics(c)) for n, c in bright_per_class.items())
+        },
+        f"n_targets_per_class_snr_ge_{config.bright_snr:g}": {
+            name: int(c.n_targets) for name, c in bright_per_class.items()
+        },
         "baselines": {name: _point(counts) for name, counts in baseline_counts.items()},
         "seconds": {k: round(v, 2) for k, v in timing.items()},
         "curves": {

@@ -60,6 +60,25 @@ class TruthSet:
     """(N,) bool: a detection matched to one is correct."""
     mag: np.ndarray
     """(N,) reference-band magnitude (for recall versus magnitude)."""
+    snr: np.ndarray | None = None
+    """(N,) isolated optimal S/N (for `restricted`)."""
+    ignore: np.ndarray | None = None
+    """(N,) bool: sources outside the evaluated subset; a detection that only
+    matches one of them is left out of the counts (COCO's "ignore")."""
+
+    def restricted(self, min_snr: float) -> TruthSet:
+        """The same truth evaluated only on sources with S/N ≥ ``min_snr``.
+
+        Fainter real sources become "ignore": detecting them is neither right
+        nor wrong, so the precision of the bright subset is not diluted by
+        (correct or incorrect) detections of faint sources.
+        """
+        if self.snr is None:
+            raise ValueError("This TruthSet has no S/N to restrict on.")
+        bright = self.snr >= min_snr
+        return dataclasses.replace(
+            self, target=self.target & bright, real=self.real & bright, ignore=self.real & ~bright
+        )
 
     @classmethod
     def from_sources(cls, sources, mode: str) -> TruthSet:
@@ -72,6 +91,7 @@ class TruthSet:
             target=np.asarray(sources["target"], dtype=bool),
             real=~detected if mode == "residual" else np.ones(n, dtype=bool),
             mag=np.asarray(sources["mag"], dtype=np.float64),
+            snr=np.asarray(sources["snr"], dtype=np.float64),
         )
 
 
@@ -144,13 +164,19 @@ def count_curve(
         truth_in_class = truth.class_id == class_id
     target_xy = truth.xy[truth.target & truth_in_class]
     real_xy = truth.xy[truth.real & truth_in_class]
+    ignore_xy = truth.xy[truth.ignore] if truth.ignore is not None else np.zeros((0, 2))
     counts = CurveCounts.zeros(thresholds)
     counts.n_targets = len(target_xy)
     for k, threshold in enumerate(thresholds):
         chosen = det_xy[in_class & (score >= threshold)]
-        counts.n_detections[k] = len(chosen)
         counts.matched_targets[k] = len(match_positions(target_xy, chosen, radius)[0])
-        counts.matched_real[k] = len(match_positions(real_xy, chosen, radius)[0])
+        _, real_match = match_positions(real_xy, chosen, radius)
+        counts.matched_real[k] = len(real_match)
+        ignored = 0
+        if len(ignore_xy):
+            unmatched = np.delete(chosen, real_match, axis=0)
+            ignored = len(match_positions(ignore_xy, unmatched, radius)[0])
+        counts.n_detections[k] = len(chosen) - ignored
     return counts
 
 
