@@ -229,8 +229,8 @@ def evaluate_package(
             usable = scene.good.any(axis=0)
             chi = chi_image(data, scene.variance, scene.good)
             positions = {
-                "SEP 3σ": sep_detect(chi, 3.0, usable),
-                "SEP 5σ": sep_detect(chi, 5.0, usable),
+                "SEP 3σ": sep_detect(chi, 3.0, usable, scene.psf),
+                "SEP 5σ": sep_detect(chi, 5.0, usable, scene.psf),
                 "photutils 3σ + deblend": photutils_detect(chi, scene.psf, 3.0, usable),
             }
             if meta.mode == "image":
