@@ -166,6 +166,21 @@ def test_stamps_are_repeatable_and_hold_their_labels(image_dataset):
         StampSampler(records, 128, None, seed=1)
 
 
+def test_focus_puts_a_rare_class_in_the_stamps(image_dataset):
+    _, _, directory = image_dataset
+    records = load_dataset(directory)
+
+    def star_fraction(sampler):
+        rng = np.random.default_rng(0)
+        return np.mean([np.any(sampler.stamp(rng)[2] == 1) for _ in range(60)])
+
+    plain = StampSampler(records, 32, None, seed=1)
+    focused = StampSampler(records, 32, None, seed=1, focus={1: 0.9})
+    assert star_fraction(focused) >= 0.85 > star_fraction(plain)
+    with pytest.raises(ValueError, match="sum to at most 1"):
+        StampSampler(records, 32, None, seed=1, focus={1: 0.7, 2: 0.7})
+
+
 def test_residual_dataset_uses_the_first_pass_model(tmp_path):
     config = DatasetConfig(name="t-res", recipe="residual+model", n_scenes=1, seed=11, scene_size=96)
     directory = generate_dataset(config, tmp_path, progress=False, deblender=truth_deblender)

@@ -60,7 +60,7 @@ from .labels import LabelConfig
 from .scenes import prepare_scene
 
 _log = logging.getLogger(__name__)
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 1  # bump when _write_scene or the cache layout changes
 
 
 @dataclasses.dataclass
@@ -138,7 +138,9 @@ class DatasetConfig:
 
 # The code that turns a dataset config into data: a change to any of these
 # files (simulator, first pass, labels, recipes) makes a new dataset, so a
-# cache made by older code is never reused by mistake.
+# cache made by older code is never reused by mistake. This module itself is
+# not hashed (its sampling code changes without changing the data): bump
+# _CACHE_FORMAT when `_write_scene` or the file layout changes.
 _DATA_CODE = (
     "scene.py",
     "truth.py",
@@ -147,7 +149,6 @@ _DATA_CODE = (
     "detection",
     "training/labels.py",
     "training/scenes.py",
-    "training/dataset.py",
     "network/recipes.py",
     "network/footprints.py",
 )
@@ -418,7 +419,14 @@ class StampSampler:
         Base seed.
     """
 
-    def __init__(self, records: list[SceneRecord], stamp_size: int, augment: AugmentConfig | None, seed: int):
+    def __init__(
+        self,
+        records: list[SceneRecord],
+        stamp_size: int,
+        augment: AugmentConfig | None,
+        seed: int,
+        focus: dict[int, float] | None = None,
+    ):
         if not records:
             raise ValueError("No scenes to sample stamps from.")
         size = min(min(r.channels.shape[1:]) for r in records)
@@ -428,10 +436,43 @@ class StampSampler:
         self.stamp_size = stamp_size
         self.augment = augment
         self.seed = seed
+        # focus: {class_id: probability}: that fraction of stamps is centred near a random label
+        # of the class (rare classes, e.g. stars among faint galaxies, are seen more often).
+        self.focus = {int(c): float(p) for c, p in (focus or {}).items()}
+        if sum(self.focus.values()) > 1 or any(p < 0 for p in self.focus.values()):
+            raise ValueError(f"focus probabilities must be >= 0 and sum to at most 1, not {self.focus}.")
+        self._by_class = {
+            c: [(i, int(j)) for i, r in enumerate(records) for j in np.flatnonzero(r.class_ids == c)]
+            for c in self.focus
+        }
+        empty = [c for c, labels in self._by_class.items() if not labels]
+        if empty:
+            raise ValueError(f"focus class(es) {empty} have no labels in the training set.")
+
+    def _focused_corner(self, rng: np.random.Generator) -> tuple[int | None, tuple[int, int] | None]:
+        """A scene and crop corner holding a label of a focus class (or (None, None))."""
+        u = rng.uniform()
+        for class_id, probability in self.focus.items():
+            if u < probability:
+                labels = self._by_class[class_id]
+                scene, label = labels[int(rng.integers(len(labels)))]
+                box = self.records[scene].boxes[label]
+                cx, cy = 0.5 * (box[0] + box[2]), 0.5 * (box[1] + box[3])
+                height, width = self.records[scene].channels.shape[1:]
+                s = self.stamp_size
+                # Any corner that keeps the centre inside the stamp, and the stamp inside the scene.
+                ix, iy = int(np.floor(cx)), int(np.floor(cy))
+                x0 = int(rng.integers(max(0, ix - s + 1), min(width - s, ix) + 1))
+                y0 = int(rng.integers(max(0, iy - s + 1), min(height - s, iy) + 1))
+                return scene, (y0, x0)
+            u -= probability
+        return None, None
 
     def stamp(self, rng: np.random.Generator, scene_index: int | None = None, corner=None):
         """One stamp: (channels float32 (C, S, S), boxes (N, 4), class_ids (N,), masks uint8 (N, S, S))."""
         s = self.stamp_size
+        if scene_index is None and corner is None and self.focus:
+            scene_index, corner = self._focused_corner(rng)
         index = int(rng.integers(len(self.records))) if scene_index is None else scene_index
         record = self.records[index]
         height, width = record.channels.shape[1:]

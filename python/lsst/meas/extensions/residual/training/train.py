@@ -73,6 +73,10 @@ class TrainConfig:
     steps_per_epoch: int = 1000
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    focus: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Fraction of stamps centred near a label of a class, e.g. ``{star: 0.3}``
+    (stars are ~10% of the sources: without this the classifier calls most
+    faint stars galaxies)."""
     device: str = "auto"
     amp: bool = True
     """Mixed precision on CUDA (ignored on CPU)."""
@@ -113,6 +117,9 @@ class TrainConfig:
                 f"stamp_size must be a multiple of 32 and at most scene_size ({self.dataset.scene_size}); "
                 f"got {self.stamp_size}."
             )
+        unknown_classes = sorted(set(self.focus) - set(CLASSES))
+        if unknown_classes:
+            raise ValueError(f"focus names unknown class(es) {unknown_classes}; classes are {CLASSES}.")
         for key in ("batch_size", "epochs", "steps_per_epoch"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, not {getattr(self, key)}.")
@@ -373,7 +380,8 @@ def train(
         history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
         _log.info("Resuming %s after epoch %d.", out, state["epoch"] + 1)
 
-    sampler = StampSampler(train_records, config.stamp_size, config.augment, config.seed)
+    focus = {CLASSES.index(name) + 1: p for name, p in config.focus.items()}
+    sampler = StampSampler(train_records, config.stamp_size, config.augment, config.seed, focus)
     provisional = ModelPackage(_metadata(config, mean, std, 0.5, {}, {}), state_dict={})
     for epoch in range(start_epoch, config.epochs):
         model.train()
