@@ -111,9 +111,13 @@ def main(args: argparse.Namespace) -> None:
 
 
 def _print_table(summaries) -> None:
+    # Column meanings: true sources in the simulated patch; first-pass sources;
+    # network detections kept as new, and how many of them match a true source;
+    # sources after the second pass; blends re-fitted; new isolated footprints;
+    # true sources matched by a first-pass / final source.
     header = (
-        f"{'patch':>5} {'true':>5} {'1st pass':>8} {'new det':>7} {'final':>6} {'refit':>5} {'new fp':>6} "
-        f"{'true found 1st->final':>22}"
+        f"{'patch':>5} {'true':>5} {'1st pass':>8} {'new det':>7} {'on truth':>8} {'final':>6} "
+        f"{'refit blends':>12} {'new footprints':>14} {'true found 1st->final':>22}"
     )
     print(header)
     for s in summaries:
@@ -121,7 +125,8 @@ def _print_table(summaries) -> None:
             "-" if s.true_found_first_pass is None else f"{s.true_found_first_pass} -> {s.true_found_final}"
         )
         true = "-" if s.true_sources is None else str(s.true_sources)
+        on_truth = "-" if s.new_detections_on_true_sources is None else str(s.new_detections_on_true_sources)
         print(
-            f"{s.patch:>5} {true:>5} {s.first_pass_sources:>8} {s.new_detections:>7} {s.final_sources:>6} "
-            f"{s.refitted_blends:>5} {s.new_isolated:>6} {found:>22}"
+            f"{s.patch:>5} {true:>5} {s.first_pass_sources:>8} {s.new_detections:>7} {on_truth:>8} "
+            f"{s.final_sources:>6} {s.refitted_blends:>12} {s.new_isolated:>14} {found:>22}"
         )

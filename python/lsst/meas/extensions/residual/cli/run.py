@@ -1,7 +1,9 @@
 """``residual-detectron run``: the whole chain on a scene file, without a Butler.
 
-first-pass detection -> first-pass deblending -> network on the residuals ->
-second deblending pass with the new sources. Outputs in ``--out``:
+First-pass detection, first-pass deblending, the network on the residuals,
+and a second deblending pass with the new sources.
+
+Outputs in ``--out``:
 
 ``catalog.fits``
     Final catalog (one row per source): the deblender's columns, ``found_by``
@@ -45,8 +47,9 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "run",
         help="the whole chain (detect, deblend, find missed sources, deblend again) on a scene file",
-        description=__doc__.split("\n\n")[1] + " Writes catalog.fits, new_sources.fits, residual cubes, "
-        "model data, run.png and summary.json into --out.",
+        description=__doc__.split("\n\n")[1]
+        + " Writes catalog.fits, new_sources.fits, residual cubes, model data, run.png and summary.json "
+        "into --out.",
     )
     parser.add_argument("scene", help="scene FITS file")
     parser.add_argument("--out", required=True, help="output directory")
