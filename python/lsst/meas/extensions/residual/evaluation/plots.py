@@ -72,7 +72,10 @@ def plot_overlay(
     plt = _pyplot()
     panels = [("image", image)] + ([("residual", residual)] if residual is not None else [])
     side = 8 if max(image.shape[1:]) <= 1024 else 12
-    fig, axes = plt.subplots(1, len(panels), figsize=(side * len(panels), side), squeeze=False)
+    # constrained layout leaves room for the suptitle (tight_layout does not).
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(side * len(panels), side), squeeze=False, layout="constrained"
+    )
     for ax, (name, cube) in zip(axes[0], panels, strict=False):
         ax.imshow(rgb_composite(cube, bands), origin="lower", interpolation="nearest")
         _draw_detections(ax, detections)
@@ -92,7 +95,6 @@ def plot_overlay(
         ax.set_title(f"{name}: {len(detections)} detections (star yellow, galaxy cyan)")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
