@@ -205,7 +205,8 @@ def run_pipeline(
                 lines.append(line)
                 if log is not None:
                     log.write(line)
-                if echo and _worth_showing(line):
+                # On resume an empty graph is success (reported below), not pipetask's "Error".
+                if echo and _worth_showing(line) and not (resume and _EMPTY_GRAPH in line):
                     print(line.rstrip(), flush=True)
         returncode = process.returncode
     finally:
@@ -224,6 +225,7 @@ def run_pipeline(
 
 
 _NOTHING_TO_DO = "QuantumGraph contains no quanta"
+_EMPTY_GRAPH = "QuantumGraph was empty"
 
 # Progress lines from pipetask worth echoing: our tasks' summaries, the
 # executor's "Executed N quanta" count, and problems (not the import warnings
