@@ -40,7 +40,6 @@ def run(out_dir: Path, quick: bool = False) -> dict:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from lsst.meas.extensions.residual.detection import detect_peaks
     from lsst.meas.extensions.residual.evaluation import match_positions
     from lsst.meas.extensions.residual.simulation import SimulationConfig, simulate_scene
@@ -86,21 +85,41 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         "true_sources": int(len(true_mag)),
         "peaks": int(len(peak_real)),
     }
-    print(f"{'i mag':>8} {'N true':>7} {'compl. ours':>12} {'compl. SEP-i':>13} {'ratio':>6} {'purity ours':>12}")
+    print(
+        f"{'i mag':>8} {'N true':>7} {'compl. ours':>12} {'compl. SEP-i':>13} {'ratio':>6} "
+        f"{'purity ours':>12}"
+    )
     for k, c in enumerate(centres):
         n = int(((true_mag >= MAG_BINS[k]) & (true_mag < MAG_BINS[k + 1])).sum())
-        ours, sep_c, pur = result["completeness_ours"][k], result["completeness_sep_i"][k], result[
-            "purity_ours_vs_peak_psf_mag"][k]
+        ours, sep_c, pur = (
+            result["completeness_ours"][k],
+            result["completeness_sep_i"][k],
+            result["purity_ours_vs_peak_psf_mag"][k],
+        )
         ratio = f"{ours / sep_c:6.2f}" if ours is not None and sep_c else "   -  "
         fmt = lambda v: f"{v:12.3f}" if v is not None else f"{'-':>12}"  # noqa: E731
         print(f"{c:8.1f} {n:7d} {fmt(ours)} {fmt(sep_c):>13} {ratio} {fmt(pur)}")
     print(f"overall purity: ours {result['purity_ours']:.3f}, SEP i-band {result['purity_sep_i']:.3f}")
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(centres, [np.nan if v is None else v for v in result["completeness_ours"]], "o-", label="completeness (ours)")
-    ax.plot(centres, [np.nan if v is None else v for v in result["completeness_sep_i"]], "s--", label="completeness (SEP, i)")
-    ax.plot(centres, [np.nan if v is None else v for v in result["purity_ours_vs_peak_psf_mag"]], "^-",
-            label="purity (ours, vs peak PSF mag)")
+    ax.plot(
+        centres,
+        [np.nan if v is None else v for v in result["completeness_ours"]],
+        "o-",
+        label="completeness (ours)",
+    )
+    ax.plot(
+        centres,
+        [np.nan if v is None else v for v in result["completeness_sep_i"]],
+        "s--",
+        label="completeness (SEP, i)",
+    )
+    ax.plot(
+        centres,
+        [np.nan if v is None else v for v in result["purity_ours_vs_peak_psf_mag"]],
+        "^-",
+        label="purity (ours, vs peak PSF mag)",
+    )
     ax.set_xlabel("i magnitude")
     ax.set_ylim(0, 1.05)
     ax.grid(alpha=0.3)

@@ -21,7 +21,6 @@ TARGET_SECONDS = 2.0
 def _galsim_direct_seconds(scene, psf, population, n_galaxies: int) -> float:
     """Seconds per galaxy to draw all bands with galsim's own convolution."""
     import galsim
-
     from lsst.meas.extensions.residual.simulation.render import _BULGE_TRUNCATION
 
     galaxies = np.flatnonzero(np.asarray(population["class"]) == "galaxy")[:n_galaxies]
@@ -40,7 +39,9 @@ def _galsim_direct_seconds(scene, psf, population, n_galaxies: int) -> float:
             bulge_flux = float(row["bulge_flux"][band_index])
             disk_flux = float(row["flux"][band_index]) - bulge_flux
             galaxy = galsim.Add([bulge.withFlux(bulge_flux), disk.withFlux(disk_flux)])
-            galsim.Convolve(galaxy, psf.profiles[band_index]).drawImage(nx=size, ny=size, scale=scene.pixel_scale)
+            galsim.Convolve(galaxy, psf.profiles[band_index]).drawImage(
+                nx=size, ny=size, scale=scene.pixel_scale
+            )
     return (time.perf_counter() - start) / max(len(galaxies), 1)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from lsst.meas.extensions.residual.cli.main import main
 from lsst.meas.extensions.residual.detection import read_detections
 from lsst.meas.extensions.residual.scene import read_scene
@@ -18,7 +17,9 @@ def test_simulate_then_detect(tmp_path):
     assert main(["detect-peaks", str(scene_path), "--out", str(peaks_path)]) == 0
     detections = read_detections(peaks_path)
     assert detections.footprints.shape == (64, 64)
-    assert np.all(detections.footprints[detections.peaks["y"].astype(int), detections.peaks["x"].astype(int)] > 0)
+    assert np.all(
+        detections.footprints[detections.peaks["y"].astype(int), detections.peaks["x"].astype(int)] > 0
+    )
 
 
 def test_refuses_to_clobber(tmp_path, capsys):
@@ -69,6 +70,10 @@ def test_console_script_installed(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert read_scene(out).bands == ("r",)
-    bad = subprocess.run([str(script), "simulate", "--seed", "2", "--bands", "x", "--out", str(tmp_path / "b.fits")],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [str(script), "simulate", "--seed", "2", "--bands", "x", "--out", str(tmp_path / "b.fits")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "Unknown band" in bad.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from lsst.meas.extensions.residual.detection import (
     DetectionConfig,
     detect_peaks,

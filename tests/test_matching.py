@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from lsst.meas.extensions.residual.evaluation import match_positions
 
 
@@ -13,7 +12,7 @@ def test_optimal_not_greedy():
     reference = np.array([[0.0, 0.0], [1.8, 0.0]])
     candidates = np.array([[0.9, 0.0], [-0.95, 0.0]])
     ref, cand = match_positions(reference, candidates, radius=1.0)
-    assert list(zip(ref, cand)) == [(0, 1), (1, 0)]
+    assert list(zip(ref, cand, strict=True)) == [(0, 1), (1, 0)]
 
 
 def test_radius_and_zero_distance():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.io import fits
-
 from lsst.meas.extensions.residual.scene import Scene, SceneFormatError, read_scene, write_scene
 
 
@@ -25,7 +24,7 @@ def test_round_trip(small_scene, tmp_path):
     np.testing.assert_array_equal(truth.ids, original.ids)
     np.testing.assert_array_equal(truth.table["class"], original.table["class"])
     np.testing.assert_allclose(truth.table["flux"], original.table["flux"])
-    for a, b in zip(truth.stamps, original.stamps):
+    for a, b in zip(truth.stamps, original.stamps, strict=True):
         np.testing.assert_array_equal(a, b)
     with fits.open(path) as hdul:
         assert hdul[0].header["BANDS"] == "u,g,r,i,z,y"
@@ -65,7 +64,9 @@ def test_nan_pixels_are_bad_not_propagated(small_scene):
     ],
 )
 def test_invalid_scene(small_scene, change, message):
-    kwargs = dict(image=small_scene.image, variance=small_scene.variance, psf=small_scene.psf, bands=small_scene.bands)
+    kwargs = dict(
+        image=small_scene.image, variance=small_scene.variance, psf=small_scene.psf, bands=small_scene.bands
+    )
     kwargs.update(change(small_scene))
     with pytest.raises(SceneFormatError, match=message):
         Scene(**kwargs)

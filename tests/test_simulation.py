@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from lsst.meas.extensions.residual.simulation import SimulationConfig, simulate_scene
 from lsst.meas.extensions.residual.simulation.noise import make_noise_model
 from lsst.meas.extensions.residual.simulation.sed import galaxy_colors, star_colors
@@ -20,7 +19,7 @@ def test_same_seed_same_scene():
     np.testing.assert_array_equal(a.psf, b.psf)
     assert len(a.truth) == len(b.truth) > 0
     np.testing.assert_array_equal(a.truth.table["flux"], b.truth.table["flux"])
-    for sa, sb in zip(a.truth.stamps, b.truth.stamps):
+    for sa, sb in zip(a.truth.stamps, b.truth.stamps, strict=True):
         np.testing.assert_array_equal(sa, sb)
 
 

@@ -113,7 +113,9 @@ class Scene:
                 f"VARIANCE shape {self.variance.shape} differs from IMAGE shape {self.image.shape}."
             )
         if self.mask is not None and self.mask.shape != self.image.shape:
-            raise SceneFormatError(f"MASK shape {self.mask.shape} differs from IMAGE shape {self.image.shape}.")
+            raise SceneFormatError(
+                f"MASK shape {self.mask.shape} differs from IMAGE shape {self.image.shape}."
+            )
         if self.psf.ndim != 3 or self.psf.shape[1] != self.psf.shape[2] or self.psf.shape[1] % 2 == 0:
             raise SceneFormatError(f"PSF must be (nbands, K, K) with K odd; got shape {self.psf.shape}.")
         if self.psf.shape[0] != nbands:
@@ -123,7 +125,9 @@ class Scene:
         sums = self.psf.sum(axis=(1, 2), dtype=np.float64)
         bad = np.abs(sums - 1) > _PSF_SUM_TOLERANCE
         if np.any(bad):
-            detail = ", ".join(f"{b}: {s:.4g}" for b, s, is_bad in zip(self.bands, sums, bad) if is_bad)
+            detail = ", ".join(
+                f"{b}: {s:.4g}" for b, s, is_bad in zip(self.bands, sums, bad, strict=True) if is_bad
+            )
             raise SceneFormatError(f"Each PSF must be normalised to sum 1; sums are {detail}.")
         if not np.any(self.good):
             raise SceneFormatError("Every pixel of the scene is masked or non-finite.")
@@ -228,11 +232,15 @@ def read_scene(path: str | os.PathLike) -> Scene:
         names = {hdu.name for hdu in hdul}
         missing = [n for n in ("IMAGE", "VARIANCE", "PSF") if n not in names]
         if missing:
-            raise SceneFormatError(f"{path!r} is not a scene file: missing extension(s) {', '.join(missing)}.")
+            raise SceneFormatError(
+                f"{path!r} is not a scene file: missing extension(s) {', '.join(missing)}."
+            )
         header = hdul[0].header
         version = header.get("FMTVER", FORMAT_VERSION)
         if version != FORMAT_VERSION:
-            raise SceneFormatError(f"{path!r} has scene format version {version}; this reader knows {FORMAT_VERSION}.")
+            raise SceneFormatError(
+                f"{path!r} has scene format version {version}; this reader knows {FORMAT_VERSION}."
+            )
         if "BANDS" not in header:
             raise SceneFormatError(f"{path!r} has no BANDS keyword in its primary header.")
         bands = tuple(b.strip() for b in str(header["BANDS"]).split(","))

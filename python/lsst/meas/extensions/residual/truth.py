@@ -50,7 +50,7 @@ class Truth:
         for column in ("id", "x", "y", "class", "flux", "mag", *_STAMP_COLUMNS):
             if column not in table.colnames:
                 raise ValueError(f"Truth table has no {column!r} column.")
-        for row, stamp in zip(table, stamps):
+        for row, stamp in zip(table, stamps, strict=True):
             if stamp.shape[1:] != (row["stamp_height"], row["stamp_width"]):
                 raise ValueError(f"Stamp of source {row['id']} has shape {stamp.shape}, not the table's.")
         self.table = table
@@ -123,7 +123,9 @@ class Truth:
         sigma = sigma[:, slices[0], slices[1]] if sigma.ndim == 3 else sigma[:, None, None]
         return np.any(stamp > nsigma * sigma, axis=0), slices
 
-    def overlapping_pairs(self, shape: tuple[int, int], noise_sigma, nsigma: float = 1.0) -> list[tuple[int, int]]:
+    def overlapping_pairs(
+        self, shape: tuple[int, int], noise_sigma, nsigma: float = 1.0
+    ) -> list[tuple[int, int]]:
         """Index pairs (i, j), i < j, of sources whose footprints share a pixel."""
         masks = [self.footprint(i, shape, noise_sigma, nsigma) for i in range(len(self))]
         if not masks:
@@ -171,10 +173,14 @@ class Truth:
         flat = np.zeros(0, dtype=np.float32) if flat is None else np.asarray(flat, dtype=np.float32)
         sizes = nbands * np.asarray(table["stamp_height"], dtype=np.int64) * np.asarray(table["stamp_width"])
         if sizes.sum() != flat.size:
-            raise ValueError(f"TRUTH_STAMPS has {flat.size} values but the TRUTH table describes {sizes.sum()}.")
+            raise ValueError(
+                f"TRUTH_STAMPS has {flat.size} values but the TRUTH table describes {sizes.sum()}."
+            )
         offsets = np.concatenate([[0], np.cumsum(sizes)])
         stamps = [
-            flat[offsets[i] : offsets[i + 1]].reshape(nbands, int(row["stamp_height"]), int(row["stamp_width"]))
+            flat[offsets[i] : offsets[i + 1]].reshape(
+                nbands, int(row["stamp_height"]), int(row["stamp_width"])
+            )
             for i, row in enumerate(table)
         ]
         if table["class"].dtype.kind == "S":

@@ -50,9 +50,25 @@ def plot_detections(scene, detections, path, title: str | None = None) -> None:
     if scene.truth is not None and len(scene.truth):
         star = scene.truth.is_star
         xy = scene.truth.xy
-        ax.scatter(xy[~star, 0], xy[~star, 1], s=60, facecolors="none", edgecolors="cyan", lw=0.8, label="true galaxy")
-        ax.scatter(xy[star, 0], xy[star, 1], s=60, marker="s", facecolors="none", edgecolors="yellow", lw=0.8,
-                   label="true star")
+        ax.scatter(
+            xy[~star, 0],
+            xy[~star, 1],
+            s=60,
+            facecolors="none",
+            edgecolors="cyan",
+            lw=0.8,
+            label="true galaxy",
+        )
+        ax.scatter(
+            xy[star, 0],
+            xy[star, 1],
+            s=60,
+            marker="s",
+            facecolors="none",
+            edgecolors="yellow",
+            lw=0.8,
+            label="true star",
+        )
     peaks = detections.xy
     ax.scatter(peaks[:, 0], peaks[:, 1], s=14, marker="+", color="red", lw=1.0, label="detected peak")
     ax.contour(detections.footprints > 0, levels=[0.5], colors="white", linewidths=0.4, alpha=0.6)

@@ -17,7 +17,9 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("scene", help="scene FITS file")
     parser.add_argument("--out", required=True, help="output peaks FITS file")
-    parser.add_argument("--threshold", type=float, default=5.0, help="detection threshold in sigma (default 5)")
+    parser.add_argument(
+        "--threshold", type=float, default=5.0, help="detection threshold in sigma (default 5)"
+    )
     parser.add_argument(
         "--min-prominence", type=float, default=3.0, help="minimum peak prominence in sigma (default 3)"
     )
@@ -33,8 +35,13 @@ def main(args: argparse.Namespace) -> None:
     if os.path.exists(args.out) and not args.overwrite:
         raise CommandError(f"{args.out} exists; pass --overwrite to replace it.")
     scene = read_scene(args.scene)
-    detections = detect_peaks(scene, DetectionConfig(threshold=args.threshold, min_prominence=args.min_prominence))
+    detections = detect_peaks(
+        scene, DetectionConfig(threshold=args.threshold, min_prominence=args.min_prominence)
+    )
     write_detections(detections, args.out, overwrite=args.overwrite)
     _log.info(
-        "Wrote %s: %d peaks in %d footprints.", args.out, len(detections.peaks), int(detections.footprints.max())
+        "Wrote %s: %d peaks in %d footprints.",
+        args.out,
+        len(detections.peaks),
+        int(detections.footprints.max()),
     )

@@ -16,11 +16,15 @@ def add_parser(subparsers) -> None:
         description="Simulate an LSST-like multi-band coadd scene (images, variance, PSFs, truth).",
     )
     parser.add_argument("--seed", type=int, required=True, help="random seed (same seed, same scene)")
-    parser.add_argument("--size", type=int, default=512, help="side of the square scene in pixels (default 512)")
+    parser.add_argument(
+        "--size", type=int, default=512, help="side of the square scene in pixels (default 512)"
+    )
     parser.add_argument("--bands", default="ugrizy", help="bands, e.g. 'ugrizy' or 'g,r,i' (default ugrizy)")
     parser.add_argument("--depth", choices=("10yr", "1yr"), default="10yr", help="coadd depth (default 10yr)")
     parser.add_argument(
-        "--density", type=float, default=None,
+        "--density",
+        type=float,
+        default=None,
         help="galaxies per arcmin^2 brighter than the i-band 5-sigma depth (default: 60 at 10yr, 35 at 1yr)",
     )
     parser.add_argument("--star-density", type=float, default=8.0, help="stars per arcmin^2 (default 8)")
@@ -51,5 +55,9 @@ def main(args: argparse.Namespace) -> None:
     n_stars = int(scene.truth.is_star.sum())
     _log.info(
         "Wrote %s: %dx%d, bands %s, %d galaxies and %d stars.",
-        args.out, *scene.shape, ",".join(scene.bands), len(scene.truth) - n_stars, n_stars,
+        args.out,
+        *scene.shape,
+        ",".join(scene.bands),
+        len(scene.truth) - n_stars,
+        n_stars,
     )

@@ -184,7 +184,9 @@ def detect_peaks(scene: Scene, config: DetectionConfig | None = None) -> Detecti
     grow = int(round(config.grow_psf_sigma * float(np.median(psf_sigma_pixels(scene.psf)))))
     footprints = _footprints(significance, config, grow)
 
-    is_max = (significance == ndimage.maximum_filter(significance, size=3)) & (significance > config.threshold)
+    is_max = (significance == ndimage.maximum_filter(significance, size=3)) & (
+        significance > config.threshold
+    )
     is_max &= footprints > 0
     ys, xs = np.nonzero(is_max)
     rows = []
@@ -194,8 +196,10 @@ def detect_peaks(scene: Scene, config: DetectionConfig | None = None) -> Detecti
         order = sel[np.argsort(-significance[ys[sel], xs[sel]], kind="stable")]
         fy, fx = ys[order], xs[order]
         prominence = _prominence(significance, fy, fx)
-        keep = (prominence >= config.min_prominence) & (prominence >= config.min_contrast * significance[fy, fx])
-        for y, x in list(zip(fy[keep], fx[keep]))[: config.max_peaks_per_footprint]:
+        keep = (prominence >= config.min_prominence) & (
+            prominence >= config.min_contrast * significance[fy, fx]
+        )
+        for y, x in list(zip(fy[keep], fx[keep], strict=True))[: config.max_peaks_per_footprint]:
             rows.append((int(fp_id), x, y))
     # Footprints whose peaks were all culled cannot happen (the brightest is
     # always kept); footprints without any local maximum above threshold can

@@ -47,7 +47,9 @@ def read_detections(path: str | os.PathLike) -> Detections:
         with fits.open(path, memmap=False) as hdul:
             names = {hdu.name for hdu in hdul}
             if not {"PEAKS", "FOOTPRINTS"} <= names:
-                raise SceneFormatError(f"{path!r} is not a peaks file (needs PEAKS and FOOTPRINTS extensions).")
+                raise SceneFormatError(
+                    f"{path!r} is not a peaks file (needs PEAKS and FOOTPRINTS extensions)."
+                )
             bands = tuple(str(hdul[0].header.get("BANDS", "")).split(","))
             peaks = Table.read(hdul["PEAKS"])
             footprints = np.array(hdul["FOOTPRINTS"].data, dtype=np.int32)

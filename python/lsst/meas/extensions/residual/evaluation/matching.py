@@ -11,7 +11,9 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 
-def match_positions(reference: np.ndarray, candidates: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+def match_positions(
+    reference: np.ndarray, candidates: np.ndarray, radius: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Match two position lists one to one, minimising the summed distance.
 
     Only pairs closer than ``radius`` can match. The problem is split into the
@@ -43,18 +45,18 @@ def match_positions(reference: np.ndarray, candidates: np.ndarray, radius: float
     # Bipartite graph over n + m nodes; solve each connected group on its own.
     graph = coo_matrix((np.ones(len(pairs)), (pair_ref, pair_cand + n)), shape=(n + m, n + m))
     _, labels = connected_components(graph, directed=False)
-    distance = {(int(r), int(c)): d for r, c, d in zip(pair_ref, pair_cand, pairs["v"])}
+    distance = {(int(r), int(c)): d for r, c, d in zip(pair_ref, pair_cand, pairs["v"], strict=True)}
     order = np.argsort(labels[pair_ref], kind="stable")
     rows, cols, groups = pair_ref[order], pair_cand[order], labels[pair_ref[order]]
     boundaries = np.flatnonzero(np.diff(groups)) + 1
     matched_ref, matched_cand = [], []
-    for group_rows, group_cols in zip(np.split(rows, boundaries), np.split(cols, boundaries)):
+    for group_rows, group_cols in zip(np.split(rows, boundaries), np.split(cols, boundaries), strict=True):
         ref_ids, cand_ids = np.unique(group_rows), np.unique(group_cols)
         # Pairs beyond the radius cost more than any feasible assignment.
         cost = np.full((len(ref_ids), len(cand_ids)), 2.0 * radius * (len(ref_ids) + len(cand_ids)) + 1.0)
         ref_pos = {r: i for i, r in enumerate(ref_ids)}
         cand_pos = {c: j for j, c in enumerate(cand_ids)}
-        for r, c in zip(group_rows, group_cols):
+        for r, c in zip(group_rows, group_cols, strict=True):
             cost[ref_pos[r], cand_pos[c]] = distance[(int(r), int(c))]
         row_ind, col_ind = linear_sum_assignment(cost)
         feasible = cost[row_ind, col_ind] <= radius

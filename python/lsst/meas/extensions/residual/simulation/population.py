@@ -87,7 +87,9 @@ def draw_population(
     faint = limit + config.faint_extension
 
     n_gal = rng.poisson(
-        _expected_count(config.galaxy_density, area, _GALAXY_COUNT_SLOPE, config.galaxy_bright_limit, limit, faint)
+        _expected_count(
+            config.galaxy_density, area, _GALAXY_COUNT_SLOPE, config.galaxy_bright_limit, limit, faint
+        )
     )
     n_star = rng.poisson(
         _expected_count(config.star_density, area, _STAR_COUNT_SLOPE, config.star_bright_limit, limit, faint)
@@ -100,7 +102,9 @@ def draw_population(
     redshift = np.clip(z_median * np.exp(rng.normal(0.0, 0.4, size=n_gal)), 0.02, 3.0)
     early = rng.uniform(size=n_gal) < config.early_type_fraction
     bulge_fraction = np.where(early, rng.uniform(0.5, 1.0, n_gal), rng.uniform(0.0, 0.35, n_gal))
-    disk_hlr = np.clip(10.0 ** (np.log10(0.7) - 0.1 * (mag_i - 22.0) + rng.normal(0.0, 0.15, n_gal)), 0.08, 4.0)
+    disk_hlr = np.clip(
+        10.0 ** (np.log10(0.7) - 0.1 * (mag_i - 22.0) + rng.normal(0.0, 0.15, n_gal)), 0.08, 4.0
+    )
     bulge_hlr = disk_hlr * rng.uniform(0.3, 0.7, n_gal)
     disk_g1, disk_g2, angle = _shears(rng, n_gal, 0.3, 0.75)
     bulge_g = np.minimum(np.hypot(disk_g1, disk_g2), rng.uniform(0.0, 0.3, n_gal))
@@ -117,13 +121,17 @@ def draw_population(
             chosen = disk_template == index
             if np.any(chosen):
                 color = galaxy_colors(template, redshift[chosen], bands)
-                disk_flux[chosen] = ((1 - bulge_fraction[chosen]) * flux_i[chosen])[:, None] * 10.0 ** (-0.4 * color)
+                disk_flux[chosen] = ((1 - bulge_fraction[chosen]) * flux_i[chosen])[:, None] * 10.0 ** (
+                    -0.4 * color
+                )
 
     # Stars: black bodies, more cool than hot ones.
     star_mag_i = _power_law_mags(rng, n_star, _STAR_COUNT_SLOPE, config.star_bright_limit, faint)
     temperature = 2800.0 + 9000.0 * rng.uniform(size=n_star) ** 2
-    star_flux = mag_to_flux(star_mag_i)[:, None] * 10.0 ** (-0.4 * star_colors(temperature, bands)) if n_star else (
-        np.zeros((0, nbands))
+    star_flux = (
+        mag_to_flux(star_mag_i)[:, None] * 10.0 ** (-0.4 * star_colors(temperature, bands))
+        if n_star
+        else (np.zeros((0, nbands)))
     )
 
     n = n_gal + n_star

@@ -44,7 +44,9 @@ class ScenePsf:
     _sampled_cache: dict = dataclasses.field(default_factory=dict, repr=False)
     _wing_profile: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
-    def point_source(self, band_index: int, offset: tuple[float, float], pixel_scale: float, size: int) -> np.ndarray:
+    def point_source(
+        self, band_index: int, offset: tuple[float, float], pixel_scale: float, size: int
+    ) -> np.ndarray:
         """Unit-flux (size, size) image of a point source offset by (dx, dy) pixels from the centre."""
         array = (
             self.profiles[band_index]
@@ -65,8 +67,15 @@ class ScenePsf:
             self._sampled_cache[size] = np.array([im / im.sum() for im in images])
         return self._sampled_cache[size]
 
-    def wing_half_size(self, flux: np.ndarray, noise_sigma: np.ndarray, pixel_scale: float,
-                       fraction: float = 0.05, step: int = 4, limit: int = 96) -> int:
+    def wing_half_size(
+        self,
+        flux: np.ndarray,
+        noise_sigma: np.ndarray,
+        pixel_scale: float,
+        fraction: float = 0.05,
+        step: int = 4,
+        limit: int = 96,
+    ) -> int:
         """Half-size of a stamp outside which a source of ``flux`` is fainter than ``fraction`` × noise.
 
         The PSF images are K×K, but a bright source's PSF wings stay above
@@ -83,7 +92,9 @@ class ScenePsf:
             )
         # Kolmogorov and Moffat wings fall monotonically: the first radius
         # below the limit in every band is the answer.
-        faint_enough = np.asarray(flux)[:, None] * self._wing_profile < fraction * np.asarray(noise_sigma)[:, None]
+        faint_enough = (
+            np.asarray(flux)[:, None] * self._wing_profile < fraction * np.asarray(noise_sigma)[:, None]
+        )
         needed = faint_enough.all(axis=0)
         radius = int(np.argmax(needed)) if needed.any() else limit
         return int(min(max(half, step * int(np.ceil(radius / step))), limit))
@@ -131,7 +142,9 @@ def make_psfs(
         if shear is not None:
             profile = profile.shear(g1=float(shear[index, 0]), g2=float(shear[index, 1]))
         image = profile.drawImage(nx=size, ny=size, scale=pixel_scale, dtype=np.float64).array
-        point = profile.drawImage(nx=size, ny=size, scale=pixel_scale, method="no_pixel", dtype=np.float64).array
+        point = profile.drawImage(
+            nx=size, ny=size, scale=pixel_scale, method="no_pixel", dtype=np.float64
+        ).array
         profiles.append(profile)
         images.append(image / image.sum())
         sampled.append(point / point.sum())

@@ -92,7 +92,11 @@ def _shape_measurements(image: np.ndarray, pixel_scale: float) -> tuple[float, f
     y, x = np.indices(image.shape, dtype=np.float64)
     yc, xc = (image * y).sum() / total, (image * x).sum() / total
     dy, dx = y - yc, x - xc
-    ixx, iyy, ixy = (image * dx * dx).sum() / total, (image * dy * dy).sum() / total, (image * dx * dy).sum() / total
+    ixx, iyy, ixy = (
+        (image * dx * dx).sum() / total,
+        (image * dy * dy).sum() / total,
+        (image * dx * dy).sum() / total,
+    )
     denom = ixx + iyy + 2.0 * np.sqrt(max(ixx * iyy - ixy * ixy, 0.0))
     e1, e2 = ((ixx - iyy) / denom, 2.0 * ixy / denom) if denom > 0 else (0.0, 0.0)
     radius = np.hypot(dx, dy).ravel()
@@ -134,20 +138,26 @@ def render_sources(
         psf_half = psf.wing_half_size(flux, noise_sigma, pixel_scale)
         if row["class"] == "star":
             size = 2 * psf_half + 1
-            stamp = np.stack(
-                [psf.point_source(b, (dx, dy), pixel_scale, size) for b in range(len(flux))]
-            ) * flux[:, None, None]
+            stamp = (
+                np.stack([psf.point_source(b, (dx, dy), pixel_scale, size) for b in range(len(flux))])
+                * flux[:, None, None]
+            )
             rendered.append(RenderedSource(stamp, yc - psf_half, xc - psf_half, 0.0, 0.0, 0.0))
             continue
         disk_hlr, bulge_hlr = float(row["disk_hlr"]), float(row["bulge_hlr"])
-        stretch_disk = np.sqrt((1 + np.hypot(row["disk_g1"], row["disk_g2"])) / (1 - np.hypot(row["disk_g1"], row["disk_g2"])))
+        stretch_disk = np.sqrt(
+            (1 + np.hypot(row["disk_g1"], row["disk_g2"])) / (1 - np.hypot(row["disk_g1"], row["disk_g2"]))
+        )
         stretch_bulge = np.sqrt(
-            (1 + np.hypot(row["bulge_g1"], row["bulge_g2"])) / (1 - np.hypot(row["bulge_g1"], row["bulge_g2"]))
+            (1 + np.hypot(row["bulge_g1"], row["bulge_g2"]))
+            / (1 - np.hypot(row["bulge_g1"], row["bulge_g2"]))
         )
         extent = max(_DISK_EXTENT * disk_hlr * stretch_disk, _BULGE_TRUNCATION * bulge_hlr * stretch_bulge)
         half = min(int(np.ceil(extent / pixel_scale)) + 1, _MAX_HALF_SIZE)
         disk = _draw_disk(disk_hlr, float(row["disk_g1"]), float(row["disk_g2"]), half, (dx, dy), pixel_scale)
-        bulge = _draw_bulge(bulge_hlr, float(row["bulge_g1"]), float(row["bulge_g2"]), half, (dx, dy), pixel_scale)
+        bulge = _draw_bulge(
+            bulge_hlr, float(row["bulge_g1"]), float(row["bulge_g2"]), half, (dx, dy), pixel_scale
+        )
         bulge_flux = np.asarray(row["bulge_flux"], dtype=np.float64)
         intrinsic = bulge_flux[:, None, None] * bulge + (flux - bulge_flux)[:, None, None] * disk
         kernel = psf.sampled_image(2 * psf_half + 1, pixel_scale)

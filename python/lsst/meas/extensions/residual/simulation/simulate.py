@@ -108,7 +108,9 @@ def simulate_scene(seed: int, config: SimulationConfig | None = None) -> Scene:
     truth_table["x"] = np.asarray(population["x"], dtype=np.float64)
     truth_table["y"] = np.asarray(population["y"], dtype=np.float64)
     truth_table["class"] = population["class"]
-    truth_table["flux"] = np.asarray(population["flux"], dtype=np.float64).reshape(len(population), len(bands))
+    truth_table["flux"] = np.asarray(population["flux"], dtype=np.float64).reshape(
+        len(population), len(bands)
+    )
     truth_table["mag"] = flux_to_mag(truth_table["flux"])
     truth_table["hlr"] = [r.hlr for r in rendered]
     truth_table["e1"] = [r.e1 for r in rendered]
@@ -137,6 +139,4 @@ def simulate_scene(seed: int, config: SimulationConfig | None = None) -> Scene:
         "PSFFWHM": round(psf.fwhm_r, 4),
         "SIMULATD": True,
     }
-    return Scene(
-        image=image, variance=variance, psf=psf.image, bands=bands, truth=truth, metadata=metadata
-    )
+    return Scene(image=image, variance=variance, psf=psf.image, bands=bands, truth=truth, metadata=metadata)
