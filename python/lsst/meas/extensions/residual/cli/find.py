@@ -9,6 +9,8 @@ import os
 import time
 from pathlib import Path
 
+from .options import add_inference_options
+
 _log = logging.getLogger(__name__)
 
 
@@ -33,17 +35,7 @@ def add_parser(subparsers) -> None:
         default=None,
         help="FITS file with the first-pass model cube (extension MODEL, or the first image HDU)",
     )
-    parser.add_argument("--score-threshold", type=float, default=None, help="default: the package's")
-    parser.add_argument(
-        "--tile-size", type=int, default=None, help="tile side, multiple of 32 (default: package's)"
-    )
-    parser.add_argument(
-        "--overlap", type=int, default=None, help="tile overlap in pixels (default: package's)"
-    )
-    parser.add_argument("--batch-size", type=int, default=None, help="tiles per network call")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
-    parser.add_argument("--no-plot", action="store_true", help="skip overlay.png")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_inference_options(parser, figure="overlay.png")
     parser.set_defaults(handler=main)
 
 

@@ -29,6 +29,8 @@ import logging
 import time
 from pathlib import Path
 
+from .options import add_inference_options
+
 _log = logging.getLogger(__name__)
 
 _OUTPUTS = (
@@ -65,17 +67,7 @@ def add_parser(subparsers) -> None:
         default=2.0,
         help="network detections closer than this to a first-pass peak are not new (pixels, default 2)",
     )
-    parser.add_argument("--score-threshold", type=float, default=None, help="default: the package's")
-    parser.add_argument(
-        "--tile-size", type=int, default=None, help="tile side, multiple of 32 (default: package's)"
-    )
-    parser.add_argument(
-        "--overlap", type=int, default=None, help="tile overlap in pixels (default: package's)"
-    )
-    parser.add_argument("--batch-size", type=int, default=None, help="tiles per network call")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
-    parser.add_argument("--no-plot", action="store_true", help="skip run.png")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_inference_options(parser, figure="run.png")
     parser.set_defaults(handler=main)
 
 

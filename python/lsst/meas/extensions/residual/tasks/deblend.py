@@ -40,7 +40,8 @@ from ..deblending import DeblendConfig, DeblendResult, deblend, deblend_with_new
 from ..scene import SceneFormatError
 from .catalogs import deblend_from_catalog, deblend_to_catalog, detections_from_catalog
 from .coadds import DEFAULT_BAD_MASK_PLANES, EmptyPatchError, PatchImages, assemble_patch, read_coadd_plane
-from .datasets import BAND_PATCH_DIMENSIONS, PATCH_DIMENSIONS
+from .connections import FirstPassPeaksConnections
+from .datasets import PATCH_DIMENSIONS
 from .ids import IdMap
 from .model_frames import model_data_to_patch, model_data_to_tract, transform_model_data
 from .validation import validate_band_list
@@ -110,26 +111,7 @@ def _assemble(coadds, bands, bad_mask_planes, what: str) -> PatchImages:
 # -- first pass ------------------------------------------------------------------
 
 
-class FirstPassDeblendConnections(pipeBase.PipelineTaskConnections, dimensions=PATCH_DIMENSIONS):
-    coadds = cT.Input(
-        doc="Coadd of the patch in each band.",
-        name="deep_coadd",
-        storageClass="CellCoadd",
-        dimensions=BAND_PATCH_DIMENSIONS,
-        multiple=True,
-    )
-    detections = cT.Input(
-        doc="First-pass peaks.",
-        name="object_detection_merged",
-        storageClass="ArrowAstropy",
-        dimensions=PATCH_DIMENSIONS,
-    )
-    footprints = cT.Input(
-        doc="First-pass footprint label image.",
-        name="object_detection_footprints",
-        storageClass="ImageV2",
-        dimensions=PATCH_DIMENSIONS,
-    )
+class FirstPassDeblendConnections(FirstPassPeaksConnections):
     deblendCatalog = cT.Output(
         doc="One row per deblended source (see tasks.catalogs.deblend_to_catalog).",
         name="object_deblend",
@@ -256,26 +238,7 @@ def _detections_for_bands(detections, bands, what):
 # -- second pass -----------------------------------------------------------------
 
 
-class ResidualDeblendConnections(pipeBase.PipelineTaskConnections, dimensions=PATCH_DIMENSIONS):
-    coadds = cT.Input(
-        doc="Coadd of the patch in each band.",
-        name="deep_coadd",
-        storageClass="CellCoadd",
-        dimensions=BAND_PATCH_DIMENSIONS,
-        multiple=True,
-    )
-    detections = cT.Input(
-        doc="First-pass peaks.",
-        name="object_detection_merged",
-        storageClass="ArrowAstropy",
-        dimensions=PATCH_DIMENSIONS,
-    )
-    footprints = cT.Input(
-        doc="First-pass footprint label image.",
-        name="object_detection_footprints",
-        storageClass="ImageV2",
-        dimensions=PATCH_DIMENSIONS,
-    )
+class ResidualDeblendConnections(FirstPassPeaksConnections):
     deblendCatalog = cT.Input(
         doc="First-pass deblend catalog.",
         name="object_deblend",

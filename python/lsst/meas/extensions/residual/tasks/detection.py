@@ -24,18 +24,12 @@ import lsst.pipe.base.connectionTypes as cT
 from ..detection import DetectionConfig, detect_peaks
 from .catalogs import detections_to_catalog, label_image
 from .coadds import DEFAULT_BAD_MASK_PLANES, EmptyPatchError, assemble_patch, read_coadd_plane
-from .datasets import BAND_PATCH_DIMENSIONS, PATCH_DIMENSIONS
+from .connections import PatchCoaddConnections
+from .datasets import PATCH_DIMENSIONS
 from .validation import validate_band_list
 
 
-class FirstPassDetectionConnections(pipeBase.PipelineTaskConnections, dimensions=PATCH_DIMENSIONS):
-    coadds = cT.Input(
-        doc="Coadd of the patch in each band.",
-        name="deep_coadd",
-        storageClass="CellCoadd",
-        dimensions=BAND_PATCH_DIMENSIONS,
-        multiple=True,
-    )
+class FirstPassDetectionConnections(PatchCoaddConnections):
     catalog = cT.Output(
         doc="Detected peaks: id, footprint_id, x, y (tract pixels), ra, dec, significance, {band}_psf_flux.",
         name="object_detection_merged",

@@ -53,7 +53,8 @@ from .coadds import (
     read_coadd_plane,
     read_legacy_coadd_file,
 )
-from .datasets import BAND_PATCH_DIMENSIONS, PATCH_DIMENSIONS
+from .connections import PatchCoaddConnections
+from .datasets import PATCH_DIMENSIONS
 from .ids import IdMap
 from .model_frames import model_data_to_patch, parent_footprints
 from .validation import validate_band_list
@@ -73,14 +74,7 @@ _FLAVOR_STORAGE = {
 }
 
 
-class ResidualDetectionConnections(pipeBase.PipelineTaskConnections, dimensions=PATCH_DIMENSIONS):
-    coadds = cT.Input(
-        doc="Coadd of the patch in each band.",
-        name="deep_coadd",
-        storageClass="CellCoadd",
-        dimensions=BAND_PATCH_DIMENSIONS,
-        multiple=True,
-    )
+class ResidualDetectionConnections(PatchCoaddConnections):
     deblendCatalog = cT.Input(
         doc="First-pass deblend catalog (existing sources).",
         name="object_deblend",
