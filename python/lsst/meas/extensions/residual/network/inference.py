@@ -24,16 +24,19 @@ activations) and the footprints found so far; nothing image-sized is copied.
 
 from __future__ import annotations
 
-__all__ = ["Detector", "find_sources", "find_sources_in_scene", "tile_starts", "select_device"]
+__all__ = ["Detector", "find_sources", "find_sources_in_scene", "tile_starts", "select_device", "DeviceError"]
 
 import os
+import re
 from collections.abc import Sequence
 
 import numpy as np
 from astropy.table import Table
 from scipy import ndimage
 
+from ..errors import InputError
 from .footprints import Footprint, SourceDetections, mask_overlap
+from .inference_config import InferenceConfig
 from .package import ModelPackage, ModelPackageError, load_model_package
 from .recipes import band_noise, make_channels
 
@@ -43,14 +46,35 @@ _MASK_THRESHOLD = 0.5
 _BORDER_MARGIN = 1.0
 
 
+class DeviceError(InputError):
+    """The requested torch device does not exist here or is not one the network runs on."""
+
+
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
 def select_device(device: str = "auto") -> str:
-    """``"cuda"`` if ``device`` is ``"auto"`` and a GPU is available, else ``"cpu"``; else ``device``."""
+    """``"cuda"`` if ``device`` is ``"auto"`` and a GPU is available, else ``"cpu"``; else ``device``.
+
+    Raises
+    ------
+    DeviceError
+        If ``device`` is not ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, or
+        names a GPU that is not there.
+    """
     import torch
 
+    device = str(device)
+    if not _DEVICE_PATTERN.match(device):
+        raise DeviceError(f"Unknown device {device!r}: choose auto, cpu, cuda or cuda:N.")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"Device {device!r} requested but CUDA is not available.")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"Device {device!r} requested but CUDA is not available here.")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise DeviceError(f"Device {device!r} requested but only {torch.cuda.device_count()} GPU(s) exist.")
     return device
 
 
@@ -113,7 +137,7 @@ class Detector:
             :, None, None
         ]
 
-    def _run_batch(self, tiles: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    def _run_batch(self, tiles: list[np.ndarray], class_nms_iou: float) -> list[dict[str, np.ndarray]]:
         """Network outputs (tile coordinates) for a batch of equal-size channel tiles."""
         import torch
         from torchvision.models.detection.image_list import ImageList
@@ -130,8 +154,7 @@ class Detector:
                 outputs, _ = self.model.roi_heads(features, proposals, images.image_sizes)
             # torchvision suppresses overlapping boxes class by class, so one source can come
             # out as both a star and a galaxy; across classes, keep the better-scoring one.
-            iou = self.metadata.class_nms_iou
-            kept = [nms(o["boxes"].float(), o["scores"].float(), iou) for o in outputs]
+            kept = [nms(o["boxes"].float(), o["scores"].float(), class_nms_iou) for o in outputs]
             outputs = [{k: v[keep] for k, v in o.items()} for o, keep in zip(outputs, kept, strict=True)]
         return [
             {
@@ -151,11 +174,7 @@ class Detector:
         model: np.ndarray | None = None,
         mask: np.ndarray | None = None,
         *,
-        tile_size: int | None = None,
-        overlap: int | None = None,
-        batch_size: int | None = None,
-        score_threshold: float | None = None,
-        merge_ios: float | None = None,
+        inference: InferenceConfig | None = None,
         progress: bool = False,
     ) -> SourceDetections:
         """Find sources in an image.
@@ -172,16 +191,9 @@ class Detector:
             whose recipe has ``residual`` or ``model`` channels.
         mask : `numpy.ndarray`, optional
             (nbands, H, W) integer mask, nonzero = bad pixel.
-        tile_size, overlap : `int`, optional
-            Tile side (multiple of 32) and overlap; default: the package's.
-        batch_size : `int`, optional
-            Tiles per network call (default 4 on CPU, 16 on GPU); memory
-            grows with it.
-        score_threshold : `float`, optional
-            Keep detections scoring at least this (default: the package's).
-        merge_ios : `float`, optional
-            Intersection-over-smaller above which detections from different
-            tiles are duplicates (default: the package's).
+        inference : `InferenceConfig`, optional
+            Tiling, batching and score threshold; unset fields take the
+            package's values.
         progress : `bool`
             Show a progress bar over batches.
 
@@ -207,14 +219,7 @@ class Detector:
             if array is not None and np.shape(array) != image.shape:
                 raise ValueError(f"{name} shape {np.shape(array)} differs from image shape {image.shape}.")
         index = meta.check_data(tuple(bands), model is not None)
-        tile_size = meta.tile_size if tile_size is None else int(tile_size)
-        overlap = meta.tile_overlap if overlap is None else int(overlap)
-        threshold = meta.score_threshold if score_threshold is None else float(score_threshold)
-        merge_ios = meta.merge_ios if merge_ios is None else float(merge_ios)
-        if batch_size is None:
-            batch_size = 16 if self.device.startswith("cuda") else 4
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, not {batch_size}.")
+        settings = self.settings(inference)
 
         height, width = image.shape[1:]
         # Band noise over the whole image, one band at a time (no image-sized copies).
@@ -227,21 +232,24 @@ class Detector:
             noise[out] = band_noise(var[None], good[None])[0]
 
         def make_tile(y0, x0):
-            return self._tile_channels(image, variance, model, mask, index, noise, y0, x0, tile_size)
+            return self._tile_channels(
+                image, variance, model, mask, index, noise, y0, x0, settings.tile_size
+            )
 
-        return self._find_tiles(
-            make_tile, (height, width), tile_size, overlap, batch_size, threshold, merge_ios, progress
-        )
+        return self._find_tiles(make_tile, (height, width), settings, progress)
+
+    def settings(self, inference: InferenceConfig | None = None) -> InferenceConfig:
+        """``inference`` completed with the package's values and this device's batch size."""
+        settings = (inference or InferenceConfig()).over(self.metadata.inference)
+        if settings.batch_size is None:
+            settings = settings.replace(batch_size=16 if self.device.startswith("cuda") else 4)
+        return settings
 
     def find_channels(
         self,
         channels: np.ndarray,
         *,
-        tile_size: int | None = None,
-        overlap: int | None = None,
-        batch_size: int | None = None,
-        score_threshold: float | None = None,
-        merge_ios: float | None = None,
+        inference: InferenceConfig | None = None,
     ) -> SourceDetections:
         """Like `find`, on channels already made by the package's recipe ((C, H, W) array)."""
         meta = self.metadata
@@ -250,7 +258,8 @@ class Detector:
                 f"Package {meta.name!r} takes {len(meta.channels)} channels; "
                 f"got an array of shape {channels.shape}."
             )
-        tile_size = meta.tile_size if tile_size is None else int(tile_size)
+        settings = self.settings(inference)
+        tile_size = settings.tile_size
         height, width = channels.shape[1:]
 
         def make_tile(y0, x0):
@@ -259,20 +268,11 @@ class Detector:
             tile[:, : cut.shape[1], : cut.shape[2]] = cut
             return tile
 
-        return self._find_tiles(
-            make_tile,
-            (height, width),
-            tile_size,
-            meta.tile_overlap if overlap is None else int(overlap),
-            batch_size or (16 if self.device.startswith("cuda") else 4),
-            meta.score_threshold if score_threshold is None else float(score_threshold),
-            meta.merge_ios if merge_ios is None else float(merge_ios),
-            False,
-        )
+        return self._find_tiles(make_tile, (height, width), settings, False)
 
-    def _find_tiles(self, make_tile, shape, tile_size, overlap, batch_size, threshold, merge_ios, progress):
-        if tile_size % 32:
-            raise ValueError(f"tile_size must be a multiple of 32 (the network's stride), not {tile_size}.")
+    def _find_tiles(self, make_tile, shape, settings: InferenceConfig, progress):
+        tile_size, overlap, batch_size = settings.tile_size, settings.tile_overlap, settings.batch_size
+        threshold = settings.score_threshold
         height, width = shape
         tiles = [
             (y0, x0)
@@ -287,12 +287,12 @@ class Detector:
             batches = tqdm(batches, desc="tiles", unit="batch", total=len(batches))
         for start in batches:
             chunk = tiles[start : start + batch_size]
-            outputs = self._run_batch([make_tile(y0, x0) for y0, x0 in chunk])
+            outputs = self._run_batch([make_tile(y0, x0) for y0, x0 in chunk], settings.class_nms_iou)
             for tile_index, ((y0, x0), out) in enumerate(zip(chunk, outputs, strict=False), start=start):
                 candidates.extend(
                     self._to_image(out, tile_index, y0, x0, tile_size, (height, width), threshold)
                 )
-        kept = _merge_duplicates(candidates, merge_ios)
+        kept = _merge_duplicates(candidates, settings.merge_ios)
         return _to_detections(kept, self.metadata, (height, width))
 
     def _tile_channels(self, image, variance, model, mask, index, noise, y0, x0, size) -> np.ndarray:
@@ -429,11 +429,7 @@ def find_sources(
     mask: np.ndarray | None = None,
     *,
     device: str = "auto",
-    tile_size: int | None = None,
-    overlap: int | None = None,
-    batch_size: int | None = None,
-    score_threshold: float | None = None,
-    merge_ios: float | None = None,
+    inference: InferenceConfig | None = None,
     progress: bool = False,
 ) -> SourceDetections:
     """Find sources with a model package (no files needed).
@@ -447,11 +443,7 @@ def find_sources(
         bands,
         model,
         mask,
-        tile_size=tile_size,
-        overlap=overlap,
-        batch_size=batch_size,
-        score_threshold=score_threshold,
-        merge_ios=merge_ios,
+        inference=inference,
         progress=progress,
     )
 

@@ -128,6 +128,19 @@ class ModelMetadata:
             )
 
     @property
+    def inference(self):
+        """The package's inference settings (interim: built from the flat fields)."""
+        from .inference_config import InferenceConfig
+
+        return InferenceConfig(
+            tile_size=self.tile_size,
+            tile_overlap=self.tile_overlap,
+            score_threshold=self.score_threshold,
+            merge_ios=self.merge_ios,
+            class_nms_iou=self.class_nms_iou,
+        )
+
+    @property
     def channels(self) -> list[str]:
         return channel_names(self.recipe, self.bands)
 

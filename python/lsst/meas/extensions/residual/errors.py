@@ -1,0 +1,28 @@
+"""The project's own error types.
+
+Every error that means "the input or the parameters are wrong" derives from
+`InputError`; the command line reports those (and only those, with
+`ResidualDetectronError`) as one-line messages. Anything else is a bug and is
+shown with its traceback. `InputError` is also a `ValueError`, so code that
+caught ``ValueError`` before keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ResidualDetectronError", "InputError", "ConfigError", "OutputError"]
+
+
+class ResidualDetectronError(Exception):
+    """Base class of the errors this package raises on purpose."""
+
+
+class InputError(ResidualDetectronError, ValueError):
+    """Input data or parameters are invalid (the message names the problem)."""
+
+
+class ConfigError(InputError):
+    """A parameter set (a config model) was given invalid values."""
+
+
+class OutputError(ResidualDetectronError):
+    """An output location cannot be used (exists, not writable, holds other outputs)."""

@@ -1,0 +1,49 @@
+"""How a model package is run on images: one parameter set for every door.
+
+The model package stores the values it was validated with (all fields set);
+the command line (``--tile-size``...), the tasks' pex_config fields
+(``tileSize``...) and training's validation runs give overrides, where `None`
+means "the package's value". `InferenceConfig.over` merges the two.
+"""
+
+from __future__ import annotations
+
+__all__ = ["InferenceConfig"]
+
+import pydantic
+
+from ..configs import StrictModel, make_config
+
+
+class InferenceConfig(StrictModel):
+    """Tiling, batching and selection of the network's detections."""
+
+    tile_size: int | None = pydantic.Field(default=None, gt=0, multiple_of=32)
+    """Side of the square tiles the image is cut into, a multiple of 32 (the
+    network's stride); None: the package's."""
+    tile_overlap: int | None = pydantic.Field(default=None, ge=0)
+    """Pixels shared by neighbouring tiles; None: the package's."""
+    batch_size: int | None = pydantic.Field(default=None, ge=1)
+    """Tiles per network call; None: 4 on CPU, 16 on a GPU. Memory grows with it."""
+    score_threshold: float | None = pydantic.Field(default=None, ge=0.0, le=1.0)
+    """Keep detections scoring at least this; None: the package's."""
+    merge_ios: float | None = pydantic.Field(default=None, gt=0.0, le=1.0)
+    """Detections from different tiles whose masks share at least this
+    fraction of the smaller one are one source; None: the package's."""
+    class_nms_iou: float | None = pydantic.Field(default=None, gt=0.0, le=1.0)
+    """Box IoU above which detections of different classes are one source
+    (the better-scoring one is kept); None: the package's."""
+
+    @pydantic.model_validator(mode="after")
+    def _overlap_below_tile(self) -> InferenceConfig:
+        if self.tile_size is not None and self.tile_overlap is not None and self.tile_overlap >= self.tile_size:
+            raise ValueError(
+                f"tile_overlap ({self.tile_overlap}) must be smaller than tile_size ({self.tile_size})"
+            )
+        return self
+
+    def over(self, defaults: InferenceConfig) -> InferenceConfig:
+        """These values where set, ``defaults``' elsewhere (validated again)."""
+        merged = defaults.model_dump()
+        merged.update({k: v for k, v in self.model_dump().items() if v is not None})
+        return make_config(type(self), "inference config", **merged)
