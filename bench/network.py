@@ -56,13 +56,15 @@ def _patch_arrays(size: int):
 
 def _patch_child(size: int, batch_size: int) -> None:
     """Run in a child process: time find_sources on a size² patch and report peak memory."""
-    from lsst.meas.extensions.residual.network import Detector, default_model_path
+    from lsst.meas.extensions.residual.network import Detector, InferenceConfig, default_model_path
 
     image, variance, model, bands = _patch_arrays(size)
     input_bytes = image.nbytes + variance.nbytes + model.nbytes
     detector = Detector(default_model_path("residual"), device="cpu")
     start = time.perf_counter()
-    found = detector.find(image, variance, bands, model, batch_size=batch_size, progress=True)
+    found = detector.find(
+        image, variance, bands, model, inference=InferenceConfig(batch_size=batch_size), progress=True
+    )
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kB
     print(

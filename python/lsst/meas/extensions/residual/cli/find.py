@@ -66,7 +66,7 @@ def _read_model_cube(path: str, shape: tuple[int, ...]):
 def main(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from ..network import Detector, default_model_path, read_model_metadata
+    from ..network import Detector, InferenceConfig, default_model_path, read_model_metadata
     from ..scene import read_scene
     from .main import CommandError
 
@@ -100,10 +100,12 @@ def main(args: argparse.Namespace) -> None:
         scene.bands,
         model_cube,
         scene.mask,
-        tile_size=args.tile_size,
-        overlap=args.overlap,
-        batch_size=args.batch_size,
-        score_threshold=args.score_threshold,
+        inference=InferenceConfig(
+            tile_size=args.tile_size,
+            tile_overlap=args.overlap,
+            batch_size=args.batch_size,
+            score_threshold=args.score_threshold,
+        ),
         progress=True,
     )
     seconds = time.perf_counter() - start

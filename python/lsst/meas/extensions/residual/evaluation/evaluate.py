@@ -43,6 +43,7 @@ import numpy as np
 
 from ..detection import DetectionConfig
 from ..network.inference import Detector
+from ..network.inference_config import InferenceConfig
 from ..network.package import ModelPackage, load_model_package
 from ..simulation import SimulationConfig
 from ..training.labels import LabelConfig
@@ -202,7 +203,7 @@ def evaluate_package(
             scene.bands,
             prepared.model,
             scene.mask,
-            score_threshold=float(thresholds[0]),
+            inference=InferenceConfig(score_threshold=float(thresholds[0])),
         )
         timing["network"] += time.perf_counter() - start
         xy, score = detections.xy, np.asarray(detections.table["score"], dtype=float)

@@ -22,7 +22,7 @@ from scipy.spatial import cKDTree
 
 from ..deblending import DeblendConfig, DeblendResult, deblend, deblend_with_new_peaks
 from ..detection import DetectionConfig, Detections, detect_peaks
-from ..network import Detector, SourceDetections
+from ..network import Detector, InferenceConfig, SourceDetections
 from ..scene import Scene
 
 _log = logging.getLogger(__name__)
@@ -116,10 +116,12 @@ def run_chain(
         scene.bands,
         first_pass.model,
         scene.mask,
-        tile_size=config.tile_size,
-        overlap=config.overlap,
-        batch_size=config.batch_size,
-        score_threshold=config.score_threshold,
+        inference=InferenceConfig(
+            tile_size=config.tile_size,
+            tile_overlap=config.overlap,
+            batch_size=config.batch_size,
+            score_threshold=config.score_threshold,
+        ),
         progress=progress,
     )
     existing = np.column_stack([first_pass.catalog["x"], first_pass.catalog["y"]]).reshape(-1, 2)

@@ -42,7 +42,7 @@ import lsst.pipe.base as pipeBase
 import lsst.pipe.base.connectionTypes as cT
 
 from ..deblending import ScarletModelData, render_model_data
-from ..network import Detector, ModelPackage, SourceDetections
+from ..network import Detector, InferenceConfig, ModelPackage, SourceDetections
 from .catalogs import first_pass_sources
 from .chain import select_new_sources
 from .coadds import (
@@ -340,10 +340,12 @@ class ResidualDetectionTask(pipeBase.PipelineTask):
             scene.bands,
             model,
             scene.mask,
-            tile_size=self.config.tileSize,
-            overlap=self.config.tileOverlap,
-            batch_size=self.config.batchSize,
-            score_threshold=self.config.scoreThreshold,
+            inference=InferenceConfig(
+                tile_size=self.config.tileSize,
+                tile_overlap=self.config.tileOverlap,
+                batch_size=self.config.batchSize,
+                score_threshold=self.config.scoreThreshold,
+            ),
         )
         existing = np.column_stack([xs - x0, ys - y0]).reshape(-1, 2)
         found, n_matched = select_new_sources(found, existing, self.config.matchRadius)

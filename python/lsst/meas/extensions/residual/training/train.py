@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..network.model import ModelConfig, build_model, set_input_size
+from ..network.inference_config import InferenceConfig
 from ..network.package import ModelMetadata, ModelPackage, save_model_package
 from ..network.recipes import channel_names
 from .dataset import AugmentConfig, DatasetConfig, StampSampler, code_digest, generate_dataset, load_dataset
@@ -229,7 +230,10 @@ def validate(detector, records, mode: str, match_radius: float) -> dict[str, Any
     tile = max(32, int(math.ceil(size / 32)) * 32)
     for record in records:
         found = detector.find_channels(
-            record.channels, tile_size=tile, overlap=min(64, tile // 4), score_threshold=float(thresholds[0])
+            record.channels,
+            inference=InferenceConfig(
+                tile_size=tile, tile_overlap=min(64, tile // 4), score_threshold=float(thresholds[0])
+            ),
         )
         truth = record.truth_set(mode)
         xy, score = found.xy, np.asarray(found.table["score"])
