@@ -41,7 +41,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from lsst.meas.extensions.residual.detection import detect_peaks
-    from lsst.meas.extensions.residual.evaluation import match_positions
+    from lsst.meas.extensions.residual.groundtruth import match_positions
     from lsst.meas.extensions.residual.simulation import SimulationConfig, simulate_scene
     from lsst.meas.extensions.residual.simulation.survey import flux_to_mag
 

@@ -40,12 +40,13 @@ def _evaluate(mode: str, out_dir: Path, n_scenes: int) -> dict:
 
 def _patch_arrays(size: int):
     """A size² six-band patch: a simulated 512² scene (with its first-pass model) tiled."""
+    from lsst.meas.extensions.residual.chain.first_pass import first_pass_model
+    from lsst.meas.extensions.residual.deblending import DeblendConfig
     from lsst.meas.extensions.residual.detection import detect_peaks
     from lsst.meas.extensions.residual.simulation import SimulationConfig, simulate_scene
-    from lsst.meas.extensions.residual.training.scenes import first_pass_model
 
     scene = simulate_scene(PATCH_SEED, SimulationConfig(height=512, width=512))
-    model = first_pass_model(scene, detect_peaks(scene), {"show_progress": False})
+    model = first_pass_model(scene, detect_peaks(scene), DeblendConfig(show_progress=False))
     reps = int(np.ceil(size / 512))
 
     def tile(cube):

@@ -1,6 +1,6 @@
 """The Butler chain (``pipetask run`` on pipelines/demo.yaml) against the same chain in-process.
 
-Baseline in the same run: `lsst.meas.extensions.residual.tasks.chain.run_chain`
+Baseline in the same run: `lsst.meas.extensions.residual.chain.run_chain`
 on the very scenes the demo repository holds (same detection, deblending and
 network settings). The ratio of wall times is what the Butler, pipetask and
 dataset I/O cost on top of the science; the final source counts per patch
@@ -22,6 +22,7 @@ from pathlib import Path
 def _tiny_package(path: Path) -> Path:
     import torch
     from lsst.meas.extensions.residual.network import (
+        InferenceConfig,
         ModelConfig,
         ModelMetadata,
         build_model,
@@ -45,9 +46,7 @@ def _tiny_package(path: Path) -> Path:
         bands=bands,
         classes=("star", "galaxy"),
         model=ModelConfig(in_channels=len(channel_names("residual+model", bands)), **small),
-        tile_size=128,
-        tile_overlap=16,
-        score_threshold=0.5,
+        inference=InferenceConfig(tile_size=128, tile_overlap=16, score_threshold=0.5),
     )
     torch.manual_seed(0)
     return save_model_package(path, meta, build_model(meta.model, input_size=128).state_dict())
@@ -61,9 +60,9 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from lsst.daf.butler import Butler
+    from lsst.meas.extensions.residual.chain import ChainConfig, run_chain
     from lsst.meas.extensions.residual.network import Detector, default_model_path
     from lsst.meas.extensions.residual.simulation import SimulationConfig, simulate_scene
-    from lsst.meas.extensions.residual.tasks.chain import ChainConfig, run_chain
     from lsst.meas.extensions.residual.tasks.demo import (
         OUTPUT,
         DemoConfig,

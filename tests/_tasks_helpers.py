@@ -23,6 +23,7 @@ TINY_MODEL = {
 def make_tiny_package(path: Path, bands=("u", "g", "r", "i", "z", "y"), recipe="residual+model") -> Path:
     import torch
     from lsst.meas.extensions.residual.network import (
+        InferenceConfig,
         ModelConfig,
         ModelMetadata,
         build_model,
@@ -37,9 +38,7 @@ def make_tiny_package(path: Path, bands=("u", "g", "r", "i", "z", "y"), recipe="
         bands=tuple(bands),
         classes=("star", "galaxy"),
         model=ModelConfig(in_channels=len(channel_names(recipe, tuple(bands))), **TINY_MODEL),
-        tile_size=64,
-        tile_overlap=16,
-        score_threshold=0.0,
+        inference=InferenceConfig(tile_size=64, tile_overlap=16, score_threshold=0.0),
     )
     torch.manual_seed(0)
     model = build_model(meta.model, input_size=64)

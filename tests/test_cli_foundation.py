@@ -34,7 +34,7 @@ def test_refuses_to_clobber(tmp_path, capsys):
     "argv, message",
     [
         (["simulate", "--seed", "1", "--bands", "ugrizq"], "Unknown band"),
-        (["simulate", "--seed", "1", "--size", "-8"], "must be positive"),
+        (["simulate", "--seed", "1", "--size", "-8"], "height: Input should be greater than 0"),
         (["simulate", "--seed", "1", "--bands", "gg"], "more than once"),
     ],
 )

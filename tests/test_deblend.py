@@ -174,7 +174,9 @@ def test_withheld_sources_stand_out_in_the_residual_and_the_second_pass_takes_th
         )
         assert complete[window].max() < 0.5 * significance[window].max()
 
-    second = deblend_with_new_peaks(small_scene, first, xy[withheld])
+    second = deblend_with_new_peaks(
+        small_scene, first.detections, first.catalog, first.model_data, xy[withheld], first.config
+    )
     catalog = second.catalog
     assert len(catalog) == len(xy)
     new_rows = catalog[catalog["found_by"] == "residual"]
@@ -212,7 +214,14 @@ def test_new_peak_outside_every_footprint_gets_its_own_footprint(small_scene, tr
     ys, xs = np.nonzero(footprints == 0)
     far = np.argmax(np.minimum(np.minimum(ys, 95 - ys), np.minimum(xs, 95 - xs)))
     position = np.array([[xs[far], ys[far]]], dtype=float)
-    second = deblend_with_new_peaks(small_scene, truth_result, position)
+    second = deblend_with_new_peaks(
+        small_scene,
+        truth_result.detections,
+        truth_result.catalog,
+        truth_result.model_data,
+        position,
+        truth_result.config,
+    )
     row = second.catalog[second.catalog["found_by"] == "residual"][0]
     assert row["parent_id"] > footprints.max()
     assert row["n_peaks"] == 1
@@ -271,7 +280,14 @@ def test_bad_input_is_reported(small_scene):
         DeblendConfig(isolated="skip")
     first = deblend(small_scene, detections, FAST)
     with pytest.raises(ValueError, match="outside"):
-        deblend_with_new_peaks(small_scene, first, np.array([[3.0, 200.0]]))
+        deblend_with_new_peaks(
+            small_scene,
+            first.detections,
+            first.catalog,
+            first.model_data,
+            np.array([[3.0, 200.0]]),
+            first.config,
+        )
     # Model data whose PSFs do not match its spectra cannot be rendered.
     first.model_data.metadata["psf"] = first.model_data.metadata["psf"][:4]
     with pytest.raises(ScarletModelDataError, match="4 bands"):
@@ -328,7 +344,14 @@ def test_result_files_round_trip(small_scene, truth_result, tmp_path):
         render_model_data(model_data, small_scene.shape), truth_result.model, atol=1e-6
     )
     # A read-back result is a valid first pass for the second one.
-    second = deblend_with_new_peaks(small_scene, again, small_scene.truth.xy[:1] + 0.3)
+    second = deblend_with_new_peaks(
+        small_scene,
+        again.detections,
+        again.catalog,
+        again.model_data,
+        small_scene.truth.xy[:1] + 0.3,
+        again.config,
+    )
     assert (second.catalog["found_by"] == "residual").sum() == 1
 
 
@@ -338,5 +361,12 @@ def test_no_peaks_gives_an_empty_catalog_and_the_image_as_residual(small_scene):
     assert len(result.catalog) == 0 and "conserved_flux" in result.catalog.colnames
     assert np.all(result.model == 0)
     np.testing.assert_array_equal(result.residual, small_scene.clean_image())
-    second = deblend_with_new_peaks(small_scene, result, np.array([[40.0, 41.0]]))
+    second = deblend_with_new_peaks(
+        small_scene,
+        result.detections,
+        result.catalog,
+        result.model_data,
+        np.array([[40.0, 41.0]]),
+        result.config,
+    )
     assert list(second.catalog["found_by"]) == ["residual"]

@@ -37,7 +37,8 @@ def test_deblend_command_writes_the_result_and_reports_user_errors(small_scene, 
     # exit 2, no traceback.
     assert main(["deblend", str(scene_path), "--peaks", str(peaks_path), "--out", str(out)]) == 2
     assert "overwrite" in capsys.readouterr().err
-    assert main(["deblend", str(scene_path), "--peaks", str(tmp_path / "nope.fits"), "--out", str(out)]) == 2
+    nope, fresh = str(tmp_path / "nope.fits"), str(tmp_path / "y")
+    assert main(["deblend", str(scene_path), "--peaks", nope, "--out", fresh]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["deblend", str(peaks_path), "--peaks", str(peaks_path), "--out", str(tmp_path / "x")]) == 2
     assert "not a scene" in capsys.readouterr().err

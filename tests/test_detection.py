@@ -11,7 +11,7 @@ from lsst.meas.extensions.residual.detection import (
     read_detections,
     write_detections,
 )
-from lsst.meas.extensions.residual.evaluation import match_positions
+from lsst.meas.extensions.residual.groundtruth import match_positions
 from lsst.meas.extensions.residual.scene import Scene
 
 

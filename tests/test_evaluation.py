@@ -9,9 +9,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from lsst.meas.extensions.residual.configs import make_config, validate_config  # noqa: E402
+from lsst.meas.extensions.residual.errors import ConfigError  # noqa: E402
 from lsst.meas.extensions.residual.evaluation.baselines import chi_image, photutils_detect, sep_detect  # noqa: E402
 from lsst.meas.extensions.residual.evaluation.evaluate import EvaluationConfig, evaluate_package  # noqa: E402
-from lsst.meas.extensions.residual.evaluation.metrics import (  # noqa: E402
+from lsst.meas.extensions.residual.groundtruth import LabelConfig  # noqa: E402
+from lsst.meas.extensions.residual.groundtruth.metrics import (  # noqa: E402
     CurveCounts,
     TruthSet,
     binned_recall,
@@ -23,6 +26,7 @@ from lsst.meas.extensions.residual.evaluation.metrics import (  # noqa: E402
 )
 from lsst.meas.extensions.residual.network import (  # noqa: E402
     Footprint,
+    InferenceConfig,
     ModelConfig,
     ModelMetadata,
     build_model,
@@ -142,9 +146,9 @@ def tiny_image_package(tmp_path_factory):
         bands=bands,
         classes=("star", "galaxy"),
         model=ModelConfig(in_channels=6, **TINY),
-        tile_size=64,
-        tile_overlap=16,
-        score_threshold=0.3,
+        inference=InferenceConfig(
+            tile_size=64, tile_overlap=16, score_threshold=0.3, merge_ios=0.5, class_nms_iou=0.7
+        ),
         provenance={"training_dataset": {"seeds": [0, 9]}, "validation_dataset": {"seeds": [100, 101]}},
         training={"dataset": {"depth": "10yr", "labels": {"snr_cut": 5.0}}},
     )
@@ -177,3 +181,41 @@ def test_evaluation_writes_report_and_plots(tiny_image_package, tmp_path):
 def test_evaluation_refuses_training_scenes(tiny_image_package, tmp_path):
     with pytest.raises(ValueError, match="overlap the package's training dataset"):
         evaluate_package(tiny_image_package, EvaluationConfig(n_scenes=3, seed=8), tmp_path, progress=False)
+
+
+def test_label_and_evaluation_configs_are_strict_and_documented():
+    labels = validate_config(LabelConfig, {"mode": "image", "snr_cut": 3.0})
+    assert labels.mode == "image" and LabelConfig(**labels.model_dump()) == labels
+    assert "first-pass peak" in LabelConfig.model_fields["match_radius"].description
+    with pytest.raises(ConfigError, match="snr_cutt"):
+        validate_config(LabelConfig, {"snr_cutt": 3.0})
+    with pytest.raises(ConfigError, match="min_mask_pixels"):
+        make_config(LabelConfig, min_mask_pixels=0)
+    config = make_config(EvaluationConfig, n_scenes=2, score_threshold=0.4)
+    assert config.replace(seed=7).seed == 7 and config.seed == 1_000_000
+    assert "held-out scenes" in EvaluationConfig.model_fields["n_scenes"].description
+    for bad, field in (
+        ({"score_threshold": 1.5}, "score_threshold"),
+        ({"mag_edges": (22.0, 21.0)}, "mag_edges"),
+    ):
+        with pytest.raises(ConfigError, match=field):
+            make_config(EvaluationConfig, **bad)
+    with pytest.raises(ConfigError, match="scenes"):
+        make_config(EvaluationConfig, scenes=3)
+
+
+def test_evaluation_names_a_bad_stored_label_config(tmp_path):
+    meta = ModelMetadata(
+        name="tiny-bad-labels",
+        mode="image",
+        recipe="image",
+        bands=("u", "g", "r", "i", "z", "y"),
+        classes=("star", "galaxy"),
+        model=ModelConfig(in_channels=6, **TINY),
+        training={"dataset": {"labels": {"snr_cut": 5.0, "mask_sigma": 1.0}}},
+    )
+    package = save_model_package(tmp_path / "bad.zip", meta, build_model(meta.model).state_dict())
+    with pytest.raises(ConfigError, match="tiny-bad-labels.*labels.*mask_sigma"):
+        evaluate_package(
+            package, EvaluationConfig(n_scenes=1, device="cpu"), tmp_path / "out", progress=False
+        )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from lsst.meas.extensions.residual.evaluation import match_positions
+from lsst.meas.extensions.residual.groundtruth import match_positions
 
 
 def test_optimal_not_greedy():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import zipfile
 
@@ -10,10 +11,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from lsst.meas.extensions.residual.configs import validate_config  # noqa: E402
+from lsst.meas.extensions.residual.errors import ConfigError, InputError  # noqa: E402
 from lsst.meas.extensions.residual.network import (  # noqa: E402
     ChannelNormalisation,
     Detector,
     Footprint,
+    InferenceConfig,
     ModelConfig,
     ModelMetadata,
     ModelPackageError,
@@ -44,6 +48,7 @@ TINY = {
 
 def tiny_metadata(recipe="image", bands=("g", "r", "i"), tile=64, **kwargs) -> ModelMetadata:
     nchan = len(channel_names(recipe, bands))
+    kwargs.setdefault("inference", InferenceConfig(tile_size=tile, tile_overlap=16, score_threshold=0.0))
     return ModelMetadata(
         name="tiny",
         mode=kwargs.pop("mode", "image" if recipe == "image" else "residual"),
@@ -51,9 +56,6 @@ def tiny_metadata(recipe="image", bands=("g", "r", "i"), tile=64, **kwargs) -> M
         bands=bands,
         classes=("star", "galaxy"),
         model=ModelConfig(in_channels=nchan, **TINY),
-        tile_size=tile,
-        tile_overlap=16,
-        score_threshold=0.0,
         **kwargs,
     )
 
@@ -140,12 +142,17 @@ def test_model_takes_n_channels_and_returns_detections(backbone):
 
 
 def test_model_config_validation():
-    with pytest.raises(ValueError, match="Unknown backbone"):
-        ModelConfig(backbone="vgg")
-    with pytest.raises(ValueError, match="anchor_sizes"):
-        ModelConfig(anchor_sizes=(4, 8))
-    with pytest.raises(ValueError, match="Unknown model config key"):
-        ModelConfig.from_dict({"widths": 3})
+    with pytest.raises(ConfigError, match="backbone: Input should be 'slim', 'resnet18'"):
+        validate_config(ModelConfig, {"backbone": "vgg"})
+    with pytest.raises(ConfigError, match="anchor_sizes: Tuple should have at least 5 items"):
+        validate_config(ModelConfig, {"anchor_sizes": [4, 8]})
+    with pytest.raises(ConfigError, match="widths: Extra inputs are not permitted"):
+        validate_config(ModelConfig, {"widths": 3})
+    with pytest.raises(ConfigError, match="multiples of group_norm_groups"):
+        validate_config(ModelConfig, {"slim_widths": [30, 64, 96, 128]})
+    config = ModelConfig(slim_widths=[16, 16, 32, 32])
+    assert config.slim_widths == (16, 16, 32, 32)
+    assert validate_config(ModelConfig, config.model_dump(mode="json")) == config
 
 
 # --- packages ----------------------------------------------------------------------------------------
@@ -154,7 +161,11 @@ def test_model_config_validation():
 def test_package_round_trip(tiny_package_path, tmp_path):
     package = load_model_package(tiny_package_path)
     meta = read_model_metadata(tiny_package_path)
-    assert meta.to_dict() == package.metadata.to_dict()
+    assert meta == package.metadata
+    assert meta.inference == InferenceConfig(
+        tile_size=64, tile_overlap=16, score_threshold=0.0, merge_ios=0.5, class_nms_iou=0.7
+    )
+    assert (meta.tile_size, meta.tile_overlap, meta.score_threshold) == (64, 16, 0.0)
     assert meta.bands == ("g", "r", "i") and meta.recipe == "image" and meta.classes == ("star", "galaxy")
     assert meta.channels == ["image_g", "image_r", "image_i"]
     assert "torch" in meta.provenance and "created" in meta.provenance
@@ -192,7 +203,7 @@ def test_package_errors(tmp_path):
         load_model_package(not_zip)
     with pytest.raises(FileNotFoundError):
         read_model_metadata(tmp_path / "missing.zip")
-    with pytest.raises(ModelPackageError, match="makes 6"):
+    with pytest.raises(ValueError, match="makes 6"):
         ModelMetadata(
             name="x",
             mode="image",
@@ -201,8 +212,10 @@ def test_package_errors(tmp_path):
             classes=("star", "galaxy"),
             model=ModelConfig(in_channels=12),
         )
-    with pytest.raises(ModelPackageError, match="wavelength order"):
+    with pytest.raises(ValueError, match="wavelength order"):
         tiny_metadata(bands=("r", "g", "i"))
+    with pytest.raises(ValueError, match="does not fix batch_size"):
+        tiny_metadata(inference=InferenceConfig(batch_size=2))
     # Weights of another architecture.
     meta = tiny_metadata()
     other = build_model(ModelConfig(in_channels=3, **{**TINY, "fpn_channels": 32}))
@@ -232,6 +245,93 @@ def test_default_model_paths_are_shipped_packages():
         default_model_path("psf")
 
 
+def _edited_package(source, target, edit):
+    """A copy of package ``source`` whose metadata.json is ``edit(metadata dict)``."""
+    with zipfile.ZipFile(source) as archive:
+        data = json.loads(archive.read("metadata.json"))
+        weights = archive.read("weights.pt")
+    with zipfile.ZipFile(target, "w") as archive:
+        archive.writestr("metadata.json", json.dumps(edit(data)))
+        archive.writestr("weights.pt", weights)
+    return target
+
+
+@pytest.mark.parametrize("mode", ["residual", "image"])
+def test_shipped_packages_load_and_their_metadata_round_trips(mode):
+    from lsst.meas.extensions.residual.network.package import _metadata_json
+
+    path = default_model_path(mode)
+    package = load_model_package(path)
+    meta = package.metadata
+    assert meta == read_model_metadata(path)
+    # The shipped files (format version 1) predate class_nms_iou: it takes the package default.
+    assert meta.inference.class_nms_iou == 0.7 and meta.inference.batch_size is None
+    assert meta.inference.tile_size == 512 and 0 < meta.score_threshold < 1
+    # Dumped to JSON and validated again: the same metadata.
+    dumped = json.loads(json.dumps(meta.model_dump(mode="json")))
+    assert validate_config(ModelMetadata, dumped) == meta
+    # Written now, the metadata.json is the shipped one, key for key and in the same order, plus
+    # the class_nms_iou it lacked.
+    with zipfile.ZipFile(path) as archive:
+        shipped = json.loads(archive.read("metadata.json"))
+    written = _metadata_json(meta, shipped["weights_dtype"], shipped["weights_sha256"])
+    assert "class_nms_iou" not in shipped["inference"]
+    shipped["inference"]["class_nms_iou"] = 0.7
+    assert written == shipped and list(written) == list(shipped)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: {**d, "colour": "red"}, "colour: Extra inputs are not permitted"),
+        (lambda d: {**d, "inference": {**d["inference"], "tiles": 3}}, "inference.tiles: Extra inputs"),
+        (lambda d: {**d, "model": {**d["model"], "widths": 3}}, "model.widths: Extra inputs"),
+        (lambda d: {**d, "stamp_size": "big"}, "stamp_size: Input should be a valid integer"),
+        (lambda d: {**d, "inference": {**d["inference"], "tile_size": "x"}}, "inference.tile_size: Input"),
+        (lambda d: {**d, "mode": "both"}, "mode: Input should be 'residual' or 'image'"),
+        (lambda d: {**d, "channel_std": [1.0, -1.0, 1.0]}, r"channel_std.1: Input should be greater than 0"),
+        (lambda d: {**d, "channels": ["image_g", "image_r", "image_z"]}, "channels .* differ from those"),
+        (lambda d: {**d, "inference": {**d["inference"], "batch_size": 4}}, "does not fix batch_size"),
+        (lambda d: {k: v for k, v in d.items() if k != "recipe"}, "recipe: Field required"),
+        (lambda d: {**d, "format": "other"}, "not a ResidualDetectron model package"),
+        (lambda d: {**d, "format_version": 99}, "format version 99; this code reads versions 1 to 1"),
+    ],
+)
+def test_bad_metadata_is_refused_naming_the_field(tiny_package_path, tmp_path, edit, message):
+    path = _edited_package(tiny_package_path, tmp_path / "edited.zip", edit)
+    with pytest.raises(ModelPackageError, match=message):
+        read_model_metadata(path)
+    assert issubclass(ModelPackageError, InputError)
+
+
+def test_older_format_versions_are_migrated_in_order(tiny_package_path, tmp_path, monkeypatch):
+    package_module = importlib.import_module("lsst.meas.extensions.residual.network.package")
+    # Every version before the current one has its upgrade.
+    assert set(package_module.MIGRATIONS) == set(range(1, package_module.PACKAGE_FORMAT_VERSION))
+    # A hypothetical format version 3 where ``stamp_size`` became ``training_stamp_size`` (version 2)
+    # and is back (version 3): a version-1 file goes through both steps, in order.
+    steps = []
+
+    def rename(old, new):
+        def upgrade(data):
+            steps.append((old, new))
+            return {(new if key == old else key): value for key, value in data.items()}
+
+        return upgrade
+
+    monkeypatch.setattr(package_module, "PACKAGE_FORMAT_VERSION", 3)
+    monkeypatch.setattr(
+        package_module,
+        "MIGRATIONS",
+        {1: rename("stamp_size", "training_stamp_size"), 2: rename("training_stamp_size", "stamp_size")},
+    )
+    assert read_model_metadata(tiny_package_path).stamp_size == 128
+    assert steps == [("stamp_size", "training_stamp_size"), ("training_stamp_size", "stamp_size")]
+    steps.clear()
+    current = _edited_package(tiny_package_path, tmp_path / "v3.zip", lambda d: {**d, "format_version": 3})
+    assert read_model_metadata(current).stamp_size == 128 and steps == []
+
+
 # --- tiling and merging ------------------------------------------------------------------------------
 
 
@@ -252,7 +352,7 @@ def _blob_network(detector: Detector, threshold: float = 3.0):
     from scipy import ndimage
     from torchvision.ops import roi_align
 
-    def run_batch(tiles):
+    def run_batch(tiles, class_nms_iou=None):
         outputs = []
         for tile in tiles:
             labels, n = ndimage.label(tile[0] > threshold)
@@ -285,7 +385,9 @@ def _disc_image(centres, radius, shape=(3, 150, 150)):
     return image
 
 
-def test_source_straddling_a_tile_border_is_found_once_with_its_whole_footprint(tiny_package_path):
+def test_source_straddling_a_tile_border_is_found_once_with_its_whole_footprint(
+    tiny_package_path, monkeypatch
+):
     detector = Detector(tiny_package_path, device="cpu")
     _blob_network(detector)
     # Tiles of 64 with overlap 16 start at x = 0, 48, 86. A disc of radius 7 at x = 58 (pixels
@@ -293,7 +395,8 @@ def test_source_straddling_a_tile_border_is_found_once_with_its_whole_footprint(
     # second (48..111).
     image = _disc_image([(58.0, 30.0)], 7)
     variance = np.ones_like(image)
-    found = detector.find(image, variance, ("g", "r", "i"), tile_size=64, overlap=16, score_threshold=0.0)
+    settings = InferenceConfig(tile_size=64, tile_overlap=16, score_threshold=0.0)
+    found = detector.find(image, variance, ("g", "r", "i"), inference=settings)
     truth = (_disc_image([(58.0, 30.0)], 7)[0] > 3).astype(bool)
     assert len(found) == 1
     row = found.table[0]
@@ -302,10 +405,10 @@ def test_source_straddling_a_tile_border_is_found_once_with_its_whole_footprint(
     label = found.label_image() > 0
     iou = (label & truth).sum() / (label | truth).sum()
     assert iou > 0.85
-    # Without merging (merge_ios > 1 never met), the cut-off copy from the other tile survives.
-    unmerged = detector.find(
-        image, variance, ("g", "r", "i"), tile_size=64, overlap=16, score_threshold=0.0, merge_ios=1.01
-    )
+    # Without merging, the cut-off copy from the other tile survives.
+    inference_module = importlib.import_module("lsst.meas.extensions.residual.network.inference")
+    monkeypatch.setattr(inference_module, "_merge_duplicates", lambda candidates, merge_ios: candidates)
+    unmerged = detector.find(image, variance, ("g", "r", "i"), inference=settings)
     assert len(unmerged) == 2 and unmerged.table["truncated"].sum() == 1
 
 
@@ -325,8 +428,7 @@ def test_one_source_called_both_star_and_galaxy_is_kept_once(tiny_package_path):
         np.zeros((3, 64, 64), np.float32),
         np.ones((3, 64, 64), np.float32),
         ("g", "r", "i"),
-        tile_size=64,
-        score_threshold=0.0,
+        inference=InferenceConfig(tile_size=64, score_threshold=0.0),
     )
     assert sorted(found.table["class"]) == ["galaxy", "star"]
     assert found.table["score"][0] == pytest.approx(0.9)
@@ -338,10 +440,13 @@ def test_distinct_sources_are_not_merged(tiny_package_path):
     centres = [(20.0, 20.0), (58.0, 30.0), (120.0, 100.0), (30.0, 130.0)]
     image = _disc_image(centres, 5)
     found = detector.find(
-        image, np.ones_like(image), ("g", "r", "i"), tile_size=64, overlap=16, score_threshold=0.0
+        image,
+        np.ones_like(image),
+        ("g", "r", "i"),
+        inference=InferenceConfig(tile_size=64, tile_overlap=16, score_threshold=0.0),
     )
     assert len(found) == len(centres)
-    from lsst.meas.extensions.residual.evaluation import match_positions
+    from lsst.meas.extensions.residual.groundtruth import match_positions
 
     ref, _ = match_positions(np.array(centres), found.xy, 1.0)
     assert len(ref) == len(centres)
@@ -355,7 +460,13 @@ def test_find_sources_runs_on_any_size_with_bad_pixels(tiny_package_path, tmp_pa
     mask = np.zeros(image.shape, dtype=np.int32)
     mask[2, 50:60, 0:10] = 1
     found = find_sources(
-        tiny_package_path, image, variance, ("g", "r", "i", "z"), mask=mask, device="cpu", score_threshold=0.0
+        tiny_package_path,
+        image,
+        variance,
+        ("g", "r", "i", "z"),
+        mask=mask,
+        device="cpu",
+        inference=InferenceConfig(score_threshold=0.0),
     )
     assert isinstance(found, SourceDetections)
     assert found.shape == (70, 90)
@@ -369,7 +480,7 @@ def test_find_sources_runs_on_any_size_with_bad_pixels(tiny_package_path, tmp_pa
     for a, b in zip(found.footprints, back.footprints, strict=False):
         assert (a.y0, a.x0) == (b.y0, b.x0) and np.array_equal(a.mask, b.mask)
     with pytest.raises(ValueError, match="multiple of 32"):
-        find_sources(tiny_package_path, image, variance, ("g", "r", "i", "z"), device="cpu", tile_size=50)
+        InferenceConfig(tile_size=50)
 
 
 def test_label_image_and_selection():

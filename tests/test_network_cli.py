@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from lsst.meas.extensions.residual.cli.main import main  # noqa: E402
+from lsst.meas.extensions.residual.cli.outputs import check_output_folder  # noqa: E402
 from lsst.meas.extensions.residual.network import (  # noqa: E402
     ModelConfig,
     ModelMetadata,
@@ -39,9 +40,7 @@ def _package(path, recipe, bands=("u", "g", "r", "i", "z", "y")):
         bands=bands,
         classes=("star", "galaxy"),
         model=ModelConfig(in_channels=len(channel_names(recipe, bands)), **TINY),
-        tile_size=64,
-        tile_overlap=16,
-        score_threshold=0.0,
+        inference={"tile_size": 64, "tile_overlap": 16, "score_threshold": 0.0},
         provenance={"training_dataset": {"seeds": [0, 9]}},
         training={"dataset": {"labels": {"snr_cut": 5.0}}},
     )
@@ -153,12 +152,23 @@ def test_evaluate_command(tmp_path, capsys):
     )
     report = json.loads((out / "evaluation.json").read_text())
     assert report["scenes"]["seeds"] == [77, 77] and report["baselines"] == {}
-    assert main(["evaluate", "--model", str(package), "--scenes", "2", "--seed", "8", "--out", str(out)]) == 2
+    assert check_output_folder(out)["outputs"].keys() == {
+        "evaluation.json",
+        "example_overlay.png",
+        "pr_curves.png",
+        "recall_vs_mag.png",
+    }
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(package), "--seed", "8", "--out", str(out)]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    again = ["evaluate", "--model", str(package), "--scenes", "2", "--seed", "8", "--out", str(out)]
+    assert main([*again, "--overwrite"]) == 2
     assert "never saw" in capsys.readouterr().err
+    check_output_folder(out)  # the refused run left the earlier outputs as they were
 
 
 def test_train_command_reports_bad_config(tmp_path, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text("epochs: 0\n")
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
-    assert "epochs must be >= 1" in capsys.readouterr().err
+    assert "epochs: Input should be greater than or equal to 1" in capsys.readouterr().err

@@ -72,3 +72,78 @@ def test_run_refuses_a_scene_without_the_package_bands(files, tmp_path, capsys):
         main(["run", str(tmp_path / "nope.fits"), "--out", str(tmp_path / "out"), "--model", str(package)])
         == 2
     )
+
+
+def _run(tmp, package, out, *extra):
+    return main(["run", str(tmp / "scene.fits"), "--out", str(out), "--model", str(package), *extra])
+
+
+def test_run_outputs_follow_the_butler_schema_and_list_themselves(files):
+    from lsst.meas.extensions.residual.chain import PARENT_BIT
+    from lsst.meas.extensions.residual.cli.outputs import check_output_folder
+
+    tmp, package, scene = files
+    out = tmp / "schema"
+    assert _run(tmp, package, out, "--no-plot") == 0
+    catalog = Table.read(out / "catalog.fits")
+    # Patch 0 of tract 0: source ids are the local ones, parents carry the parent bit.
+    assert np.all(np.asarray(catalog["parent"]) & PARENT_BIT)
+    assert {f"{b}_flux" for b in scene.bands} <= set(catalog.colnames) and "ra" not in catalog.colnames
+    new = read_source_detections(out / "new_sources.fits").table
+    assert {"parent", "flag_in_parent", "flag_bad_pixels"} <= set(new.colnames)
+    summary = check_output_folder(out)
+    assert set(summary["outputs"]) == {p.name for p in out.iterdir()} - {"summary.json"}
+    assert "run.png" not in summary["outputs"]
+
+
+def test_interrupted_overwrite_leaves_the_previous_run_whole(files, monkeypatch, capsys):
+    import lsst.meas.extensions.residual.cli.run as run_command
+
+    tmp, package, _ = files
+    out = tmp / "interrupted"
+    assert _run(tmp, package, out) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def interrupted(path, cube, bands, name):
+        path.write_bytes(b"half a cube")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_command, "write_cube", interrupted)
+    assert _run(tmp, package, out, "--overwrite", "--no-plot") == 130
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp.iterdir() if p.name.startswith(".interrupted")] == []
+
+
+def test_overwrite_without_the_figure_leaves_no_stale_figure(files):
+    tmp, package, _ = files
+    out = tmp / "stale"
+    assert _run(tmp, package, out) == 0 and (out / "run.png").exists()
+    assert _run(tmp, package, out, "--overwrite", "--no-plot") == 0
+    assert not (out / "run.png").exists()
+    assert "run.png" not in json.loads((out / "summary.json").read_text())["outputs"]
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--score-threshold", "1.5"], "score_threshold"),
+        (["--score-threshold", "-1"], "score_threshold"),
+        (["--tile-size", "33"], "tile_size"),
+        (["--match-radius", "-1"], "match_radius"),
+        (["--threshold", "0"], "threshold"),
+        (["--device", "tpu"], "tpu"),
+    ],
+)
+def test_bad_options_are_refused_before_any_work(files, monkeypatch, capsys, option, message):
+    import lsst.meas.extensions.residual.chain as chain
+
+    tmp, package, _ = files
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the chain ran despite a bad option")
+
+    monkeypatch.setattr(chain, "run_chain", no_work)
+    assert _run(tmp, package, tmp / "bad", *option) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp / "bad").exists()

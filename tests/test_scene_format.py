@@ -51,6 +51,13 @@ def test_nan_pixels_are_bad_not_propagated(small_scene):
     assert scene.weights()[2, 30, 40] == 0
 
 
+def _with_negative_corner(psf):
+    """``psf`` with a corner pixel at -2% of the peak (renormalised)."""
+    changed = psf.astype(np.float64)
+    changed[:, 0, 0] = -0.02 * changed.max(axis=(1, 2))
+    return changed / changed.sum(axis=(1, 2), keepdims=True)
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -61,12 +68,18 @@ def test_nan_pixels_are_bad_not_propagated(small_scene):
         (lambda s: dict(variance=s.variance[:, :10]), "VARIANCE shape"),
         (lambda s: dict(variance=np.zeros_like(s.variance)), "Every pixel"),
         (lambda s: dict(psf=s.psf[:, :-1, :-1]), "K odd"),
+        (lambda s: dict(psf=np.roll(s.psf, (2, 2), axis=(1, 2))), "off centre: its centroid"),
+        (lambda s: dict(psf=_with_negative_corner(s.psf)), "negative pixels down to -0.0"),
+        (lambda s: dict(bands=("u", "g", "r", "i", "z", "y", "")), "empty band name at position 7"),
+        (lambda s: dict(truth=s.truth.band_subset([0, 1])), "truth has 2 band"),
     ],
 )
 def test_invalid_scene(small_scene, change, message):
     kwargs = dict(
         image=small_scene.image, variance=small_scene.variance, psf=small_scene.psf, bands=small_scene.bands
     )
+    if "truth" in message:
+        kwargs["truth"] = small_scene.truth
     kwargs.update(change(small_scene))
     with pytest.raises(SceneFormatError, match=message):
         Scene(**kwargs)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from lsst.meas.extensions.residual.configs import make_config, validate_config
+from lsst.meas.extensions.residual.errors import ConfigError
 from lsst.meas.extensions.residual.simulation import SimulationConfig, simulate_scene
 from lsst.meas.extensions.residual.simulation.noise import make_noise_model
 from lsst.meas.extensions.residual.simulation.sed import galaxy_colors, star_colors
@@ -98,15 +100,28 @@ def test_source_counts_scale_with_density():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(height=-5), "positive"),
-        (dict(bands="ugriq"), "Unknown band"),
-        (dict(depth="5yr"), "depth"),
-        (dict(psf_size=30), "odd"),
+        (dict(height=-5), "height: Input should be greater than 0"),
+        (dict(bands="ugriq"), r"bands: .*Unknown band\(s\) \['q'\]"),
+        (dict(depth="5yr"), "depth: Input should be '10yr' or '1yr'"),
+        (dict(psf_size=30), "psf_size: .*must be odd"),
+        (dict(psf_fwhm_range=(1.0, 0.5)), "psf_fwhm_range: .*min <= max"),
+        (dict(star_density="many"), "star_density: Input should be a valid number"),
+        (dict(read_noise_fraction=1.0), "read_noise_fraction: Input should be less than 1"),
+        (dict(seeing=0.7), "seeing: Extra inputs are not permitted"),
     ],
 )
 def test_bad_config(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
+        make_config(SimulationConfig, **kwargs)
+    with pytest.raises(ValueError):  # direct construction: pydantic's error
         SimulationConfig(**kwargs)
+
+
+def test_config_parses_bands_and_round_trips():
+    config = SimulationConfig(height=48, width=64, bands="i,g", galaxy_density=10)
+    assert config.bands == ("g", "i") and config.galaxy_density == 10.0
+    assert validate_config(SimulationConfig, config.model_dump(mode="json")) == config
+    assert config.replace(width=32).width == 32 and config.width == 64
 
 
 def test_bright_star_wings_are_not_cut_at_the_psf_stamp():

@@ -7,22 +7,27 @@ import pytest
 from _tasks_helpers import write_afw_masked_image
 from astropy.table import Table
 from astropy.wcs import WCS
-from lsst.meas.extensions.residual.scene import SceneFormatError
-from lsst.meas.extensions.residual.tasks.catalogs import (
+from lsst.meas.extensions.residual.chain import (
+    IdMap,
+    PatchPlacement,
     detections_from_catalog,
     detections_to_catalog,
     first_pass_sources,
-    label_image,
+    parent_ids,
+    source_ids,
+    unpack_ids,
 )
+from lsst.meas.extensions.residual.scene import SceneFormatError
 from lsst.meas.extensions.residual.tasks.coadds import (
     CoaddPlane,
     EmptyPatchError,
     assemble_patch,
+    label_array,
+    label_image,
     read_coadd_plane,
     read_legacy_coadd_file,
     scene_to_cell_coadds,
 )
-from lsst.meas.extensions.residual.tasks.ids import IdMap, parent_ids, source_ids, unpack_ids
 from lsst.meas.extensions.residual.tasks.skymap import DemoSkyMap
 
 SKYMAP = DemoSkyMap(patch_size=96, patch_nx=2, patch_ny=2)
@@ -307,17 +312,18 @@ def test_detections_round_trip_through_the_butler_catalog(small_scene, coadds):
     patch = assemble_patch({b: read_coadd_plane(c) for b, c in coadds.items()})
     detections = detect_peaks(small_scene)
     assert len(detections.peaks) > 0
-    catalog = detections_to_catalog(detections, patch, 0, 3)
+    catalog = detections_to_catalog(detections, patch.placement(0, 3))
     assert {"id", "footprint_id", "x", "y", "ra", "dec", "r_psf_flux"} <= set(catalog.colnames)
     np.testing.assert_array_equal(catalog["x"], np.asarray(detections.peaks["x"]) + 96)
-    back, x0, y0 = detections_from_catalog(catalog, label_image(detections.footprints, patch), 0, 3)
+    labels, x0, y0 = label_array(label_image(detections.footprints, patch))
     assert (x0, y0) == (96, 96)
+    back = detections_from_catalog(catalog, labels, PatchPlacement(0, 3, x0, y0))
     np.testing.assert_array_equal(back.footprints, detections.footprints)
     for column in ("id", "footprint_id", "x", "y"):
         np.testing.assert_array_equal(back.peaks[column], detections.peaks[column])
     np.testing.assert_allclose(back.peaks["psf_flux"], detections.peaks["psf_flux"])
     with pytest.raises(SceneFormatError, match="not source ids of tract 0 patch 2"):
-        detections_from_catalog(catalog, label_image(detections.footprints, patch), 0, 2)
+        detections_from_catalog(catalog, labels, PatchPlacement(0, 2, x0, y0))
 
 
 def test_first_pass_sources_reads_embedded_and_drp_catalogs():

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from _tasks_helpers import make_tiny_package, tiny_scene, write_afw_masked_image
 from astropy.table import Table
-from lsst.meas.extensions.residual.deblending import write_scarlet_model
+from lsst.meas.extensions.residual.deblending import transform_model_data, write_scarlet_model
 from lsst.meas.extensions.residual.network import load_model_package
 from lsst.meas.extensions.residual.tasks import (
     FirstPassDeblendConfig,
@@ -24,7 +24,6 @@ from lsst.meas.extensions.residual.tasks import (
     ResidualDetectionTask,
 )
 from lsst.meas.extensions.residual.tasks.coadds import scene_to_cell_coadds
-from lsst.meas.extensions.residual.tasks.model_frames import transform_model_data
 from lsst.meas.extensions.residual.tasks.skymap import DemoSkyMap
 
 SKYMAP = DemoSkyMap(patch_size=64, patch_nx=2, patch_ny=1)

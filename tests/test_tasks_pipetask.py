@@ -1,10 +1,23 @@
-"""The demo pipeline through ``pipetask run`` on a tiny repository: empty patch, interruption, resumption."""
+"""The demo pipeline through ``pipetask run`` on a tiny repository: empty patch, interruption, resumption.
+
+Interruptions are made deterministic: a run of the ``firstPass`` subset only,
+and a fresh run restricted by a data query to one patch, stand for runs that
+stopped after a known set of quanta.
+"""
 
 from __future__ import annotations
 
 import pytest
 from _tasks_helpers import make_repo, make_tiny_package
-from lsst.meas.extensions.residual.tasks.demo import INPUT_RUN, MODEL_RUN, OUTPUT, run_pipeline
+from lsst.meas.extensions.residual.tasks.demo import (
+    INPUT_RUN,
+    MODEL_RUN,
+    OUTPUT,
+    latest_output_collections,
+    latest_output_run,
+    missing_outputs,
+    run_pipeline,
+)
 from lsst.meas.extensions.residual.tasks.paths import package_file
 
 FIRST_PASS = (
@@ -45,7 +58,10 @@ def _refs(root, names):
 
 @pytest.mark.slow
 def test_interrupted_run_is_resumed_and_a_fresh_run_keeps_the_old_one(repo):
+    from lsst.daf.butler import Butler
+
     root, skymap = repo
+    data_id = {"skymap": skymap.name, "tract": 0, "patch": 0}
     # An interrupted run: only the first pass got done.
     run_pipeline(root, pipeline=f"{package_file('pipelines/demo.yaml')}#firstPass", echo=False)
     before = _refs(root, FIRST_PASS + SECOND)
@@ -54,20 +70,20 @@ def test_interrupted_run_is_resumed_and_a_fresh_run_keeps_the_old_one(repo):
         assert {patch for patch, _, _ in before[name]} == {0}
     assert not any(before[name] for name in SECOND)
 
-    process = run_pipeline(root, echo=False)  # resumes OUTPUT
-    assert "--extend-run" in process.args and "--skip-existing-in" in process.args
+    process = run_pipeline(root, echo=False)  # resumes OUTPUT's newest run
+    with Butler.from_config(str(root)) as butler:
+        (old_run,) = {run for name in before for _, _, run in before[name]}
+        assert latest_output_run(butler) == old_run
+    resumed = process.args[process.args.index("--skip-existing-in") + 1]
+    assert "--extend-run" in process.args and resumed == old_run  # that run, not the whole chain
     after = _refs(root, FIRST_PASS + SECOND)
     for name in FIRST_PASS:
         assert after[name] == before[name]  # the same datasets, not recomputed
     for name in SECOND:
         assert {patch for patch, _, _ in after[name]} == {0}
-    runs = {run for name in after for _, _, run in after[name]}
-    assert len(runs) == 1  # one output run, extended
-
-    from lsst.daf.butler import Butler
+    assert {run for name in after for _, _, run in after[name]} == {old_run}  # one output run, extended
 
     with Butler.from_config(str(root), collections=[OUTPUT]) as butler:
-        data_id = {"skymap": skymap.name, "tract": 0, "patch": 0}
         catalog = butler.get("object_residual_deblend", data_id)
         new = butler.get("object_residual_detection", data_id)
         assert set(catalog["found_by"]) == {"first_pass", "residual"}
@@ -79,10 +95,23 @@ def test_interrupted_run_is_resumed_and_a_fresh_run_keeps_the_old_one(repo):
     run_pipeline(root, echo=False)
     assert _refs(root, FIRST_PASS + SECOND) == after
 
-    # --fresh: a new output run in front of the chain; the old one stays.
-    (old_run,) = runs
-    run_pipeline(root, fresh=True, echo=False)
-    fresh = _refs(root, SECOND)
-    assert {run for _, _, run in fresh["object_residual_detection"]} != {old_run}
+    # An interrupted --fresh: the new run got only patch 1's quanta (no data there).
+    run_pipeline(root, fresh=True, extra_args=("-d", "patch = 1"), echo=False)
     with Butler.from_config(str(root)) as butler:
+        new_run = latest_output_run(butler)
+        assert new_run != old_run
+        assert latest_output_collections(butler) == [new_run, INPUT_RUN, MODEL_RUN]
+        assert set(missing_outputs(butler, new_run, [data_id])[0]) == set(FIRST_PASS + SECOND)
+        # The chain still finds patch 0's outputs, in the old run: what a resume must not count.
+        assert butler.find_dataset("object_residual_deblend", data_id, collections=[OUTPUT]).run == old_run
+
+    # A plain run completes the new run, although the old one has every output.
+    run_pipeline(root, echo=False)
+    completed = _refs(root, FIRST_PASS + SECOND)
+    for name in FIRST_PASS + SECOND:
+        assert {(patch, run) for patch, _, run in completed[name]} == {(0, new_run)}, name
+    with Butler.from_config(str(root)) as butler:
+        assert missing_outputs(butler, new_run, [data_id]) == {}
+        # The old run is kept as it was.
         assert butler.find_dataset("object_residual_detection", data_id, collections=[old_run]) is not None
+        assert butler.collections.get_info(OUTPUT).children[:2] == (new_run, old_run)

@@ -6,7 +6,12 @@ import lsst.pipe.base as pipeBase
 import numpy as np
 import pytest
 from _tasks_helpers import make_tiny_package, tiny_scene
-from lsst.meas.extensions.residual.deblending import ScarletModelDataError, render_model_data
+from lsst.meas.extensions.residual.chain import IdMap, PatchPlacement, model_data_to_patch, source_ids
+from lsst.meas.extensions.residual.deblending import (
+    ScarletModelDataError,
+    parent_footprints,
+    render_model_data,
+)
 from lsst.meas.extensions.residual.network import ModelPackageError, load_model_package
 from lsst.meas.extensions.residual.scene import SceneFormatError
 from lsst.meas.extensions.residual.tasks import (
@@ -20,8 +25,6 @@ from lsst.meas.extensions.residual.tasks import (
     ResidualDetectionTask,
 )
 from lsst.meas.extensions.residual.tasks.coadds import scene_to_cell_coadds
-from lsst.meas.extensions.residual.tasks.ids import IdMap, source_ids
-from lsst.meas.extensions.residual.tasks.model_frames import model_data_to_patch, parent_footprints
 from lsst.meas.extensions.residual.tasks.skymap import DemoSkyMap
 
 SKYMAP = DemoSkyMap(patch_size=64, patch_nx=2, patch_ny=2)
@@ -95,7 +98,9 @@ def test_butler_model_data_renders_the_first_pass_model(chain, scene):
     catalog = first.deblendCatalog
     id_map = IdMap(TRACT, PATCH, sources=catalog["id"], parents=catalog["parent"])
     geometry = SKYMAP.patch(PATCH)
-    local = model_data_to_patch(first.scarletModels, geometry.x0, geometry.y0, id_map)
+    local = model_data_to_patch(
+        first.scarletModels, PatchPlacement(TRACT, PATCH, geometry.x0, geometry.y0), id_map
+    )
     model = render_model_data(local, scene.shape, bands=scene.bands, image=scene.clean_image())
     np.testing.assert_allclose(model, first.result.model, rtol=1e-5, atol=1e-6 * float(np.abs(model).max()))
     labels = parent_footprints(local, scene.shape)
@@ -144,10 +149,14 @@ def test_second_pass_keeps_every_source_and_says_which_pass_found_it(chain):
     from_residual = np.asarray(catalog["found_by"]) == "residual"
     assert from_residual.sum() == len(residual.newSources)
     np.testing.assert_array_equal(np.sort(catalog["id"][from_residual]), np.sort(residual.newSources["id"]))
-    np.testing.assert_array_equal(
-        catalog["residual_detection_id"][from_residual], catalog["id"][from_residual]
+    # A new source keeps its id and carries the network's class and score.
+    by_id = {int(i): k for k, i in enumerate(residual.newSources["id"])}
+    for row in catalog[from_residual]:
+        new = residual.newSources[by_id[int(row["id"])]]
+        assert row["class"] == new["class"] and row["score"] == new["score"]
+    assert set(catalog["class"][~from_residual]) == {""} and np.all(
+        np.isnan(catalog["score"][~from_residual])
     )
-    assert np.all(catalog["residual_detection_id"][~from_residual] == 0)
     # Blends that gained no source are copied unchanged, arrays and all.
     touched = set(np.asarray(catalog["parent"][from_residual]).tolist())
     untouched = set(first.scarletModels.blends) - touched
@@ -224,7 +233,7 @@ def test_band_lists_out_of_order_are_refused_by_config_validation():
         with pytest.raises(ValueError, match="not in LSST wavelength order"):
             config.validate()
     config = ResidualDetectionConfig()
-    config.tileSize = 100
+    config.inference.tileSize = 100
     with pytest.raises(ValueError, match="multiple of 32"):
         config.validate()
 

@@ -7,22 +7,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 torch = pytest.importorskip("torch")
 
+from lsst.meas.extensions.residual.configs import validate_config  # noqa: E402
 from lsst.meas.extensions.residual.detection import detect_peaks  # noqa: E402
+from lsst.meas.extensions.residual.errors import ConfigError  # noqa: E402
+from lsst.meas.extensions.residual.groundtruth import LabelConfig, make_labels  # noqa: E402
 from lsst.meas.extensions.residual.network import build_model, load_model_package, set_input_size  # noqa: E402
 from lsst.meas.extensions.residual.network.model import ModelConfig  # noqa: E402
 from lsst.meas.extensions.residual.training import (  # noqa: E402
     AugmentConfig,
     DatasetConfig,
-    LabelConfig,
     StampSampler,
     TrainConfig,
     generate_dataset,
     load_dataset,
     load_train_config,
-    make_labels,
     train,
 )
 from lsst.meas.extensions.residual.training.dataset import _augment  # noqa: E402
@@ -39,7 +41,7 @@ TINY = {
 
 def truth_deblender(scene, detections):
     """Stand-in first pass: the noiseless image of the truth sources that got a peak."""
-    from lsst.meas.extensions.residual.evaluation import match_positions
+    from lsst.meas.extensions.residual.groundtruth import match_positions
 
     index, _ = match_positions(scene.truth.xy, detections.xy, 2.0)
     return scene.truth.render(scene.shape, index)
@@ -146,6 +148,31 @@ def test_dataset_directory_follows_the_data_code(monkeypatch, tmp_path):
     assert dataset_dir(config, tmp_path) != before
 
 
+def test_dataset_digest_changes_with_every_field_and_only_then():
+    fields = {"name": "t", "recipe": "image", "n_scenes": 1, "labels": {"mode": "image"}}
+    config = validate_config(DatasetConfig, fields)
+    digest = config.digest()
+    # Built again, or read back from its config.json form: the same digest.
+    assert validate_config(DatasetConfig, fields).digest() == digest
+    as_read = json.loads(json.dumps(config.model_dump(mode="json")))
+    assert validate_config(DatasetConfig, as_read).digest() == digest
+    assert config.replace().digest() == digest
+    changes = [
+        {"seed": 1},
+        {"n_scenes": 2},
+        {"bands": "gri"},
+        {"galaxy_density": 30.0},
+        {"psf_model": "moffat"},
+        {"recipe": "image+model"},
+        {"labels": {"mode": "image", "snr_cut": 6.0}},
+        {"normalisation": {"residual_clip": 5.0}},
+        {"detection": {"threshold": 4.0}},
+        {"deblend": {"max_iter": 100}},
+    ]
+    digests = {validate_config(DatasetConfig, {**fields, **change}).digest() for change in changes}
+    assert len(digests) == len(changes) and digest not in digests
+
+
 def test_stamps_are_repeatable_and_hold_their_labels(image_dataset):
     _, _, directory = image_dataset
     records = load_dataset(directory)
@@ -224,46 +251,78 @@ def test_one_training_step_reduces_the_loss_on_a_fixed_batch(image_dataset):
     assert after < before
 
 
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"epochz": 3}, "epochz: Extra inputs are not permitted"),
+        ({"dataset": {"labelz": {}}}, "dataset.labelz: Extra inputs are not permitted"),
+        ({"optimizer": {"lr": 0}}, "optimizer.lr: Input should be greater than 0"),
+        ({"epochs": "many"}, "epochs: Input should be a valid integer"),
+        ({"validation": {"n_scenez": 3}}, "validation: .*not DatasetConfig fields: n_scenez"),
+        (
+            {"dataset": {"seed": 0, "n_scenes": 10}, "validation": {"seed": 5}},
+            r"validation: .*seeds 5\.\.14 overlap the training seeds 0\.\.9",
+        ),
+        ({"mode": "image", "dataset": {"labels": {"mode": "residual"}}}, "dataset: .*job's mode is 'image'"),
+        ({"model": {"backbone": "vgg"}}, "model: .*backbone: Input should be 'slim'"),
+        ({"model": {"in_channels": 3}}, "model: .*in_channels follow from the recipe"),
+        ({"stamp_size": 100}, "stamp_size: Input should be a multiple of 32"),
+        ({"stamp_size": 512}, r"stamp_size: .*exceeds the dataset's scene_size \(256\)"),
+        ({"focus": {"quasar": 0.3}}, r"focus: .*unknown class\(es\) \['quasar'\]"),
+        ({"inference": {"score_threshold": 0.3}}, "inference: .*chosen on the validation scenes"),
+        ({"inference": {"tile_size": 64, "tile_overlap": 64}}, "inference: .*must be smaller than tile_size"),
+    ],
+)
+def test_train_config_refuses_bad_fields_naming_them(tmp_path, fields, message):
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(fields))
+    with pytest.raises(ConfigError, match=f"{path}: {message}"):
+        load_train_config(path)
+
+
 def test_train_config_errors(tmp_path):
-    with pytest.raises(ValueError, match="Unknown training config key"):
-        TrainConfig.from_dict({"epochz": 3})
-    config = TrainConfig.from_dict({"dataset": {"seed": 0, "n_scenes": 10}, "validation": {"seed": 5}})
-    with pytest.raises(ValueError, match="overlap the training seeds"):
-        config.validation_dataset()
-    with pytest.raises(ValueError, match="mode"):
-        TrainConfig.from_dict(
-            {"mode": "image", "dataset": {"recipe": "image", "labels": {"mode": "residual"}}}
-        )
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed")
-    with pytest.raises(ValueError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_train_config(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
         load_train_config(bad)
     with pytest.raises(FileNotFoundError):
         load_train_config(tmp_path / "none.yaml")
+    # The dataset's labels follow the job's mode unless the file says otherwise.
+    assert validate_config(TrainConfig, {"mode": "image"}).dataset.labels.mode == "image"
 
 
 def test_shipped_training_configs_parse():
     for name in ("train_residual.yaml", "train_image.yaml", "train_smoke.yaml"):
         config = load_train_config(REPO / "config" / name)
         config.validation_dataset()
-        assert config.model_config().in_channels == (12 if config.mode == "residual" else 6)
+        assert config.network_config().in_channels == (12 if config.mode == "residual" else 6)
+        assert validate_config(TrainConfig, config.model_dump(mode="json")) == config
+        assert config.inference.score_threshold is None and config.inference.tile_size is not None
 
 
 def test_smoke_training_writes_a_package_and_resumes_exactly(tmp_path, monkeypatch):
-    import dataclasses
     import importlib
 
     # (the package's ``train`` attribute is the function; the module is in sys.modules)
     train_module = importlib.import_module("lsst.meas.extensions.residual.training.train")
 
     config = load_train_config(REPO / "config" / "train_smoke.yaml")
-    config = dataclasses.replace(config, cache_dir=str(tmp_path / "cache"))
+    config = config.replace(cache_dir=str(tmp_path / "cache"))
     straight = tmp_path / "straight"
     path = train(config, straight, progress=False)
     package = load_model_package(path)
     assert package.metadata.mode == "image" and package.metadata.provenance["best_epoch"] in (1, 2)
     assert package.metadata.provenance["training_dataset"]["seeds"] == [5, 7]
-    assert 0.0 < package.metadata.score_threshold < 1.0
+    inference = package.metadata.inference
+    assert 0.0 < inference.score_threshold < 1.0
+    # The package's inference settings: the training config's, the validated threshold and
+    # the package defaults for the rest.
+    assert (inference.tile_size, inference.tile_overlap) == (128, 32)
+    assert (inference.merge_ios, inference.class_nms_iou, inference.batch_size) == (0.5, 0.7, None)
+    assert package.metadata.training == config.model_dump(mode="json")
     assert (straight / "training.png").exists()
     history = json.loads((straight / "history.json").read_text())
     assert len(history) == 2 and "best_f1" in history[0]["validation"]
@@ -288,4 +347,4 @@ def test_smoke_training_writes_a_package_and_resumes_exactly(tmp_path, monkeypat
         assert torch.equal(a[key], b[key]), key
     # A different configuration in the same directory is refused.
     with pytest.raises(ValueError, match="different configuration"):
-        train(dataclasses.replace(config, epochs=3), resumed, progress=False)
+        train(config.replace(epochs=3), resumed, progress=False)

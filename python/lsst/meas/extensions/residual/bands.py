@@ -6,6 +6,8 @@ __all__ = ["LSST_BANDS", "parse_bands", "check_band_order"]
 
 from collections.abc import Iterable
 
+from .errors import InputError
+
 #: The six LSST bands in wavelength order; every multi-band array in this
 #: package is ordered this way (a subset keeps the order).
 LSST_BANDS: tuple[str, ...] = ("u", "g", "r", "i", "z", "y")
@@ -18,7 +20,7 @@ def parse_bands(bands: str | Iterable[str]) -> tuple[str, ...]:
     ----------
     bands : `str` or iterable of `str`
         Band names. A string is split on commas if it has any, else into
-        single characters.
+        single characters (whitespace ignored).
 
     Returns
     -------
@@ -27,23 +29,28 @@ def parse_bands(bands: str | Iterable[str]) -> tuple[str, ...]:
 
     Raises
     ------
-    ValueError
-        If the list is empty, has an unknown band or a repeated band.
+    InputError
+        If the list is empty, has an empty entry (a stray comma), an unknown
+        band or a repeated band.
     """
     if isinstance(bands, str):
         text = bands.strip()
-        names = [b.strip() for b in text.split(",")] if "," in text else list(text)
+        if "," in text:
+            names = [b.strip() for b in text.split(",")]
+            _check_no_empty_entry(names, f"Band list {bands!r}")
+        else:
+            names = [b for b in text if not b.isspace()]
     else:
         names = [str(b).strip() for b in bands]
-    names = [b for b in names if b]
+        _check_no_empty_entry(names, f"Band list {list(bands)!r}")
     if not names:
-        raise ValueError("No bands given; expected a subset of 'ugrizy'.")
+        raise InputError("No bands given; expected a subset of 'ugrizy'.")
     unknown = [b for b in names if b not in LSST_BANDS]
     if unknown:
-        raise ValueError(f"Unknown band(s) {unknown}; LSST bands are {','.join(LSST_BANDS)}.")
+        raise InputError(f"Unknown band(s) {unknown}; LSST bands are {','.join(LSST_BANDS)}.")
     repeated = sorted({b for b in names if names.count(b) > 1})
     if repeated:
-        raise ValueError(f"Band(s) {repeated} given more than once.")
+        raise InputError(f"Band(s) {repeated} given more than once.")
     return tuple(b for b in LSST_BANDS if b in names)
 
 
@@ -56,13 +63,26 @@ def check_band_order(bands: Iterable[str], what: str = "bands") -> tuple[str, ..
 
     Raises
     ------
-    ValueError
-        If a band is unknown, repeated or out of order.
+    InputError
+        If a band is empty, unknown, repeated or out of order.
     """
     given = tuple(bands)
+    _check_no_empty_entry(given, f"{what} {','.join(given)!r}")
     ordered = parse_bands(given)
     if ordered != given:
-        raise ValueError(
+        raise InputError(
             f"{what} {','.join(given)} are not in LSST wavelength order (expected {','.join(ordered)})."
         )
     return given
+
+
+def _check_no_empty_entry(names, what: str) -> None:
+    """Refuse an empty band name: a stray comma, as in ``'u,g,r,'``, is a typo to point out."""
+    empty = [i + 1 for i, name in enumerate(names) if not str(name).strip()]
+    if empty and len(empty) == len(names):
+        raise InputError(f"{what} names no band; expected a subset of 'ugrizy'.")
+    if empty:
+        where = ", ".join(str(i) for i in empty)
+        raise InputError(
+            f"{what} has an empty band name at position {where} of {len(names)} (a stray or doubled comma?)."
+        )

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 __all__ = ["StrictModel", "make_config"]
 
-from typing import Any, TypeVar
+from typing import Any, Self
 
 import pydantic
 
 from .errors import ConfigError
 
-ModelT = TypeVar("ModelT", bound="StrictModel")
+# A value longer than this is shortened in messages (model-level errors carry the whole mapping).
+_SHOWN_INPUT = 80
 
 
 class StrictModel(pydantic.BaseModel):
@@ -31,7 +32,7 @@ class StrictModel(pydantic.BaseModel):
         extra="forbid", frozen=True, use_attribute_docstrings=True, validate_default=True
     )
 
-    def replace(self: ModelT, **changes: Any) -> ModelT:
+    def replace(self, **changes: Any) -> Self:
         """A validated copy with ``changes`` applied.
 
         Raises
@@ -48,12 +49,15 @@ def _describe(err: pydantic.ValidationError) -> str:
         where = ".".join(str(p) for p in item["loc"]) or "value"
         message = item["msg"]
         if "input" in item and item["type"] != "missing":
-            message += f" (got {item['input']!r})"
+            shown = repr(item["input"])
+            if len(shown) > _SHOWN_INPUT:
+                shown = shown[: _SHOWN_INPUT - 3] + "..."
+            message += f" (got {shown})"
         parts.append(f"{where}: {message}")
     return "; ".join(parts)
 
 
-def make_config(model: type[ModelT], what: str | None = None, **values: Any) -> ModelT:
+def make_config[M: StrictModel](model: type[M], what: str | None = None, /, **values: Any) -> M:
     """Build ``model(**values)``, turning pydantic's error into a one-line `ConfigError`.
 
     Parameters
@@ -62,6 +66,9 @@ def make_config(model: type[ModelT], what: str | None = None, **values: Any) -> 
         The `StrictModel` subclass.
     what : `str`, optional
         Prefix of the message (default: the model's name).
+    **values
+        The fields (``model`` and ``what`` are positional-only, so fields of
+        those names pass through).
 
     Raises
     ------
@@ -74,7 +81,7 @@ def make_config(model: type[ModelT], what: str | None = None, **values: Any) -> 
         raise ConfigError(f"{what or model.__name__}: {_describe(err)}") from None
 
 
-def validate_config(model: type[ModelT], data: Any, what: str | None = None) -> ModelT:
+def validate_config[M: StrictModel](model: type[M], data: Any, what: str | None = None) -> M:
     """`make_config` for a mapping (e.g. a YAML or JSON section)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{what or model.__name__}: expected a mapping, not {type(data).__name__}.")

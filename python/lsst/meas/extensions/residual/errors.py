@@ -9,7 +9,7 @@ caught ``ValueError`` before keeps working.
 
 from __future__ import annotations
 
-__all__ = ["ResidualDetectronError", "InputError", "ConfigError", "OutputError"]
+__all__ = ["ResidualDetectronError", "InputError", "MissingInputError", "ConfigError", "OutputError"]
 
 
 class ResidualDetectronError(Exception):
@@ -18,6 +18,13 @@ class ResidualDetectronError(Exception):
 
 class InputError(ResidualDetectronError, ValueError):
     """Input data or parameters are invalid (the message names the problem)."""
+
+
+class MissingInputError(InputError, FileNotFoundError):
+    """An input file or folder the user named does not exist.
+
+    Also a `FileNotFoundError`, so code that caught that before keeps working.
+    """
 
 
 class ConfigError(InputError):

@@ -18,18 +18,33 @@ On disk a scene is a multi-extension FITS file (format version 1):
 ``MASK`` (optional)
     integer (nbands, H, W); nonzero marks a bad pixel.
 ``PSF``
-    float32 (nbands, K, K), K odd, each PSF centred and normalised to sum 1.
+    float32 (nbands, K, K), K odd, each PSF normalised to sum 1, centred on
+    the central pixel (flux-weighted centroid within `PSF_CENTROID_TOLERANCE`
+    pixels of it) and non-negative up to the small negative wings of real
+    PSF models (`PSF_NEGATIVE_PIXEL_TOLERANCE`, `PSF_NEGATIVE_FLUX_TOLERANCE`).
 ``TRUTH`` and ``TRUTH_STAMPS`` (simulated scenes only)
-    See `lsst.meas.extensions.residual.truth`.
+    See `lsst.meas.extensions.residual.truth`. A ``TRUTH`` table of another
+    schema is ignored with a warning: nothing but evaluation and training
+    needs the truth.
 
 See ``doc/lsst.meas.extensions.residual/scene-format.rst``.
 """
 
 from __future__ import annotations
 
-__all__ = ["Scene", "SceneFormatError", "read_scene", "write_scene", "FORMAT_VERSION"]
+__all__ = [
+    "Scene",
+    "SceneFormatError",
+    "read_scene",
+    "write_scene",
+    "FORMAT_VERSION",
+    "PSF_CENTROID_TOLERANCE",
+    "PSF_NEGATIVE_PIXEL_TOLERANCE",
+    "PSF_NEGATIVE_FLUX_TOLERANCE",
+]
 
 import dataclasses
+import logging
 import os
 from typing import Any
 
@@ -37,15 +52,33 @@ import numpy as np
 from astropy.io import fits
 
 from .bands import check_band_order
-from .truth import Truth
+from .errors import InputError, MissingInputError
+from .truth import Truth, TruthSchemaError
+
+_log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 
 # Relative tolerance on the PSF normalisation: PSFs are stored as float32.
 _PSF_SUM_TOLERANCE = 1e-3
 
+#: Largest distance (pixels) between a PSF's flux-weighted centroid and its
+#: central pixel. Real PSF models are off by up to 0.3 px (the HSC PSFs of
+#: the shared fixtures); a PSF stored a pixel or more off centre would shift
+#: every model by as much.
+PSF_CENTROID_TOLERANCE = 1.0
 
-class SceneFormatError(ValueError):
+#: Most negative pixel value a PSF may have, as a fraction of its peak. PSF
+#: models ring slightly below zero in their wings (HSC: down to 8e-4 of the
+#: peak); a deeper negative pixel is a sign or background error.
+PSF_NEGATIVE_PIXEL_TOLERANCE = 0.01
+
+#: Largest fraction of a PSF's flux that may sit in negative pixels
+#: (HSC: up to 5e-4).
+PSF_NEGATIVE_FLUX_TOLERANCE = 0.01
+
+
+class SceneFormatError(InputError):
     """A scene (in memory or on disk) does not follow the scene format."""
 
 
@@ -129,6 +162,12 @@ class Scene:
                 f"{b}: {s:.4g}" for b, s, is_bad in zip(self.bands, sums, bad, strict=True) if is_bad
             )
             raise SceneFormatError(f"Each PSF must be normalised to sum 1; sums are {detail}.")
+        for band, psf in zip(self.bands, self.psf.astype(np.float64), strict=True):
+            _check_psf_shape(psf, band)
+        if self.truth is not None and self.truth.nbands != nbands:
+            raise SceneFormatError(
+                f"The truth has {self.truth.nbands} band(s) of fluxes but the scene has {nbands}."
+            )
         if not np.any(self.good):
             raise SceneFormatError("Every pixel of the scene is masked or non-finite.")
 
@@ -186,6 +225,34 @@ class Scene:
         )
 
 
+def _check_psf_shape(psf: np.ndarray, band: str) -> None:
+    """Refuse a PSF (normalised to sum 1) that is off centre or has deep negative pixels."""
+    peak = float(psf.max())
+    negative = psf < 0
+    if negative.any():
+        deepest = float(-psf.min()) / peak
+        negative_flux = float(-psf[negative].sum())
+        if deepest > PSF_NEGATIVE_PIXEL_TOLERANCE or negative_flux > PSF_NEGATIVE_FLUX_TOLERANCE:
+            raise SceneFormatError(
+                f"PSF of band {band} has negative pixels down to {-deepest:.3g} of its peak, with "
+                f"{negative_flux:.3g} of its flux below zero; at most {PSF_NEGATIVE_PIXEL_TOLERANCE:g} "
+                f"of the peak and {PSF_NEGATIVE_FLUX_TOLERANCE:g} of the flux are accepted "
+                "(the ringing of PSF models)."
+            )
+    size = psf.shape[0]
+    centre = size // 2
+    grid = np.arange(size) - centre
+    dy = float(psf.sum(axis=1) @ grid)  # the PSF sums to 1: these are the centroid offsets
+    dx = float(psf.sum(axis=0) @ grid)
+    offset = float(np.hypot(dy, dx))
+    if offset > PSF_CENTROID_TOLERANCE:
+        raise SceneFormatError(
+            f"PSF of band {band} is off centre: its centroid is at (y, x) = ({centre + dy:.2f}, "
+            f"{centre + dx:.2f}), {offset:.2f} px from the central pixel ({centre}, {centre}); PSFs must "
+            f"be centred to within {PSF_CENTROID_TOLERANCE:g} px."
+        )
+
+
 def write_scene(scene: Scene, path: str | os.PathLike, overwrite: bool = False) -> None:
     """Write ``scene`` to a multi-extension FITS file in the scene format."""
     primary = fits.PrimaryHDU()
@@ -213,17 +280,22 @@ def write_scene(scene: Scene, path: str | os.PathLike, overwrite: bool = False) 
 def read_scene(path: str | os.PathLike) -> Scene:
     """Read a scene FITS file.
 
+    A ``TRUTH`` table this package cannot read as its truth (another
+    schema, or a band count other than the scene's) is ignored with a
+    logged warning; the scene is read without truth.
+
     Raises
     ------
-    FileNotFoundError
-        If ``path`` does not exist.
+    MissingInputError
+        If ``path`` does not exist (also a `FileNotFoundError`).
     SceneFormatError
         If the file is not a readable scene (not FITS, missing extensions,
-        inconsistent shapes or bands).
+        inconsistent shapes or bands, a PSF not normalised, off centre or
+        negative).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"Scene file {path!r} does not exist.")
+        raise MissingInputError(f"Scene file {path!r} does not exist.")
     try:
         hdul = fits.open(path, memmap=False)
     except Exception as err:  # astropy raises OSError, TypeError, ValueError...
@@ -254,7 +326,7 @@ def read_scene(path: str | os.PathLike) -> Scene:
             variance = _read_data(hdul, "VARIANCE", path)
             psf = _read_data(hdul, "PSF", path)
             mask = hdul["MASK"].data if "MASK" in names else None
-            truth = Truth.from_hdus(hdul) if "TRUTH" in names else None
+            truth = _read_truth(hdul, path, len(bands)) if "TRUTH" in names else None
         except (TypeError, ValueError, OSError) as err:
             if isinstance(err, SceneFormatError):
                 raise
@@ -271,6 +343,24 @@ def read_scene(path: str | os.PathLike) -> Scene:
         )
     except SceneFormatError as err:
         raise SceneFormatError(f"{path!r}: {err}") from None
+
+
+def _read_truth(hdul: fits.HDUList, path: str, nbands: int) -> Truth | None:
+    """The scene file's truth, or None (with a warning) if its table is of another schema."""
+    try:
+        truth = Truth.from_hdus(hdul)
+    except TruthSchemaError as err:
+        _log.warning("%s: TRUTH ignored (the scene is read without truth): %s", path, err)
+        return None
+    if truth.nbands != nbands:
+        _log.warning(
+            "%s: TRUTH ignored (the scene is read without truth): its fluxes have %d band(s), the scene %d.",
+            path,
+            truth.nbands,
+            nbands,
+        )
+        return None
+    return truth
 
 
 def _read_data(hdul: fits.HDUList, name: str, path: str) -> np.ndarray:

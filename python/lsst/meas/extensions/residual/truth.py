@@ -14,22 +14,63 @@ On disk (extensions of the scene file):
 ``TRUTH_STAMPS``
     float32, 1-D: the noiseless isolated (PSF-convolved) image of each source,
     (nbands, stamp_height, stamp_width) flattened in C order, concatenated in
-    table order. Each stamp holds all the flux of its source: its sum over
-    pixels equals the ``flux`` column.
+    table order (`~lsst.meas.extensions.residual.packing`). Each stamp holds
+    all the flux of its source: its sum over pixels equals the ``flux`` column.
+
+A table without the columns `REQUIRED_COLUMNS`, with ``flux``/``mag`` not
+numeric (N,) or (N, nbands), or without ``TRUTH_STAMPS``, is of another schema:
+`Truth.from_hdus` raises `TruthSchemaError`, and the scene reader ignores such
+a table with a warning.
 """
 
 from __future__ import annotations
 
-__all__ = ["Truth", "STAR", "GALAXY"]
+__all__ = ["Truth", "STAR", "GALAXY", "REQUIRED_COLUMNS", "TruthSchemaError", "check_truth_schema"]
 
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from .errors import InputError
+from .geometry import Box, Footprint, boxes_overlap, mask_overlap
+from .packing import pack_arrays, unpack_arrays
+
 STAR = "star"
 GALAXY = "galaxy"
 
 _STAMP_COLUMNS = ("stamp_x0", "stamp_y0", "stamp_height", "stamp_width")
+
+#: Columns a truth table must have (the others are optional).
+REQUIRED_COLUMNS: tuple[str, ...] = ("id", "x", "y", "class", "flux", "mag", *_STAMP_COLUMNS)
+
+
+class TruthSchemaError(InputError):
+    """A truth table is not of this package's schema (e.g. another simulator's)."""
+
+
+def check_truth_schema(table: Table) -> None:
+    """Check that ``table`` has this package's truth schema.
+
+    Raises
+    ------
+    TruthSchemaError
+        If a column of `REQUIRED_COLUMNS` is missing, or ``flux`` and ``mag``
+        are not numeric arrays of the same shape, (N,) or (N, nbands).
+    """
+    missing = [column for column in REQUIRED_COLUMNS if column not in table.colnames]
+    if missing:
+        raise TruthSchemaError(
+            f"the truth table has no {', '.join(missing)} column(s) (it has {', '.join(table.colnames)})."
+        )
+    flux, mag = table["flux"], table["mag"]
+    for column in (flux, mag):
+        if column.dtype.kind not in "fiu" or column.ndim not in (1, 2):
+            raise TruthSchemaError(
+                f"truth column {column.name!r} must be numeric, one value per band; "
+                f"it is {column.dtype} of shape {column.shape}."
+            )
+    if flux.shape != mag.shape:
+        raise TruthSchemaError(f"truth columns 'flux' {flux.shape} and 'mag' {mag.shape} differ in shape.")
 
 
 class Truth:
@@ -45,11 +86,9 @@ class Truth:
     """
 
     def __init__(self, table: Table, stamps: list[np.ndarray]):
+        check_truth_schema(table)
         if len(table) != len(stamps):
             raise ValueError(f"Truth table has {len(table)} rows but {len(stamps)} stamps.")
-        for column in ("id", "x", "y", "class", "flux", "mag", *_STAMP_COLUMNS):
-            if column not in table.colnames:
-                raise ValueError(f"Truth table has no {column!r} column.")
         for row, stamp in zip(table, stamps, strict=True):
             if stamp.shape[1:] != (row["stamp_height"], row["stamp_width"]):
                 raise ValueError(f"Stamp of source {row['id']} has shape {stamp.shape}, not the table's.")
@@ -58,6 +97,12 @@ class Truth:
 
     def __len__(self) -> int:
         return len(self.table)
+
+    @property
+    def nbands(self) -> int:
+        """Number of bands of the fluxes and stamps."""
+        flux = self.table["flux"]
+        return flux.shape[1] if flux.ndim == 2 else 1
 
     @property
     def ids(self) -> np.ndarray:
@@ -87,12 +132,9 @@ class Truth:
         slices : `tuple` [`slice`, `slice`]
             Where that part lies in the image.
         """
-        y0, x0, h, w = self.stamp_box(index)
-        ya, yb = max(y0, 0), min(y0 + h, shape[0])
-        xa, xb = max(x0, 0), min(x0 + w, shape[1])
-        ya, xa = min(ya, yb), min(xa, xb)
-        stamp = self.stamps[index][:, ya - y0 : yb - y0, xa - x0 : xb - x0]
-        return stamp, (slice(ya, yb), slice(xa, xb))
+        box = Box(*self.stamp_box(index))
+        inside = box.intersect(Box(0, 0, *shape))
+        return self.stamps[index][(slice(None), *inside.slices(box))], inside.slices()
 
     def render(self, shape: tuple[int, int], indices=None) -> np.ndarray:
         """Noiseless image (nbands, H, W) of the sources ``indices`` (default all)."""
@@ -127,24 +169,14 @@ class Truth:
         self, shape: tuple[int, int], noise_sigma, nsigma: float = 1.0
     ) -> list[tuple[int, int]]:
         """Index pairs (i, j), i < j, of sources whose footprints share a pixel."""
-        masks = [self.footprint(i, shape, noise_sigma, nsigma) for i in range(len(self))]
-        if not masks:
-            return []
-        boxes = np.array([(sy.start, sy.stop, sx.start, sx.stop) for _, (sy, sx) in masks])
+        footprints = []
+        for index in range(len(self)):
+            mask, (sy, sx) = self.footprint(index, shape, noise_sigma, nsigma)
+            footprints.append(Footprint(sy.start, sx.start, mask))
+        boxes = [f.box for f in footprints]
         # Candidate pairs: intersecting boxes (vectorised), then compare masks.
-        ya = np.maximum(boxes[:, None, 0], boxes[None, :, 0])
-        yb = np.minimum(boxes[:, None, 1], boxes[None, :, 1])
-        xa = np.maximum(boxes[:, None, 2], boxes[None, :, 2])
-        xb = np.minimum(boxes[:, None, 3], boxes[None, :, 3])
-        candidates = np.argwhere(np.triu((ya < yb) & (xa < xb), k=1))
-        pairs = []
-        for i, j in candidates:
-            y0, y1, x0, x1 = ya[i, j], yb[i, j], xa[i, j], xb[i, j]
-            mi = masks[i][0][y0 - boxes[i, 0] : y1 - boxes[i, 0], x0 - boxes[i, 2] : x1 - boxes[i, 2]]
-            mj = masks[j][0][y0 - boxes[j, 0] : y1 - boxes[j, 0], x0 - boxes[j, 2] : x1 - boxes[j, 2]]
-            if np.any(mi & mj):
-                pairs.append((int(i), int(j)))
-        return pairs
+        candidates = np.argwhere(np.triu(boxes_overlap(boxes, boxes), k=1))
+        return [(int(i), int(j)) for i, j in candidates if mask_overlap(footprints[i], footprints[j])]
 
     def band_subset(self, index: list[int]) -> Truth:
         table = self.table.copy()
@@ -154,35 +186,34 @@ class Truth:
 
     def to_hdus(self) -> list[fits.hdu.base.ExtensionHDU]:
         """The ``TRUTH`` table and ``TRUTH_STAMPS`` extensions."""
-        if self.stamps:
-            flat = np.concatenate([s.astype(np.float32).ravel() for s in self.stamps])
-        else:
-            flat = np.zeros(0, dtype=np.float32)
+        flat = pack_arrays(self.stamps, np.float32)
         table_hdu = fits.table_to_hdu(self.table)
         table_hdu.name = "TRUTH"
         return [table_hdu, fits.ImageHDU(flat, name="TRUTH_STAMPS")]
 
     @classmethod
     def from_hdus(cls, hdul: fits.HDUList) -> Truth:
-        """Read the ``TRUTH`` and ``TRUTH_STAMPS`` extensions of an open scene file."""
+        """Read the ``TRUTH`` and ``TRUTH_STAMPS`` extensions of an open scene file.
+
+        Raises
+        ------
+        TruthSchemaError
+            If the table is of another schema or ``TRUTH_STAMPS`` is missing.
+        ValueError
+            If the stamps do not add up to what the table describes (a corrupt
+            file).
+        """
         table = Table.read(hdul["TRUTH"])
+        check_truth_schema(table)
         nbands = table["flux"].shape[1] if table["flux"].ndim == 2 else 1
         if "TRUTH_STAMPS" not in hdul:
-            raise ValueError("Scene has a TRUTH table but no TRUTH_STAMPS extension.")
+            raise TruthSchemaError("the scene has a TRUTH table but no TRUTH_STAMPS extension.")
         flat = hdul["TRUTH_STAMPS"].data
-        flat = np.zeros(0, dtype=np.float32) if flat is None else np.asarray(flat, dtype=np.float32)
-        sizes = nbands * np.asarray(table["stamp_height"], dtype=np.int64) * np.asarray(table["stamp_width"])
-        if sizes.sum() != flat.size:
-            raise ValueError(
-                f"TRUTH_STAMPS has {flat.size} values but the TRUTH table describes {sizes.sum()}."
-            )
-        offsets = np.concatenate([[0], np.cumsum(sizes)])
-        stamps = [
-            flat[offsets[i] : offsets[i + 1]].reshape(
-                nbands, int(row["stamp_height"]), int(row["stamp_width"])
-            )
-            for i, row in enumerate(table)
-        ]
+        stamps = unpack_arrays(
+            None if flat is None else np.asarray(flat, dtype=np.float32),
+            [(nbands, h, w) for h, w in zip(table["stamp_height"], table["stamp_width"], strict=True)],
+            "TRUTH_STAMPS",
+        )
         if table["class"].dtype.kind == "S":
             table["class"] = table["class"].astype(str)
         return cls(table, stamps)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from pathlib import Path
 
 _log = logging.getLogger(__name__)
 
@@ -18,7 +17,7 @@ def add_parser(subparsers) -> None:
             "Fit every footprint of PEAKS with its peaks (scarlet_lite's model, LSST defaults) and write "
             "DIR/catalog.fits, model.fits, residual.fits, peaks.fits, "
             "models.scarlet (LSST scarlet model data) "
-            "and summary.json."
+            "and summary.json (with the SHA-256 of each file)."
         ),
     )
     parser.add_argument("scene", help="scene FITS file")
@@ -42,31 +41,47 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--plot", action="store_true", help="also write DIR/deblend.png (image, model, residual)"
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the outputs of an earlier run in --out"
+    )
     parser.set_defaults(handler=main)
 
 
 def main(args: argparse.Namespace) -> None:
+    from ..configs import make_config
     from ..deblending import DeblendConfig, deblend, plot_deblend
+    from ..deblending.io import RESULT_FILES
     from ..detection import read_detections
     from ..scene import read_scene
     from .main import CommandError
+    from .outputs import SUMMARY_NAME, OutputFolder
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CommandError(f"--out {out} exists and is not a directory.")
+    config = make_config(
+        DeblendConfig,
+        "deblend options",
+        max_iter=args.max_iter,
+        relative_error=args.relative_error,
+        isolated=args.isolated,
+        show_progress=True,
+    )
+    folder = OutputFolder(
+        args.out, overwrite=args.overwrite, output_names=[*RESULT_FILES.values(), "deblend.png"]
+    )
     scene = read_scene(args.scene)
     detections = read_detections(args.peaks)
-    config = DeblendConfig(
-        max_iter=args.max_iter, relative_error=args.relative_error, isolated=args.isolated, show_progress=True
-    )
+    if tuple(detections.bands) != scene.bands or detections.footprints.shape != scene.shape:
+        raise CommandError(
+            f"{args.peaks} is for a {detections.footprints.shape} image in bands "
+            f"{','.join(detections.bands)}; {args.scene} is {scene.shape} in {','.join(scene.bands)}."
+        )
     result = deblend(scene, detections, config)
-    try:
-        paths = result.write(out, overwrite=args.overwrite)
-    except FileExistsError as err:
-        raise CommandError(str(err)) from None
-    if args.plot:
-        plot_deblend(scene, result, out / "deblend.png")
+    with folder.staging() as staged:
+        result.write(staged.path)
+        # The result's own summary (counts, timing, config: read back by read_deblend_result)
+        # becomes the folder's, which gets the outputs manifest.
+        staged.summary.update(json.loads((staged / SUMMARY_NAME).read_text()))
+        if args.plot:
+            plot_deblend(scene, result, staged / "deblend.png")
     catalog = result.catalog
     summary = {
         "sources": len(catalog),
@@ -78,7 +93,7 @@ def main(args: argparse.Namespace) -> None:
         "seconds": round(result.timing.get("total", float("nan")), 2),
     }
     print(json.dumps(summary, indent=2))
-    _log.info("Wrote %s", ", ".join(str(p) for p in paths.values()))
+    _log.info("Wrote %s in %s", ", ".join(folder.written), folder.path)
 
 
 def _nanmedian(values) -> float:

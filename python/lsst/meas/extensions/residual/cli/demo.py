@@ -8,8 +8,11 @@ detection and deblending, residual detection, second pass), then prints a
 per-patch summary and writes one PNG per patch plus ``summary.json``.
 
 Running it again is safe: the repository and its inputs are reused, and the
-pipeline resumes the existing output collection (finished work is skipped);
-``--fresh`` starts a new output run beside the old one instead.
+pipeline resumes its newest output run (what is missing there is computed;
+finished work is skipped); ``--fresh`` starts a new output run beside the old
+one instead. The repository records the parameters its inputs were made
+from: other ``--seed``, ``--depth``, ``--model``, ``--patch-size`` or grid
+are refused (use another ``--out``), so results are never mixed or stale.
 """
 
 from __future__ import annotations
@@ -44,27 +47,25 @@ def add_parser(subparsers) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    from ..configs import make_config
     from ..tasks.demo import (
         OUTPUT,
         DemoConfig,
         build_demo_repo,
+        latest_output_collections,
+        missing_outputs,
         plot_patch,
         quiet_optional_import_warnings,
         run_pipeline,
         summarize_patch,
     )
-    from .main import CommandError
+    from .main import CommandError, input_files
 
     quiet_optional_import_warnings()
 
-    if args.patch_size < 32:
-        raise CommandError(f"--patch-size must be at least 32 pixels, not {args.patch_size}.")
-    if args.patches_x < 1 or args.patches_y < 1:
-        raise CommandError("--patches-x and --patches-y must be at least 1.")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    root = out / "repo"
-    config = DemoConfig(
+    config = make_config(
+        DemoConfig,
+        "demo",
         patch_size=args.patch_size,
         patches_x=args.patches_x,
         patches_y=args.patches_y,
@@ -74,40 +75,70 @@ def main(args: argparse.Namespace) -> None:
         processes=args.processes,
         fresh=args.fresh,
     )
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out {out} is a file, not a directory.")
+    with input_files():  # the shipped package, when --model is not given
+        model_path = config.model_path()
+    if not model_path.is_file():
+        raise CommandError(f"Model package {model_path} does not exist.")
+    out.mkdir(parents=True, exist_ok=True)
+    root = out / "repo"
     start = time.perf_counter()
-    butler = build_demo_repo(root, config)
-    print(
-        f"Repository {root}: {config.patches_x * config.patches_y} patches simulated and ingested.",
-        flush=True,
+    # Refuses (DemoParametersError) a repository made from other parameters.
+    inputs = build_demo_repo(root, config)
+    skymap = config.skymap()
+    where = (
+        f"{config.patches_x}x{config.patches_y} patches of {config.patch_size} px, seed {config.seed}, "
+        f"depth {config.depth}"
     )
+    if inputs.simulated:
+        print(
+            f"Repository {root}: {len(inputs.simulated)} patches simulated and ingested ({where}).",
+            flush=True,
+        )
+    if inputs.reused:
+        print(f"Repository {root}: reusing the inputs of {len(inputs.reused)} patches ({where}).", flush=True)
     try:
         run_pipeline(root, processes=config.processes, fresh=config.fresh, log_file=out / "pipetask.log")
+    except FileNotFoundError as err:  # no pipetask executable
+        raise CommandError(str(err)) from None
     except RuntimeError as err:
         raise CommandError(f"{err}\n(full log: {out / 'pipetask.log'})") from None
 
     from lsst.daf.butler import Butler
 
-    butler = Butler.from_config(str(root), collections=[OUTPUT])
-    skymap = config.skymap()
+    data_ids = [
+        {"skymap": skymap.name, "tract": skymap.tract, "patch": geometry.id} for geometry in skymap.patches()
+    ]
+    with Butler.from_config(str(root)) as reader:
+        collections = latest_output_collections(reader)
+        run = collections[0]
+        missing = missing_outputs(reader, run, data_ids)
+    if missing:
+        what = "; ".join(f"patch {patch}: {', '.join(names)}" for patch, names in sorted(missing.items()))
+        raise CommandError(
+            f"The output run {run} lacks {what} (see {out / 'pipetask.log'}); run the demo again to "
+            "complete it."
+        )
     summaries = []
-    for geometry in skymap.patches():
-        data_id = {"skymap": skymap.name, "tract": skymap.tract, "patch": geometry.id}
-        summary = summarize_patch(butler, data_id)
-        plot_patch(butler, data_id, config.bands, out / f"patch_{geometry.id}.png", summary)
-        summaries.append(summary)
+    with Butler.from_config(str(root), collections=collections) as butler:
+        for data_id in data_ids:
+            summary = summarize_patch(butler, data_id)
+            plot_patch(butler, data_id, config.bands, out / f"patch_{data_id['patch']}.png", summary)
+            summaries.append(summary)
     _print_table(summaries)
     report = {
         "repository": str(root),
         "output_collection": OUTPUT,
+        "output_run": run,
         "pipeline": "pipelines/demo.yaml",
+        "parameters": inputs.parameters,
         "patches": [s.as_dict() for s in summaries],
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
     (out / "summary.json").write_text(json.dumps(report, indent=2))
-    print(
-        f"Wrote {out}/summary.json, patch_*.png and pipetask.log; "
-        f"Butler outputs in {root} collection {OUTPUT}."
-    )
+    print(f"Wrote {out}/summary.json, patch_*.png and pipetask.log; Butler outputs in {root} run {run}.")
 
 
 def _print_table(summaries) -> None:

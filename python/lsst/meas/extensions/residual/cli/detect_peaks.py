@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 
 _log = logging.getLogger(__name__)
 
@@ -28,20 +27,22 @@ def add_parser(subparsers) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    from ..configs import make_config
     from ..detection import DetectionConfig, detect_peaks, write_detections
     from ..scene import read_scene
-    from .main import CommandError
+    from .outputs import OutputFile
 
-    if os.path.exists(args.out) and not args.overwrite:
-        raise CommandError(f"{args.out} exists; pass --overwrite to replace it.")
-    scene = read_scene(args.scene)
-    detections = detect_peaks(
-        scene, DetectionConfig(threshold=args.threshold, min_prominence=args.min_prominence)
+    config = make_config(
+        DetectionConfig, "detection options", threshold=args.threshold, min_prominence=args.min_prominence
     )
-    write_detections(detections, args.out, overwrite=args.overwrite)
+    output = OutputFile(args.out, overwrite=args.overwrite)
+    scene = read_scene(args.scene)
+    detections = detect_peaks(scene, config)
+    with output.staging() as path:
+        write_detections(detections, path)
     _log.info(
         "Wrote %s: %d peaks in %d footprints.",
         args.out,
         len(detections.peaks),
-        int(detections.footprints.max()),
+        int(detections.footprints.max(initial=0)),
     )

@@ -8,6 +8,9 @@ import logging
 
 _log = logging.getLogger(__name__)
 
+# Everything `evaluate` writes into --out (summary.json: the headline numbers and the files' SHA-256).
+_OUTPUTS = ("evaluation.json", "pr_curves.png", "recall_vs_mag.png", "example_overlay.png", "summary.json")
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -17,7 +20,7 @@ def add_parser(subparsers) -> None:
             "Simulate scenes the model never saw, take them through the first pass, run the network and the "
             "baselines (SEP 3/5 sigma, photutils) on the same inputs, and write OUT/evaluation.json with "
             "precision/recall/F1, PR curves per class, precision at 80% recall, recall versus magnitude and "
-            "mask IoU, plus PNG plots."
+            "mask IoU, plus PNG plots and OUT/summary.json (headline numbers, SHA-256 of each file)."
         ),
     )
     parser.add_argument(
@@ -35,14 +38,22 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--no-baselines", action="store_true", help="skip SEP and photutils")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the outputs of an earlier run in --out"
+    )
     parser.set_defaults(handler=main)
 
 
 def main(args: argparse.Namespace) -> None:
+    from ..configs import make_config
     from ..evaluation.evaluate import EvaluationConfig, evaluate_package
-    from ..network import default_model_path
+    from ..network import default_model_path, load_model_package
+    from .main import input_files
+    from .outputs import OutputFolder
 
-    config = EvaluationConfig(
+    config = make_config(
+        EvaluationConfig,
+        "evaluation options",
         n_scenes=args.scenes,
         seed=args.seed,
         scene_size=args.size,
@@ -51,7 +62,13 @@ def main(args: argparse.Namespace) -> None:
         baselines=not args.no_baselines,
         device=args.device,
     )
-    summary = evaluate_package(args.model or default_model_path("residual"), config, args.out)
-    brief = {k: v for k, v in summary.items() if k not in ("curves", "recall_vs_magnitude")}
-    print(json.dumps(brief, indent=2))
-    _log.info("Wrote %s/evaluation.json, pr_curves.png, recall_vs_mag.png, example_overlay.png", args.out)
+    folder = OutputFolder(args.out, overwrite=args.overwrite, output_names=_OUTPUTS)
+    with input_files():
+        package = load_model_package(args.model or default_model_path("residual"))
+    with folder.staging() as staged:
+        summary = evaluate_package(package, config, staged.path)
+        staged.summary.update(
+            {k: v for k, v in summary.items() if k not in ("curves", "recall_vs_magnitude")}
+        )
+    print(json.dumps(staged.summary, indent=2))
+    _log.info("Wrote %s in %s", ", ".join(folder.written), folder.path)

@@ -7,11 +7,13 @@ import json
 import logging
 import os
 import time
-from pathlib import Path
 
 from .options import add_inference_options
 
 _log = logging.getLogger(__name__)
+
+# Everything `find` writes into --out.
+_OUTPUTS = ("sources.fits", "sources.ecsv", "overlay.png", "summary.json")
 
 
 def add_parser(subparsers) -> None:
@@ -22,7 +24,7 @@ def add_parser(subparsers) -> None:
             "Run the Mask R-CNN of a model package on a scene FITS file (tiled, any size). Residual-mode "
             "packages need the first-pass model: give it with --first-pass-model, or it is computed here "
             "with detect-peaks and the deblender. Writes OUT/sources.fits (catalogue + footprints), "
-            "OUT/sources.ecsv, OUT/overlay.png and OUT/summary.json."
+            "OUT/sources.ecsv, OUT/overlay.png and OUT/summary.json (with the SHA-256 of each file)."
         ),
     )
     parser.add_argument("scene", help="scene FITS file")
@@ -43,10 +45,11 @@ def _read_model_cube(path: str, shape: tuple[int, ...]):
     import numpy as np
     from astropy.io import fits
 
+    from ..errors import MissingInputError
     from ..scene import SceneFormatError
 
     if not os.path.exists(path):
-        raise FileNotFoundError(f"First-pass model file {path!r} does not exist.")
+        raise MissingInputError(f"First-pass model file {path!r} does not exist.")
     try:
         with fits.open(path, memmap=False) as hdul:
             names = [hdu.name for hdu in hdul]
@@ -66,16 +69,18 @@ def _read_model_cube(path: str, shape: tuple[int, ...]):
 def main(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from ..network import Detector, InferenceConfig, default_model_path, read_model_metadata
+    from ..network import Detector, default_model_path, read_model_metadata, select_device
     from ..scene import read_scene
-    from .main import CommandError
+    from .main import input_files
+    from .options import inference_config_from_args
+    from .outputs import OutputFolder
 
-    out = Path(args.out)
-    outputs = [out / name for name in ("sources.fits", "sources.ecsv", "overlay.png", "summary.json")]
-    if any(p.exists() for p in outputs) and not args.overwrite:
-        raise CommandError(f"{out} already has outputs; pass --overwrite to replace them.")
-    package_path = args.model or default_model_path("residual")
-    metadata = read_model_metadata(package_path)
+    inference = inference_config_from_args(args)
+    device = select_device(args.device)  # an unknown device is refused before any work
+    folder = OutputFolder(args.out, overwrite=args.overwrite, output_names=_OUTPUTS)
+    with input_files():
+        package_path = args.model or default_model_path("residual")
+        metadata = read_model_metadata(package_path)
     scene = read_scene(args.scene)
     metadata.check_data(scene.bands, has_model=True)  # bands first: cheaper than deblending to find out
     model_cube = None
@@ -83,56 +88,45 @@ def main(args: argparse.Namespace) -> None:
         if args.first_pass_model:
             model_cube = _read_model_cube(args.first_pass_model, scene.image.shape)
         else:
+            from ..chain.first_pass import first_pass_model
             from ..detection import detect_peaks
-            from ..training.scenes import first_pass_model
 
             _log.info("No --first-pass-model: running first-pass detection and deblending.")
-            try:
-                model_cube = first_pass_model(scene, detect_peaks(scene))
-            except RuntimeError as err:
-                raise CommandError(str(err)) from None
-    out.mkdir(parents=True, exist_ok=True)
-    detector = Detector(package_path, device=args.device)
+            model_cube = first_pass_model(scene, detect_peaks(scene))
+    detector = Detector(package_path, device=device)
     start = time.perf_counter()
     detections = detector.find(
-        scene.image,
-        scene.variance,
-        scene.bands,
-        model_cube,
-        scene.mask,
-        inference=InferenceConfig(
-            tile_size=args.tile_size,
-            tile_overlap=args.overlap,
-            batch_size=args.batch_size,
-            score_threshold=args.score_threshold,
-        ),
-        progress=True,
+        scene.image, scene.variance, scene.bands, model_cube, scene.mask, inference=inference, progress=True
     )
     seconds = time.perf_counter() - start
-    detections.write(out / "sources.fits", overwrite=True)
-    detections.table.write(out / "sources.ecsv", overwrite=True)
-    if not args.no_plot:
-        from ..evaluation.plots import plot_overlay
+    with folder.staging() as staged:
+        detections.write(staged / "sources.fits")
+        detections.table.write(staged / "sources.ecsv")
+        if not args.no_plot:
+            from ..evaluation.plots import plot_overlay
 
-        residual = None if model_cube is None else np.where(scene.good, scene.image - model_cube, 0.0)
-        plot_overlay(
-            scene.clean_image(),
-            scene.bands,
-            detections,
-            out / "overlay.png",
-            residual=residual,
-            title=f"{metadata.name} on {os.path.basename(args.scene)}",
+            residual = None if model_cube is None else np.where(scene.good, scene.image - model_cube, 0.0)
+            plot_overlay(
+                scene.clean_image(),
+                scene.bands,
+                detections,
+                staged / "overlay.png",
+                residual=residual,
+                title=f"{metadata.name} on {os.path.basename(args.scene)}",
+            )
+        classes = list(detections.table["class"])
+        staged.summary.update(
+            {
+                "scene": os.path.abspath(args.scene),
+                "model": os.path.abspath(package_path),
+                "mode": metadata.mode,
+                "detections": len(detections),
+                "per_class": {name: classes.count(name) for name in metadata.classes},
+                "score_threshold": metadata.score_threshold
+                if inference.score_threshold is None
+                else inference.score_threshold,
+                "device": detector.device,
+                "network_seconds": round(seconds, 2),
+            }
         )
-    classes = list(detections.table["class"])
-    summary = {
-        "scene": os.path.abspath(args.scene),
-        "model": os.path.abspath(package_path),
-        "mode": metadata.mode,
-        "detections": len(detections),
-        "per_class": {name: classes.count(name) for name in metadata.classes},
-        "score_threshold": metadata.score_threshold if args.score_threshold is None else args.score_threshold,
-        "device": detector.device,
-        "network_seconds": round(seconds, 2),
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(staged.summary, indent=2))

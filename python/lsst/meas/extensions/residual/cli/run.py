@@ -1,24 +1,32 @@
 """``residual-detectron run``: the whole chain on a scene file, without a Butler.
 
 First-pass detection, first-pass deblending, the network on the residuals,
-and a second deblending pass with the new sources.
+and a second deblending pass with the new sources
+(`lsst.meas.extensions.residual.chain.run_chain`, the same steps and output
+tables as the PipelineTasks).
 
-Outputs in ``--out``:
+Outputs in ``--out`` (the scene is patch 0 of tract 0 at the tract origin:
+positions are scene pixels, ids are packed as in a Butler repository, see
+`lsst.meas.extensions.residual.chain.catalogs`):
 
 ``catalog.fits``
-    Final catalog (one row per source): the deblender's columns, ``found_by``
-    (``first_pass`` or ``residual``), and the network's ``class`` and
-    ``score`` for the sources it found.
+    Final catalog, one row per source (``object_residual_deblend``'s
+    columns, without ``ra``/``dec``: scene files carry no WCS).
 ``new_sources.fits``
-    The new sources with their footprints (the network's ``sources.fits``
-    format; ids as in ``catalog.fits``).
+    The new sources with their footprints (``object_residual_detection``'s
+    columns in the network's ``sources.fits`` layout).
 ``residual_before.fits``, ``residual_after.fits``
     (nbands, H, W) residual cubes (image − model) of the first and second
     pass; header ``BANDS``.
 ``first_pass.scarlet``, ``second_pass.scarlet``
     Scarlet model data (LSST's ``.scarlet`` container).
 ``run.png``, ``summary.json``
-    Figure (image, residual before, residual after) and counts/timings.
+    Figure (image, first-pass model, residual before and after) and
+    counts/timings; ``summary.json`` is written last and lists every other
+    file with its SHA-256.
+
+Everything is written into a temporary folder beside ``--out`` and moved
+into place only when all of it succeeded.
 """
 
 from __future__ import annotations
@@ -33,7 +41,8 @@ from .options import add_inference_options
 
 _log = logging.getLogger(__name__)
 
-_OUTPUTS = (
+#: What ``run`` writes into ``--out`` (``summary.json`` last).
+RUN_OUTPUTS = (
     "catalog.fits",
     "new_sources.fits",
     "residual_before.fits",
@@ -71,114 +80,93 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(handler=main)
 
 
-def _write_cube(path: Path, cube, bands, name: str) -> None:
+def write_cube(path: Path, cube, bands, name: str) -> None:
+    """A (nbands, H, W) cube as FITS with the band names in the primary header."""
     from astropy.io import fits
 
     primary = fits.PrimaryHDU()
     primary.header["BANDS"] = ",".join(bands)
-    fits.HDUList([primary, fits.ImageHDU(cube, name=name)]).writeto(path, overwrite=True)
+    fits.HDUList([primary, fits.ImageHDU(cube, name=name)]).writeto(path)
 
 
-def _plot(scene, result, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def write_run(folder: Path, scene, result, plot: bool) -> None:
+    """Write the outputs of `run_chain` (all but ``summary.json``) into ``folder``."""
     import numpy as np
 
-    from ..visualization import rgb_composite
+    from ..chain.plots import plot_patch_chain
+    from ..deblending import write_scarlet_model
 
-    noise = np.sqrt(np.median(np.where(scene.good, scene.variance, np.nan)))
-    stretch = 5.0 * float(noise) if np.isfinite(noise) and noise > 0 else None
-    first = result.first_pass.catalog
-    new = result.new_sources.table
-    height, width = scene.shape
-    fig, axes = plt.subplots(1, 3, figsize=(18, 6.6), sharex=True, sharey=True)
-    panels = (
-        ("image: first-pass peaks (+), new sources (o)", scene.clean_image()),
-        ("residual, first pass", result.first_pass.residual),
-        ("residual, second pass", result.second_pass.residual),
-    )
-    for ax, (title, cube) in zip(axes, panels, strict=True):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ax.imshow(
-                rgb_composite(cube, scene.bands, stretch=stretch), origin="lower", interpolation="nearest"
-            )
-        ax.set_title(title, fontsize=10)
-        ax.scatter(first["x"], first["y"], s=22, marker="+", color="red", lw=0.9)
-        if len(new):
-            ax.scatter(new["x"], new["y"], s=50, facecolors="none", edgecolors="cyan", lw=0.9)
-        ax.set_xlim(-0.5, width - 0.5)
-        ax.set_ylim(-0.5, height - 0.5)
-    if scene.truth is not None and len(scene.truth):
-        xy = scene.truth.xy
-        axes[0].scatter(xy[:, 0], xy[:, 1], s=3, color="white", alpha=0.6, lw=0)
-    fig.suptitle(
-        f"{len(first)} first-pass sources, {len(new)} new, "
-        f"{len(result.second_pass.catalog)} after the second pass"
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    outputs = result.outputs
+    outputs.catalog.write(folder / "catalog.fits")
+    outputs.new_sources.write(folder / "new_sources.fits")
+    write_cube(folder / "residual_before.fits", result.first_pass.deblend.residual, scene.bands, "RESIDUAL")
+    write_cube(folder / "residual_after.fits", result.second_pass.residual, scene.bands, "RESIDUAL")
+    write_scarlet_model(folder / "first_pass.scarlet", outputs.first_pass_models)
+    write_scarlet_model(folder / "second_pass.scarlet", outputs.models)
+    if plot:
+        first = result.first_pass.deblend.catalog
+        plot_patch_chain(
+            scene,
+            result.first_pass.deblend.model,
+            result.second_pass.model,
+            np.column_stack([first["x"], first["y"]]),
+            result.new_sources.xy,
+            folder / "run.png",
+            f"{len(first)} first-pass sources, {len(result.new_sources)} new, "
+            f"{len(result.second_pass.catalog)} after the second pass",
+            truth_xy=None if scene.truth is None else scene.truth.xy,
+        )
+
+
+def run_summary(scene_path, package_path, device: str, result) -> dict:
+    """Counts and timings of one `run_chain` result (``summary.json`` less its manifest)."""
+    catalog = result.outputs.catalog
+    new_parents = {int(p) for p in catalog["parent"][catalog["found_by"] == "residual"]}
+    return {
+        "scene": str(scene_path),
+        "model": str(package_path),
+        "device": device,
+        "first_pass_peaks": len(result.first_pass.detections.peaks),
+        "first_pass_footprints": int(result.first_pass.detections.footprints.max(initial=0)),
+        "new_sources": len(result.new_sources),
+        "dropped_on_existing_peaks": result.new_sources.n_matched,
+        "blends_with_new_sources": len(new_parents),
+        "final_sources": len(catalog),
+        "seconds": {k: round(v, 2) for k, v in result.timing.items()},
+    }
 
 
 def main(args: argparse.Namespace) -> None:
-    from ..deblending import write_scarlet_model
+    from ..chain import ChainConfig, run_chain
+    from ..configs import make_config
     from ..detection import DetectionConfig
-    from ..network import Detector, default_model_path, read_model_metadata
+    from ..network import Detector, default_model_path, read_model_metadata, select_device
     from ..scene import read_scene
-    from ..tasks.chain import ChainConfig, final_catalog, run_chain
-    from .main import CommandError
+    from .main import input_files
+    from .options import inference_config_from_args
+    from .outputs import OutputFolder
 
-    out = Path(args.out)
-    existing = [name for name in _OUTPUTS if (out / name).exists()]
-    if existing and not args.overwrite:
-        raise CommandError(f"{out} already has {', '.join(existing)}; pass --overwrite to replace them.")
-    package_path = args.model or default_model_path("residual")
-    metadata = read_model_metadata(package_path)
-    scene = read_scene(args.scene)
-    metadata.check_data(scene.bands, has_model=True)  # before any work: a band mismatch is cheap to find
-    config = ChainConfig(
-        detection=DetectionConfig(threshold=args.threshold),
-        match_radius=args.match_radius,
-        score_threshold=args.score_threshold,
-        tile_size=args.tile_size,
-        overlap=args.overlap,
-        batch_size=args.batch_size,
-    )
     start = time.perf_counter()
-    detector = Detector(package_path, args.device)
-    result = run_chain(scene, detector, config, progress=True)
-    out.mkdir(parents=True, exist_ok=True)
-    final_catalog(result).write(out / "catalog.fits", overwrite=True)
-    result.new_sources.write(out / "new_sources.fits", overwrite=True)
-    _write_cube(out / "residual_before.fits", result.first_pass.residual, scene.bands, "RESIDUAL")
-    _write_cube(out / "residual_after.fits", result.second_pass.residual, scene.bands, "RESIDUAL")
-    write_scarlet_model(out / "first_pass.scarlet", result.first_pass.model_data)
-    write_scarlet_model(out / "second_pass.scarlet", result.second_pass.model_data)
-    if not args.no_plot:
-        _plot(scene, result, out / "run.png")
-    changed = sorted(
-        {
-            int(p)
-            for p in result.second_pass.catalog["parent_id"][
-                result.second_pass.catalog["found_by"] == "residual"
-            ]
-        }
+    # Everything that can be wrong with the arguments is found before any work.
+    config = make_config(
+        ChainConfig,
+        "run options",
+        detection=make_config(DetectionConfig, "--threshold", threshold=args.threshold),
+        inference=inference_config_from_args(args),
+        match_radius=args.match_radius,
     )
-    summary = {
-        "scene": str(args.scene),
-        "model": str(package_path),
-        "device": detector.device,
-        "first_pass_peaks": len(result.detections.peaks),
-        "first_pass_footprints": int(result.detections.footprints.max(initial=0)),
-        "new_sources": len(result.new_sources),
-        "dropped_on_existing_peaks": result.n_matched,
-        "blends_with_new_sources": len(changed),
-        "final_sources": len(result.second_pass.catalog),
-        "seconds": {k: round(v, 2) for k, v in result.timing.items()},
-        "wall_seconds": round(time.perf_counter() - start, 2),
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary, indent=2))
-    print(f"Wrote {', '.join(n for n in _OUTPUTS if (out / n).exists())} in {out}.")
+    device = select_device(args.device)
+    folder = OutputFolder(args.out, overwrite=args.overwrite, output_names=RUN_OUTPUTS)
+    with input_files():
+        package_path = args.model or default_model_path("residual")
+        metadata = read_model_metadata(package_path)
+    scene = read_scene(args.scene)
+    metadata.check_data(scene.bands, has_model=True)
+    detector = Detector(package_path, device)
+    result = run_chain(scene, detector, config, progress=True)
+    with folder.staging() as staged:
+        write_run(staged.path, scene, result, plot=not args.no_plot)
+        staged.summary.update(run_summary(args.scene, package_path, detector.device, result))
+        staged.summary["wall_seconds"] = round(time.perf_counter() - start, 2)
+    print(json.dumps({k: v for k, v in staged.summary.items() if k != "outputs"}, indent=2))
+    print(f"Wrote {', '.join(folder.written)} in {folder.path}.")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 
 _log = logging.getLogger(__name__)
 
@@ -35,11 +34,14 @@ def add_parser(subparsers) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    from ..configs import make_config
     from ..scene import write_scene
     from ..simulation import SimulationConfig, simulate_scene
-    from .main import CommandError
+    from .outputs import OutputFile
 
-    config = SimulationConfig(
+    config = make_config(
+        SimulationConfig,
+        "simulation options",
         height=args.size,
         width=args.size,
         bands=args.bands,
@@ -48,10 +50,10 @@ def main(args: argparse.Namespace) -> None:
         star_density=args.star_density,
         psf_model=args.psf_model,
     )
-    if os.path.exists(args.out) and not args.overwrite:
-        raise CommandError(f"{args.out} exists; pass --overwrite to replace it.")
+    output = OutputFile(args.out, overwrite=args.overwrite)
     scene = simulate_scene(args.seed, config)
-    write_scene(scene, args.out, overwrite=args.overwrite)
+    with output.staging() as path:
+        write_scene(scene, path)
     n_stars = int(scene.truth.is_star.sum())
     _log.info(
         "Wrote %s: %dx%d, bands %s, %d galaxies and %d stars.",

@@ -28,14 +28,10 @@ def add_parser(subparsers) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    import dataclasses
-
     from ..training import load_train_config, train
 
     config = load_train_config(args.config)
-    if args.device is not None:
-        config = dataclasses.replace(config, device=args.device)
-    if args.cache_dir is not None:
-        config = dataclasses.replace(config, cache_dir=args.cache_dir)
+    overrides = {"device": args.device, "cache_dir": args.cache_dir}
+    config = config.replace(**{key: value for key, value in overrides.items() if value is not None})
     path = train(config, args.out, restart=args.restart, progress=not args.no_progress)
     _log.info("Wrote model package %s", path)

@@ -8,6 +8,7 @@ numpy/scipy, plus LSST's scarlet model data format.
 
 from .config import *  # noqa: F401,F403
 from .deblend import *  # noqa: F401,F403
+from .frames import *  # noqa: F401,F403
 from .io import *  # noqa: F401,F403
 from .model_data import *  # noqa: F401,F403
 from .peaks import *  # noqa: F401,F403

@@ -17,57 +17,16 @@ grows when flux reaches its edge and shrinks when it does not.
 
 from __future__ import annotations
 
-__all__ = ["FactorizedComponent", "Box"]
+__all__ = ["FactorizedComponent"]
 
-import dataclasses
 
 import numpy as np
 
+from ..geometry import Box
 from .adaprox import AdaproxState
 from .monotonicity import Monotonicity
 
 _FLOOR = 1e-20
-
-
-@dataclasses.dataclass(frozen=True)
-class Box:
-    """Integer box: origin (y0, x0) and shape (h, w)."""
-
-    y0: int
-    x0: int
-    height: int
-    width: int
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.height, self.width
-
-    @property
-    def origin(self) -> tuple[int, int]:
-        return self.y0, self.x0
-
-    @property
-    def y1(self) -> int:
-        return self.y0 + self.height
-
-    @property
-    def x1(self) -> int:
-        return self.x0 + self.width
-
-    def slices(self, relative_to: Box | None = None) -> tuple[slice, slice]:
-        oy, ox = (0, 0) if relative_to is None else relative_to.origin
-        return slice(self.y0 - oy, self.y1 - oy), slice(self.x0 - ox, self.x1 - ox)
-
-    def grow(self, pad: int) -> Box:
-        return Box(self.y0 - pad, self.x0 - pad, self.height + 2 * pad, self.width + 2 * pad)
-
-    def intersect(self, other: Box) -> Box:
-        y0, x0 = max(self.y0, other.y0), max(self.x0, other.x0)
-        y1, x1 = min(self.y1, other.y1), min(self.x1, other.x1)
-        return Box(y0, x0, max(y1 - y0, 0), max(x1 - x0, 0))
-
-    def contains(self, y: int, x: int) -> bool:
-        return self.y0 <= y < self.y1 and self.x0 <= x < self.x1
 
 
 class FactorizedComponent:

@@ -10,8 +10,8 @@ import numpy as np
 from scipy.signal import fftconvolve
 
 from ..detection import detection_image
+from ..geometry import Box
 from ..scene import Scene
-from .component import Box
 from .config import DeblendConfig
 from .convolution import BoxConvolver
 from .initialization import BlendObservation

@@ -6,9 +6,10 @@ way or, with ``isolated="footprint"``, handled LSST's cheap way. The result
 holds the per-source catalog, the observed-PSF model of the patch rendered
 from the scarlet model data, and the residual.
 
-`deblend_with_new_peaks` is the second pass: it adds new peaks to the
-first-pass footprints (or gives them new ones), re-fits only the blends that
-changed and copies everything else from the first pass.
+`deblend_with_new_peaks` is the second pass: from the first pass's peaks,
+catalog and model data it adds new peaks to the first-pass footprints (or
+gives them new ones), re-fits only the blends that changed and copies
+everything else.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ import numpy as np
 from astropy.table import Table, vstack
 
 from ..detection import Detections
+from ..geometry import Box
 from ..scene import Scene
 from .blend import fit_blend
-from .component import Box, FactorizedComponent
+from .component import FactorizedComponent
 from .config import DeblendConfig
 from .context import DeblendContext
 from .flux import SourceShare, conserved_fluxes, source_shares, weighted_sums
@@ -453,9 +455,12 @@ def _add_entry(model_data: ScarletModelData, outcome: _BlendOutcome) -> None:
 
 def deblend_with_new_peaks(
     scene: Scene,
-    first_pass: DeblendResult,
+    detections: Detections,
+    catalog: Table,
+    model_data: ScarletModelData,
     new_peaks_xy: np.ndarray,
     config: DeblendConfig | None = None,
+    new_peak_ids: np.ndarray | None = None,
 ) -> DeblendResult:
     """Second pass: add new peaks and re-fit only the blends they fall in.
 
@@ -463,61 +468,70 @@ def deblend_with_new_peaks(
     a position outside every footprint gets a new small footprint (see
     `detections_from_positions`). The blends that gained peaks are
     initialised and fitted again with all their peaks; every other blend's
-    model data entry and catalog rows are copied unchanged from
-    ``first_pass``. New sources have ``found_by == "residual"``.
+    model data entry and catalog rows are copied unchanged from the first
+    pass. New sources have ``found_by == "residual"``. The first-pass model
+    cube is not needed (nor rendered): only the new patch model is.
 
     Parameters
     ----------
     scene : `Scene`
-        The scene ``first_pass`` was run on.
-    first_pass : `DeblendResult`
-        The first-pass result (or a previous second pass).
+        The scene the first pass was run on.
+    detections : `Detections`
+        The first pass's footprints and peaks.
+    catalog : `astropy.table.Table`
+        The first pass's catalog (`DeblendResult.catalog` columns).
+    model_data : `ScarletModelData`
+        The first pass's model data (patch pixels, footprint and peak ids).
     new_peaks_xy : `numpy.ndarray`
         (N, 2) new peak positions (x, y).
     config : `DeblendConfig`, optional
-        Default: ``first_pass.config``.
+        Parameters of the re-fit (keep them equal to the first pass's).
+    new_peak_ids : `numpy.ndarray`, optional
+        Ids of the new peaks; default: after the largest first-pass peak id.
 
     Returns
     -------
     result : `DeblendResult`
-        The updated result (``first_pass`` is not modified).
+        The updated result (the inputs are not modified).
     """
-    config = first_pass.config if config is None else config
-    if tuple(first_pass.bands) != tuple(scene.bands):
-        raise ValueError(f"The first pass has bands {first_pass.bands}; the scene has {scene.bands}.")
+    config = DeblendConfig() if config is None else config
+    if tuple(detections.bands) != tuple(scene.bands):
+        raise ValueError(f"The first pass has bands {detections.bands}; the scene has {scene.bands}.")
     new_peaks_xy = check_positions(new_peaks_xy, scene.shape, "new peak")
     start = time.perf_counter()
-    detections = detections_from_positions(scene, new_peaks_xy, base=first_pass.detections)
-    n_old = len(first_pass.detections.peaks)
-    new_ids = np.asarray(detections.peaks["id"][n_old:])
-    touched = np.unique(np.asarray(detections.peaks["footprint_id"][n_old:]))
+    detections = detections_from_positions(scene, new_peaks_xy, base=detections, ids=new_peak_ids)
+    n_new = len(new_peaks_xy)
+    new_rows = slice(len(detections.peaks) - n_new, len(detections.peaks))
+    new_ids = np.asarray(detections.peaks["id"][new_rows])
+    touched = np.unique(np.asarray(detections.peaks["footprint_id"][new_rows]))
     found_by = {int(i): RESIDUAL for i in new_ids}
-    previous = first_pass.catalog
     found_by.update(
         {
             int(i): str(f)
-            for i, f, p in zip(previous["id"], previous["found_by"], previous["parent_id"], strict=True)
+            for i, f, p in zip(catalog["id"], catalog["found_by"], catalog["parent_id"], strict=True)
             if p in touched
         }
     )
     context = DeblendContext.build(scene, config)
     outcomes = _run_footprints(context, detections, touched, found_by, "re-deblend")
 
-    model_data = _base_model_data(scene, context)
-    model_data.metadata = first_pass.model_data.metadata
+    updated = _base_model_data(scene, context)
+    updated.metadata = model_data.metadata
     touched_set = {int(t) for t in touched}
-    for key, blend in first_pass.model_data.blends.items():
+    for key, blend in model_data.blends.items():
         if key not in touched_set:
-            model_data.blends[key] = blend
-    for key, source in first_pass.model_data.isolated.items():
+            updated.blends[key] = blend
+    for key, source in model_data.isolated.items():
         if key not in touched_set:
-            model_data.isolated[key] = source
+            updated.isolated[key] = source
     for outcome in outcomes:
-        _add_entry(model_data, outcome)
-    kept = previous[~np.isin(np.asarray(previous["parent_id"]), list(touched_set))]
-    catalog, model, residual = _finish(scene, context, model_data, outcomes, kept)
+        _add_entry(updated, outcome)
+    kept = catalog[~np.isin(np.asarray(catalog["parent_id"]), list(touched_set))]
+    new_catalog, model, residual = _finish(scene, context, updated, outcomes, kept)
     timing = {"total": time.perf_counter() - start, "fit": sum(o.fit_seconds for o in outcomes)}
     _log.info(
         "Re-deblended %d blend(s) with %d new peak(s) in %.1f s.", len(touched), len(new_ids), timing["total"]
     )
-    return DeblendResult(catalog, model, residual, model_data, detections, tuple(scene.bands), config, timing)
+    return DeblendResult(
+        new_catalog, model, residual, updated, detections, tuple(scene.bands), config, timing
+    )

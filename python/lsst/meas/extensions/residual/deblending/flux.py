@@ -19,7 +19,8 @@ import dataclasses
 
 import numpy as np
 
-from .component import Box, FactorizedComponent
+from ..geometry import Box
+from .component import FactorizedComponent
 from .convolution import BoxConvolver
 from .initialization import BlendObservation
 

@@ -26,7 +26,8 @@ import dataclasses
 import numpy as np
 from scipy import ndimage
 
-from .component import Box, FactorizedComponent
+from ..geometry import Box
+from .component import FactorizedComponent
 from .config import DeblendConfig
 from .convolution import BoxConvolver
 from .monotonicity import Monotonicity

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 __all__ = ["write_deblend_result", "read_deblend_result", "RESULT_FILES"]
 
-import dataclasses
 import json
 import os
 from pathlib import Path
@@ -96,7 +95,7 @@ def write_deblend_result(result, directory: str | os.PathLike, overwrite: bool =
         "n_isolated": len(result.model_data.isolated),
         "found_by": {str(k): int(v) for k, v in zip(names, counts, strict=True)},
         "timing_seconds": {k: round(float(v), 3) for k, v in result.timing.items()},
-        "config": dataclasses.asdict(result.config),
+        "config": result.config.model_dump(),
     }
     paths["summary"].write_text(json.dumps(summary, indent=2))
     return paths
@@ -124,7 +123,7 @@ def read_deblend_result(directory: str | os.PathLike):
     if catalog["found_by"].dtype.kind == "S":
         catalog["found_by"] = catalog["found_by"].astype(str)
     summary = json.loads(paths["summary"].read_text())
-    known = {f.name for f in dataclasses.fields(DeblendConfig)}
+    known = DeblendConfig.model_fields
     config = DeblendConfig(**{k: v for k, v in summary.get("config", {}).items() if k in known})
     return DeblendResult(
         catalog=catalog,

@@ -55,6 +55,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
+
 #: Schema version of the model data container (meas_extensions_scarlet's ``CURRENT_SCHEMA``).
 MODEL_DATA_VERSION = "1.0.1"
 #: Schema version of blends, sources and components (scarlet_lite's ``CURRENT_SCHEMA``).
@@ -66,7 +68,7 @@ _KNOWN_MODEL_VERSIONS = (_PRE_SCHEMA, "1.0.0", MODEL_DATA_VERSION)
 _KNOWN_OBJECT_VERSIONS = (_PRE_SCHEMA, OBJECT_VERSION)
 
 
-class ScarletModelDataError(ValueError):
+class ScarletModelDataError(InputError):
     """Scarlet model data that cannot be read or is inconsistent."""
 
 

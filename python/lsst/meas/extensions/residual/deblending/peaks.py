@@ -17,6 +17,7 @@ from astropy.table import Table, vstack
 from scipy import ndimage
 
 from ..detection import Detections, detection_image, psf_sigma_pixels
+from ..errors import InputError
 from ..scene import Scene
 
 
@@ -67,6 +68,7 @@ def detections_from_positions(
     grow_psf_sigma: float = 2.4,
     min_pixels: int = 5,
     min_radius: int = 3,
+    ids: np.ndarray | None = None,
 ) -> Detections:
     """Detections whose peaks are the given positions.
 
@@ -90,6 +92,9 @@ def detections_from_positions(
         Smallest footprint above threshold (without ``base``).
     min_radius : `int`
         Smallest radius (pixels) of a disk footprint.
+    ids : `numpy.ndarray`, optional
+        Peak ids of the positions (positive, unique, not used by ``base``);
+        default: the ids after the largest id of ``base`` (from 1 without).
 
     Returns
     -------
@@ -141,7 +146,16 @@ def detections_from_positions(
         labels = relabel[labels]
 
     table = Table()
-    table["id"] = np.arange(next_peak_id, next_peak_id + len(xy), dtype=np.int64)
+    if ids is None:
+        ids = np.arange(next_peak_id, next_peak_id + len(xy), dtype=np.int64)
+    else:
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        taken = set() if base is None else {int(i) for i in base.peaks["id"]}
+        if len(ids) != len(xy) or np.any(ids <= 0) or len(set(ids.tolist())) != len(ids):
+            raise InputError(f"Need {len(xy)} unique positive peak ids, got {ids.tolist()[:8]}.")
+        if taken & set(ids.tolist()):
+            raise InputError(f"Peak id(s) {sorted(taken & set(ids.tolist()))[:5]} are already in use.")
+    table["id"] = ids
     table["footprint_id"] = labels.astype(np.int32)
     table["x"] = xy[:, 0]
     table["y"] = xy[:, 1]

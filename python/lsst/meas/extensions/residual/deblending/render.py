@@ -14,6 +14,7 @@ import logging
 
 import numpy as np
 
+from ..geometry import Box
 from .convolution import BoxConvolver
 from .model_data import (
     BlendData,
@@ -63,11 +64,7 @@ def _model_frame(blend: BlendData, nbands: int) -> np.ndarray:
                     f"Source {source_id} has a {model.shape[0]}-band component "
                     f"but the PSF has {nbands} bands."
                 )
-            cy, cx = component.origin[0] - y0, component.origin[1] - x0
-            ch, cw = model.shape[-2:]
-            ya, yb, xa, xb = max(cy, 0), min(cy + ch, h), max(cx, 0), min(cx + cw, w)
-            if ya < yb and xa < xb:
-                cube[:, ya:yb, xa:xb] += model[:, ya - cy : yb - cy, xa - cx : xb - cx]
+            _add_clipped(cube, model, component.origin, (y0, x0))
     return cube
 
 
@@ -151,12 +148,11 @@ def _add_clipped(
     canvas: np.ndarray, cube: np.ndarray, origin: tuple[int, int], offset: tuple[int, int]
 ) -> None:
     """Add ``cube`` (at patch ``origin``) into ``canvas`` (whose [0, 0] is at patch ``offset``)."""
-    cy, cx = origin[0] - offset[0], origin[1] - offset[1]
-    h, w = canvas.shape[-2:]
-    ch, cw = cube.shape[-2:]
-    ya, yb, xa, xb = max(cy, 0), min(cy + ch, h), max(cx, 0), min(cx + cw, w)
-    if ya < yb and xa < xb:
-        canvas[:, ya:yb, xa:xb] += cube[:, ya - cy : yb - cy, xa - cx : xb - cx]
+    cube_box = Box(int(origin[0]), int(origin[1]), *cube.shape[-2:])
+    canvas_box = Box(int(offset[0]), int(offset[1]), *canvas.shape[-2:])
+    inside = cube_box.intersect(canvas_box)
+    if not inside.empty:
+        canvas[(..., *inside.slices(canvas_box))] += cube[(..., *inside.slices(cube_box))]
 
 
 def render_model_data(
@@ -255,11 +251,12 @@ def render_model_data(
         if image.shape != canvas.shape:
             raise ScarletModelDataError(f"image has shape {image.shape}; the rendering is {canvas.shape}.")
         clean = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        canvas_box = Box(int(origin[0]), int(origin[1]), *shape)
         for _, source in isolated:
-            oy, ox = source.origin[0] - origin[0], source.origin[1] - origin[1]
-            h, w = source.shape
-            ya, yb, xa, xb = max(oy, 0), min(oy + h, shape[0]), max(ox, 0), min(ox + w, shape[1])
-            if ya < yb and xa < xb:
-                span = source.span_array[ya - oy : yb - oy, xa - ox : xb - ox] > 0
-                canvas[:, ya:yb, xa:xb] += np.where(span, clean[:, ya:yb, xa:xb], 0.0)
+            source_box = Box(int(source.origin[0]), int(source.origin[1]), *source.shape)
+            inside = source_box.intersect(canvas_box)
+            if not inside.empty:
+                span = source.span_array[inside.slices(source_box)] > 0
+                pixels = (slice(None), *inside.slices(canvas_box))
+                canvas[pixels] += np.where(span, clean[pixels], 0.0)
     return canvas.astype(dtype, copy=False)

@@ -6,67 +6,122 @@ plus a ``metadata`` member (the encoded model metadata) and a ``version``
 member (a JSON string, ``"1.0.1"``). A single JSON file holds the whole
 model-data dict; the older LSST layout (no ``version``, top-level ``psf``
 and ``psfShape``) is read too.
+
+The container functions take a path or an open binary stream (a Butler
+formatter's, or `io.BytesIO`); `scarlet_model_to_bytes` gives the container
+as bytes. A stream needs to be seekable, as every zip reader needs.
 """
 
 from __future__ import annotations
 
-__all__ = ["write_scarlet_model", "read_scarlet_model", "read_model_data"]
+__all__ = ["write_scarlet_model", "scarlet_model_to_bytes", "read_scarlet_model", "read_model_data"]
 
+import io
 import json
 import os
 import zipfile
 from collections.abc import Iterable
+from typing import BinaryIO
 
 import numpy as np
 
 from .model_data import MODEL_DATA_VERSION, ScarletModelData, ScarletModelDataError
 
+PathOrStream = str | os.PathLike | BinaryIO
+"""Where a container is read from or written to."""
 
-def write_scarlet_model(path: str | os.PathLike, model_data: ScarletModelData) -> None:
-    """Write ``model_data`` as a ``.scarlet`` zip container."""
+
+def _describe(source: PathOrStream) -> str:
+    """How error messages name ``source``."""
+    if isinstance(source, (str, os.PathLike)):
+        return repr(os.fspath(source))
+    name = getattr(source, "name", None)
+    return repr(name) if isinstance(name, str) else "the stream"
+
+
+def write_scarlet_model(destination: PathOrStream, model_data: ScarletModelData) -> None:
+    """Write ``model_data`` as a ``.scarlet`` zip container.
+
+    Parameters
+    ----------
+    destination : path-like or binary stream
+        File to write (replaced if it exists) or a writable binary stream.
+    model_data : `ScarletModelData`
+        What to write.
+
+    Raises
+    ------
+    ScarletModelDataError
+        If an id is both a blend and an isolated source.
+    """
     encoded = model_data.as_dict()
-    with zipfile.ZipFile(os.fspath(path), "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    clash = set(encoded["blends"]) & set(encoded["isolated"])
+    if clash:
+        raise ScarletModelDataError(
+            f"Id(s) {sorted(int(k) for k in clash)} are both blends and isolated sources."
+        )
+    target = os.fspath(destination) if isinstance(destination, (str, os.PathLike)) else destination
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for key, blend in encoded["blends"].items():
             archive.writestr(str(key), json.dumps(blend))
         for key, source in encoded["isolated"].items():
-            if key in encoded["blends"]:
-                raise ScarletModelDataError(f"Id {key} is both a blend and an isolated source.")
             archive.writestr(str(key), json.dumps(source))
         archive.writestr("metadata", json.dumps(encoded["metadata"]))
         archive.writestr("version", json.dumps(MODEL_DATA_VERSION))
 
 
+def scarlet_model_to_bytes(model_data: ScarletModelData) -> bytes:
+    """The ``.scarlet`` container of ``model_data`` as bytes (what `write_scarlet_model` writes)."""
+    buffer = io.BytesIO()
+    write_scarlet_model(buffer, model_data)
+    return buffer.getvalue()
+
+
 def read_scarlet_model(
-    path: str | os.PathLike, blend_ids: Iterable[int] | None = None, dtype=np.float32
+    source: PathOrStream, blend_ids: Iterable[int] | None = None, dtype=np.float32
 ) -> ScarletModelData:
     """Read a ``.scarlet`` zip container (all blends, or only ``blend_ids``).
+
+    Parameters
+    ----------
+    source : path-like or binary stream
+        The container file, or a seekable binary stream holding it.
+    blend_ids : iterable of `int`, optional
+        Read only the members of these parent blends or isolated sources
+        (and the metadata); the other members are not decompressed.
+    dtype : numpy dtype
+        Dtype of the arrays.
 
     Raises
     ------
     FileNotFoundError
         If there is no such file.
     ScarletModelDataError
-        If it is not a readable container or holds an unknown version/type.
+        If it is not a readable container, holds an unknown version/type, or
+        has no member for one of ``blend_ids``.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"Scarlet model file {path!r} does not exist.")
+    what = _describe(source)
+    if isinstance(source, (str, os.PathLike)):
+        source = os.fspath(source)
+        if not os.path.exists(source):
+            raise FileNotFoundError(f"Scarlet model file {what} does not exist.")
+    wanted = None if blend_ids is None else {str(int(b)) for b in blend_ids}
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(source) as archive:
             names = archive.namelist()
-            wanted = None if blend_ids is None else {str(int(b)) for b in blend_ids}
-            members = {}
-            for name in names:
-                if name in ("metadata", "version") or wanted is None or name in wanted:
-                    members[name] = json.loads(archive.read(name))
+            if wanted is not None and wanted - set(names):
+                raise ScarletModelDataError(
+                    f"{what} has no blend(s) {sorted(int(w) for w in wanted - set(names))}."
+                )
+            members = {
+                name: json.loads(archive.read(name))
+                for name in names
+                if name in ("metadata", "version", "psf", "psf_shape") or wanted is None or name in wanted
+            }
     except zipfile.BadZipFile as err:
-        raise ScarletModelDataError(f"{path!r} is not a scarlet model container (zip): {err}") from None
+        raise ScarletModelDataError(f"{what} is not a scarlet model container (zip): {err}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ScarletModelDataError(f"{path!r} has a member that is not valid JSON: {err}") from None
-    if wanted is not None and wanted - set(members):
-        raise ScarletModelDataError(
-            f"{path!r} has no blend(s) {sorted(int(w) for w in wanted - set(members))}."
-        )
+        raise ScarletModelDataError(f"{what} has a member that is not valid JSON: {err}") from None
     data: dict = {"blends": {}, "isolated": {}}
     if "version" in members:
         data["version"] = members.pop("version")
@@ -78,23 +133,21 @@ def read_scarlet_model(
         data["psfShape"] = members.pop("psf_shape", None)
     for name, member in members.items():
         if not isinstance(member, dict):
-            raise ScarletModelDataError(f"{path!r}: member {name!r} is not a JSON object.")
+            raise ScarletModelDataError(f"{what}: member {name!r} is not a JSON object.")
         try:
             key = int(name)
         except ValueError:
-            raise ScarletModelDataError(f"{path!r}: unexpected member {name!r}.") from None
+            raise ScarletModelDataError(f"{what}: unexpected member {name!r}.") from None
         if "blend_type" in member:
             data["blends"][key] = member
         elif member.get("source_type") == "isolated":
             data["isolated"][key] = member
         else:
-            raise ScarletModelDataError(
-                f"{path!r}: member {name!r} is neither a blend nor an isolated source."
-            )
+            raise ScarletModelDataError(f"{what}: member {name!r} is neither a blend nor an isolated source.")
     try:
         return ScarletModelData.from_dict(data, dtype=dtype)
     except ScarletModelDataError as err:
-        raise ScarletModelDataError(f"{path!r}: {err}") from None
+        raise ScarletModelDataError(f"{what}: {err}") from None
 
 
 def read_model_data(path: str | os.PathLike, blend_ids: Iterable[int] | None = None) -> ScarletModelData:

@@ -23,35 +23,30 @@ __all__ = ["DetectionConfig", "Detections", "detection_image", "detect_peaks", "
 import dataclasses
 
 import numpy as np
+import pydantic
 from astropy.table import Table
 from scipy import ndimage
 from scipy.signal import fftconvolve
 
+from ..configs import StrictModel
 from ..scene import Scene
 
 
-@dataclasses.dataclass
-class DetectionConfig:
+class DetectionConfig(StrictModel):
     """Parameters of the first-pass detection."""
 
-    threshold: float = 5.0
+    threshold: float = pydantic.Field(default=5.0, gt=0.0)
     """Detection threshold in σ of the multi-band S/N image (LSST: 5)."""
-    grow_psf_sigma: float = 2.4
+    grow_psf_sigma: float = pydantic.Field(default=2.4, ge=0.0)
     """Footprints are grown by this many PSF σ (LSST's ``nSigmaToGrow``)."""
-    min_pixels: int = 5
+    min_pixels: int = pydantic.Field(default=5, ge=1)
     """Footprints with fewer pixels above threshold are dropped."""
-    min_prominence: float = 3.0
+    min_prominence: float = pydantic.Field(default=3.0, ge=0.0)
     """A peak must rise this many σ above its saddle to a brighter peak."""
-    min_contrast: float = 0.05
-    """... and at least this fraction of its own height."""
-    max_peaks_per_footprint: int = 600
+    min_contrast: float = pydantic.Field(default=0.05, ge=0.0)
+    """... and at least this fraction of its own height above that saddle."""
+    max_peaks_per_footprint: int = pydantic.Field(default=600, ge=1)
     """Keep at most this many (brightest) peaks per footprint (Scarlet's limit)."""
-
-    def __post_init__(self) -> None:
-        if self.threshold <= 0:
-            raise ValueError(f"threshold must be positive, not {self.threshold}.")
-        if self.min_pixels < 1:
-            raise ValueError(f"min_pixels must be >= 1, not {self.min_pixels}.")
 
 
 @dataclasses.dataclass

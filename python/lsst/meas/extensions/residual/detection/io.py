@@ -14,6 +14,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from ..errors import MissingInputError
 from ..scene import SceneFormatError
 from .detect import Detections
 
@@ -42,7 +43,7 @@ def read_detections(path: str | os.PathLike) -> Detections:
     """
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"Peaks file {path!r} does not exist.")
+        raise MissingInputError(f"Peaks file {path!r} does not exist.")
     try:
         with fits.open(path, memmap=False) as hdul:
             names = {hdu.name for hdu in hdul}

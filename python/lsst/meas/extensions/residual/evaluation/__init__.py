@@ -1,4 +1,8 @@
-"""Evaluation against truth: matching, metrics, baselines, reports."""
+"""Evaluation of a model package on held-out simulated scenes, against classical baselines.
 
-from .matching import *  # noqa: F401,F403
-from .metrics import *  # noqa: F401,F403
+Matching, labels and metrics are shared with training and live in
+`lsst.meas.extensions.residual.groundtruth`.
+"""
+
+from .baselines import *  # noqa: F401,F403
+from .evaluate import *  # noqa: F401,F403

@@ -4,7 +4,7 @@ Each scene (seeds ``seed`` ... ``seed + n_scenes - 1``, which must not be
 among the package's training or validation seeds) is simulated with the
 package's training settings, taken through the first pass (peaks, and the
 deblender in residual mode) and labelled exactly as training data are
-(`~lsst.meas.extensions.residual.training.scenes.prepare_scene`). The
+(`~lsst.meas.extensions.residual.groundtruth.scenes.prepare_scene`). The
 network then runs on the whole scene (tiled), and on the same input
 (residual in residual mode, image in image mode) so do the baselines: SEP at
 3σ and 5σ of the PSF-filtered noise, SEP at 5σ per pixel with its default
@@ -13,7 +13,7 @@ segmentation + deblending (`baselines`); in image mode also the first-pass
 peaks.
 
 Reported (``evaluation.json`` + PNGs), with the definitions of
-`~lsst.meas.extensions.residual.evaluation.metrics`:
+`~lsst.meas.extensions.residual.groundtruth.metrics`:
 
 - precision, recall and F1 along a score grid, for all sources and per class
   (``pr_curves.png``); star and galaxy precision at 80% recall;
@@ -33,23 +33,20 @@ from __future__ import annotations
 
 __all__ = ["EvaluationConfig", "evaluate_package", "check_held_out"]
 
-import dataclasses
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydantic
 
+from ..configs import StrictModel, validate_config
+from ..deblending import DeblendConfig
 from ..detection import DetectionConfig
-from ..network.inference import Detector
-from ..network.inference_config import InferenceConfig
-from ..network.package import ModelPackage, load_model_package
-from ..simulation import SimulationConfig
-from ..training.labels import LabelConfig
-from ..training.scenes import prepare_scene
-from .baselines import chi_image, photutils_detect, sep_detect
-from .metrics import (
+from ..errors import InputError
+from ..groundtruth.labels import LabelConfig
+from ..groundtruth.metrics import (
     DEFAULT_THRESHOLDS,
     CurveCounts,
     TruthSet,
@@ -61,31 +58,48 @@ from .metrics import (
     precision_at_recall,
     recall_at_precision,
 )
+from ..groundtruth.scenes import prepare_scene
+from ..network.inference import Detector
+from ..network.inference_config import InferenceConfig
+from ..network.package import ModelPackage, load_model_package
+from ..simulation import SimulationConfig
+from .baselines import chi_image, photutils_detect, sep_detect
 
 
-@dataclasses.dataclass
-class EvaluationConfig:
-    """What to evaluate on."""
+class EvaluationConfig(StrictModel):
+    """What to evaluate on, and how.
 
-    n_scenes: int = 20
-    seed: int = 1_000_000
+    Build one with ``EvaluationConfig(**values)`` or, for a one-line
+    `~lsst.meas.extensions.residual.errors.ConfigError`,
+    `~lsst.meas.extensions.residual.configs.make_config`.
+    """
+
+    n_scenes: int = pydantic.Field(default=20, ge=1)
+    """Number of held-out scenes."""
+    seed: int = pydantic.Field(default=1_000_000, ge=0)
     """Scenes have seeds ``seed`` ... ``seed + n_scenes - 1``."""
-    scene_size: int = 512
-    match_radius: float = 3.0
-    score_threshold: float | None = None
-    """Operating threshold (default: the package's)."""
-    mag_edges: tuple[float, ...] = tuple(np.round(np.arange(20.0, 28.01, 0.5), 2))
+    scene_size: int = pydantic.Field(default=512, ge=32)
+    """Side of the square scenes (pixels)."""
+    match_radius: float = pydantic.Field(default=3.0, gt=0.0)
+    """Pixels within which a detection matches a true source."""
+    score_threshold: float | None = pydantic.Field(default=None, ge=0.0, le=1.0)
+    """Operating threshold; None: the package's."""
+    mag_edges: tuple[float, ...] = tuple(20.0 + 0.5 * i for i in range(17))
+    """Edges of the magnitude bins of recall versus magnitude (increasing)."""
     baselines: bool = True
+    """Also run the classical detectors (SEP, photutils) on the same inputs."""
     device: str = "auto"
-    bright_snr: float = 20.0
+    """Torch device of the network: ``auto``, ``cpu`` or ``cuda[:N]``."""
+    bright_snr: float = pydantic.Field(default=20.0, ge=0.0)
     """Per-class precision at 80% recall is also reported for sources above
     this S/N (fainter ones ignored: neither right nor wrong)."""
 
-    def __post_init__(self) -> None:
-        if self.n_scenes < 1:
-            raise ValueError(f"n_scenes must be >= 1, not {self.n_scenes}.")
-        if self.scene_size < 32:
-            raise ValueError(f"scene_size must be >= 32, not {self.scene_size}.")
+    @pydantic.field_validator("mag_edges")
+    @classmethod
+    def _increasing(cls, edges: tuple[float, ...]) -> tuple[float, ...]:
+        if len(edges) < 2 or np.any(np.diff(edges) <= 0):
+            raise ValueError(f"need at least two increasing magnitude edges, not {edges}")
+        return edges
 
 
 def check_held_out(package: ModelPackage, seed: int, n_scenes: int) -> None:
@@ -93,7 +107,7 @@ def check_held_out(package: ModelPackage, seed: int, n_scenes: int) -> None:
 
     Raises
     ------
-    ValueError
+    InputError
         If the seed ranges overlap.
     """
     provenance = package.metadata.provenance
@@ -101,7 +115,7 @@ def check_held_out(package: ModelPackage, seed: int, n_scenes: int) -> None:
     for key in ("training_dataset", "validation_dataset"):
         seeds = provenance.get(key, {}).get("seeds")
         if seeds and max(seeds[0], wanted.start) <= min(seeds[1], wanted.stop - 1):
-            raise ValueError(
+            raise InputError(
                 f"Evaluation seeds {wanted.start}..{wanted.stop - 1} overlap the package's "
                 f"{key.replace('_', ' ')} "
                 f"seeds {seeds[0]}..{seeds[1]}; choose scenes the model never saw (another --seed)."
@@ -120,9 +134,11 @@ def _settings(package: ModelPackage, config: EvaluationConfig):
         star_density=dataset.get("star_density", 8.0),
         psf_model=dataset.get("psf_model", "kolmogorov"),
     )
-    labels = LabelConfig(**{**dataset.get("labels", {}), "mode": meta.mode})
-    detection = DetectionConfig(**dataset.get("detection", {}))
-    return simulation, labels, detection, dataset.get("deblend", {})
+    where = f"model package {meta.name!r}: training dataset"
+    labels = validate_config(LabelConfig, {**dataset.get("labels", {}), "mode": meta.mode}, f"{where} labels")
+    detection = validate_config(DetectionConfig, dataset.get("detection", {}), f"{where} detection")
+    deblend = validate_config(DeblendConfig, dataset.get("deblend", {}), f"{where} deblend")
+    return simulation, labels, detection, deblend
 
 
 def _max_or_none(values) -> float | None:
@@ -159,7 +175,7 @@ def evaluate_package(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     detector = Detector(package, device=config.device)
-    simulation, label_config, detection_config, deblend_options = _settings(package, config)
+    simulation, label_config, detection_config, deblend_config = _settings(package, config)
     operating = meta.score_threshold if config.score_threshold is None else float(config.score_threshold)
     thresholds = np.union1d(DEFAULT_THRESHOLDS, [operating])
     op_index = int(np.flatnonzero(np.isclose(thresholds, operating))[0])
@@ -187,7 +203,7 @@ def evaluate_package(
             label_config,
             need_model=meta.needs_model,
             detection=detection_config,
-            deblend_options=deblend_options,
+            deblend_config=deblend_config,
             deblender=deblender,
         )
         timing["prepare"] += time.perf_counter() - start

@@ -11,7 +11,11 @@ On disk (``sources.fits``), format version 1:
     ``fp_width``.
 ``FOOTPRINTS``
     uint8, 1-D: each footprint's (fp_height, fp_width) mask flattened in C
-    order, concatenated in table order (the layout of ``TRUTH_STAMPS``).
+    order, concatenated in table order (the layout of ``TRUTH_STAMPS``;
+    `lsst.meas.extensions.residual.packing`).
+
+`Footprint` and `mask_overlap` are defined in
+`lsst.meas.extensions.residual.geometry` and exported here too.
 """
 
 from __future__ import annotations
@@ -20,43 +24,18 @@ __all__ = ["Footprint", "SourceDetections", "read_source_detections", "mask_over
 
 import dataclasses
 import os
+from typing import BinaryIO
 
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from ..errors import InputError, MissingInputError
+from ..geometry import Footprint, mask_overlap
+from ..packing import FOOTPRINT_COLUMNS, pack_footprints, unpack_footprints
 from ..scene import SceneFormatError
 
 _FORMAT_VERSION = 1
-
-
-@dataclasses.dataclass
-class Footprint:
-    """Pixels of one source: a boolean mask whose pixel [0, 0] is image pixel (y0, x0)."""
-
-    y0: int
-    x0: int
-    mask: np.ndarray
-
-    @property
-    def slices(self) -> tuple[slice, slice]:
-        h, w = self.mask.shape
-        return slice(self.y0, self.y0 + h), slice(self.x0, self.x0 + w)
-
-    @property
-    def area(self) -> int:
-        return int(self.mask.sum())
-
-
-def mask_overlap(a: Footprint, b: Footprint) -> int:
-    """Number of pixels in both footprints."""
-    ya, yb = max(a.y0, b.y0), min(a.y0 + a.mask.shape[0], b.y0 + b.mask.shape[0])
-    xa, xb = max(a.x0, b.x0), min(a.x0 + a.mask.shape[1], b.x0 + b.mask.shape[1])
-    if ya >= yb or xa >= xb:
-        return 0
-    ma = a.mask[ya - a.y0 : yb - a.y0, xa - a.x0 : xb - a.x0]
-    mb = b.mask[ya - b.y0 : yb - b.y0, xa - b.x0 : xb - b.x0]
-    return int(np.count_nonzero(ma & mb))
 
 
 @dataclasses.dataclass
@@ -122,17 +101,12 @@ class SourceDetections:
             region[fp.mask] = int(self.table["id"][index])
         return labels
 
-    def write(self, path: str | os.PathLike, overwrite: bool = False) -> None:
+    def write(self, path: str | os.PathLike | BinaryIO, overwrite: bool = False) -> None:
+        """Write the ``sources.fits`` file (see module docstring) to a path or a binary stream."""
         table = self.table.copy()
-        table["fp_x0"] = np.array([f.x0 for f in self.footprints], dtype=np.int32)
-        table["fp_y0"] = np.array([f.y0 for f in self.footprints], dtype=np.int32)
-        table["fp_height"] = np.array([f.mask.shape[0] for f in self.footprints], dtype=np.int32)
-        table["fp_width"] = np.array([f.mask.shape[1] for f in self.footprints], dtype=np.int32)
-        flat = (
-            np.concatenate([f.mask.astype(np.uint8).ravel() for f in self.footprints])
-            if self.footprints
-            else np.zeros(0, dtype=np.uint8)
-        )
+        columns, flat = pack_footprints(self.footprints, np.uint8)
+        for name, values in columns.items():
+            table[name] = values
         primary = fits.PrimaryHDU()
         primary.header["FMTVER"] = _FORMAT_VERSION
         primary.header["HEIGHT"] = int(self.shape[0])
@@ -141,13 +115,14 @@ class SourceDetections:
             primary.header[key if len(key) <= 8 else f"HIERARCH {key}"] = value
         hdu = fits.table_to_hdu(table)
         hdu.name = "SOURCES"
+        target = os.fspath(path) if isinstance(path, (str, os.PathLike)) else path
         fits.HDUList([primary, hdu, fits.ImageHDU(flat, name="FOOTPRINTS")]).writeto(
-            os.fspath(path), overwrite=overwrite
+            target, overwrite=overwrite
         )
 
 
-def read_source_detections(path: str | os.PathLike) -> SourceDetections:
-    """Read a ``sources.fits`` file written by `SourceDetections.write`.
+def read_source_detections(path: str | os.PathLike | BinaryIO) -> SourceDetections:
+    """Read a ``sources.fits`` file written by `SourceDetections.write` (a path or a binary stream).
 
     Raises
     ------
@@ -156,9 +131,10 @@ def read_source_detections(path: str | os.PathLike) -> SourceDetections:
     SceneFormatError
         If the file is not a sources file or is inconsistent.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"Sources file {path!r} does not exist.")
+    if isinstance(path, (str, os.PathLike)):
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise MissingInputError(f"Sources file {path!r} does not exist.")
     try:
         with fits.open(path, memmap=False) as hdul:
             names = {hdu.name for hdu in hdul}
@@ -169,26 +145,14 @@ def read_source_detections(path: str | os.PathLike) -> SourceDetections:
             metadata = {k: header[k] for k in ("BANDS", "MODEL", "RECIPE") if k in header}
             table = Table.read(hdul["SOURCES"])
             data = hdul["FOOTPRINTS"].data
-            flat = np.zeros(0, dtype=np.uint8) if data is None else np.asarray(data, dtype=np.uint8)
+            flat = None if data is None else np.asarray(data, dtype=np.uint8)
     except (OSError, TypeError, KeyError) as err:
         raise SceneFormatError(f"{path!r} could not be read as a sources file: {err}") from err
-    sizes = np.asarray(table["fp_height"], dtype=np.int64) * np.asarray(table["fp_width"], dtype=np.int64)
-    if sizes.sum() != flat.size:
-        raise SceneFormatError(
-            f"{path!r}: FOOTPRINTS has {flat.size} values; the table describes {sizes.sum()}."
-        )
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
-    footprints = [
-        Footprint(
-            int(row["fp_y0"]),
-            int(row["fp_x0"]),
-            flat[offsets[i] : offsets[i + 1]]
-            .reshape(int(row["fp_height"]), int(row["fp_width"]))
-            .astype(bool),
-        )
-        for i, row in enumerate(table)
-    ]
+    try:
+        footprints = unpack_footprints(table, flat, "FOOTPRINTS")
+    except InputError as err:
+        raise SceneFormatError(f"{path!r}: {err}") from None
     if table["class"].dtype.kind == "S":
         table["class"] = table["class"].astype(str)
-    table.remove_columns(["fp_x0", "fp_y0", "fp_height", "fp_width"])
+    table.remove_columns(list(FOOTPRINT_COLUMNS))
     return SourceDetections(table, footprints, shape, metadata)

@@ -35,7 +35,8 @@ from astropy.table import Table
 from scipy import ndimage
 
 from ..errors import InputError
-from .footprints import Footprint, SourceDetections, mask_overlap
+from ..geometry import Footprint, boxes_overlap, mask_overlap
+from .footprints import SourceDetections
 from .inference_config import InferenceConfig
 from .package import ModelPackage, ModelPackageError, load_model_package
 from .recipes import band_noise, make_channels
@@ -74,7 +75,8 @@ def select_device(device: str = "auto") -> str:
             raise DeviceError(f"Device {device!r} requested but CUDA is not available here.")
         index = int(device.partition(":")[2] or 0)
         if index >= torch.cuda.device_count():
-            raise DeviceError(f"Device {device!r} requested but only {torch.cuda.device_count()} GPU(s) exist.")
+            count = torch.cuda.device_count()
+            raise DeviceError(f"Device {device!r} requested but only {count} GPU(s) exist.")
     return device
 
 
@@ -373,19 +375,12 @@ def _merge_duplicates(
         range(len(candidates)), key=lambda i: (candidates[i][0]["truncated"], -candidates[i][0]["score"])
     )
     kept: list[tuple[dict, Footprint]] = []
-    boxes = np.zeros((0, 4))
+    kept_boxes = np.zeros((len(candidates), 4), dtype=np.int64)  # (y0, x0, height, width) of kept[k]
     for i in order:
         row, footprint = candidates[i]
-        h, w = footprint.mask.shape
-        box = np.array([footprint.y0, footprint.y0 + h, footprint.x0, footprint.x0 + w])
         duplicate = False
-        if len(kept):
-            near = np.flatnonzero(
-                (boxes[:, 0] < box[1])
-                & (boxes[:, 1] > box[0])
-                & (boxes[:, 2] < box[3])
-                & (boxes[:, 3] > box[2])
-            )
+        if kept:
+            near = np.flatnonzero(boxes_overlap([footprint.box], kept_boxes[: len(kept)])[0])
             for j in near:
                 other_row, other = kept[j]
                 if other_row["tile"] == row["tile"] or other_row["class_id"] != row["class_id"]:
@@ -395,8 +390,9 @@ def _merge_duplicates(
                     duplicate = True
                     break
         if not duplicate:
+            box = footprint.box
+            kept_boxes[len(kept)] = (box.y0, box.x0, box.height, box.width)
             kept.append((row, footprint))
-            boxes = np.vstack([boxes, box])
     return kept
 
 

@@ -36,7 +36,8 @@ class InferenceConfig(StrictModel):
 
     @pydantic.model_validator(mode="after")
     def _overlap_below_tile(self) -> InferenceConfig:
-        if self.tile_size is not None and self.tile_overlap is not None and self.tile_overlap >= self.tile_size:
+        tile, overlap = self.tile_size, self.tile_overlap
+        if tile is not None and overlap is not None and overlap >= tile:
             raise ValueError(
                 f"tile_overlap ({self.tile_overlap}) must be smaller than tile_size ({self.tile_size})"
             )

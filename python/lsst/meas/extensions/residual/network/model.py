@@ -18,85 +18,87 @@ from __future__ import annotations
 
 __all__ = ["ModelConfig", "build_model", "set_input_size", "count_parameters", "BACKBONES"]
 
-import dataclasses
 import functools
 from collections import OrderedDict
-from typing import Any
+from typing import Annotated, Literal
+
+import pydantic
+
+from ..configs import StrictModel
 
 BACKBONES = ("slim", "resnet18", "resnet34", "resnet50")
 
+_Positive = Annotated[int, pydantic.Field(gt=0)]
+_Fraction = Annotated[float, pydantic.Field(gt=0.0, le=1.0)]
 
-@dataclasses.dataclass
-class ModelConfig:
+
+class ModelConfig(StrictModel):
     """Architecture of the detector; with the weights it fixes the model."""
 
-    in_channels: int = 12
+    in_channels: int = pydantic.Field(default=12, ge=1)
     """Number of input channels (set from the channel recipe)."""
-    num_classes: int = 3
+    num_classes: int = pydantic.Field(default=3, ge=2)
     """Classes including background (background, star, galaxy)."""
-    backbone: str = "slim"
+    backbone: Literal[BACKBONES] = "slim"
     """``"slim"`` (small ResNet built here, CPU-trainable) or a torchvision
     ResNet: ``"resnet18"``, ``"resnet34"``, ``"resnet50"`` (for GPUs)."""
-    slim_widths: tuple[int, int, int, int] = (32, 64, 96, 128)
+    slim_widths: tuple[_Positive, ...] = pydantic.Field(default=(32, 64, 96, 128), min_length=4, max_length=4)
     """Channels of the four stages of the ``"slim"`` trunk."""
-    slim_blocks: tuple[int, int, int, int] = (1, 2, 2, 1)
+    slim_blocks: tuple[_Positive, ...] = pydantic.Field(default=(1, 2, 2, 1), min_length=4, max_length=4)
     """Residual blocks per stage of the ``"slim"`` trunk."""
-    group_norm_groups: int = 8
+    group_norm_groups: _Positive = 8
     """Groups of the GroupNorm layers of the ``"slim"`` trunk."""
-    fpn_channels: int = 64
+    fpn_channels: _Positive = 64
     """Channels of every FPN level (and of the heads' inputs)."""
-    anchor_sizes: tuple[int, ...] = (4, 8, 16, 32, 64)
-    """Anchor side (pixels) on each FPN level, finest first. The ``"slim"``
-    levels have strides 2, 4, 8, 16, 32; the torchvision ResNets 4 ... 64."""
-    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
-    box_head_size: int = 256
+    anchor_sizes: tuple[_Positive, ...] = pydantic.Field(
+        default=(4, 8, 16, 32, 64), min_length=5, max_length=5
+    )
+    """Anchor side (pixels) on each of the 5 FPN levels, finest first. The
+    ``"slim"`` levels have strides 2, 4, 8, 16, 32; the torchvision ResNets 4 ... 64."""
+    aspect_ratios: tuple[Annotated[float, pydantic.Field(gt=0.0)], ...] = pydantic.Field(
+        default=(0.5, 1.0, 2.0), min_length=1
+    )
+    """Height/width ratios of the anchors (the same on every level)."""
+    box_head_size: _Positive = 256
     """Width of the two fully connected layers of the box head."""
-    mask_head_layers: tuple[int, ...] = (64, 64)
+    mask_head_layers: tuple[_Positive, ...] = pydantic.Field(default=(64, 64), min_length=1)
     """Widths of the convolutions of the mask head."""
-    rpn_pre_nms_top_n_train: int = 600
-    rpn_post_nms_top_n_train: int = 300
-    rpn_pre_nms_top_n_test: int = 2000
-    rpn_post_nms_top_n_test: int = 1000
-    rpn_batch_size_per_image: int = 128
-    rpn_fg_iou_thresh: float = 0.6
-    rpn_bg_iou_thresh: float = 0.3
-    box_batch_size_per_image: int = 128
-    box_nms_thresh: float = 0.4
-    box_score_thresh: float = 0.05
-    box_detections_per_img: int = 400
+    rpn_pre_nms_top_n_train: _Positive = 600
+    """Region proposals per level kept before NMS, in training."""
+    rpn_post_nms_top_n_train: _Positive = 300
+    """Region proposals kept after NMS, in training."""
+    rpn_pre_nms_top_n_test: _Positive = 2000
+    """Region proposals per level kept before NMS, in inference."""
+    rpn_post_nms_top_n_test: _Positive = 1000
+    """Region proposals kept after NMS, in inference."""
+    rpn_batch_size_per_image: _Positive = 128
+    """Anchors sampled per image for the RPN loss."""
+    rpn_fg_iou_thresh: _Fraction = 0.6
+    """Anchor–box IoU above which an anchor is a positive in training."""
+    rpn_bg_iou_thresh: _Fraction = 0.3
+    """Anchor–box IoU below which an anchor is a negative in training."""
+    box_batch_size_per_image: _Positive = 128
+    """Proposals sampled per image for the box-head loss."""
+    box_nms_thresh: _Fraction = 0.4
+    """IoU of the per-class NMS of the final detections."""
+    box_score_thresh: float = pydantic.Field(default=0.05, ge=0.0, lt=1.0)
+    """Detections scoring below this are dropped inside the model."""
+    box_detections_per_img: _Positive = 400
     """Most detections per tile (a 512² tile at 10-year depth holds ~300 sources)."""
 
-    def __post_init__(self) -> None:
-        self.slim_widths = tuple(int(w) for w in self.slim_widths)
-        self.slim_blocks = tuple(int(b) for b in self.slim_blocks)
-        self.anchor_sizes = tuple(int(a) for a in self.anchor_sizes)
-        self.aspect_ratios = tuple(float(a) for a in self.aspect_ratios)
-        self.mask_head_layers = tuple(int(w) for w in self.mask_head_layers)
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"Unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}.")
-        if self.in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1, not {self.in_channels}.")
-        if self.num_classes < 2:
+    @pydantic.model_validator(mode="after")
+    def _consistent(self) -> ModelConfig:
+        if any(width % self.group_norm_groups for width in self.slim_widths):
             raise ValueError(
-                f"num_classes must count background and at least one class, not {self.num_classes}."
+                f"slim_widths {self.slim_widths} must be multiples of group_norm_groups "
+                f"({self.group_norm_groups})"
             )
-        if len(self.slim_widths) != 4 or len(self.slim_blocks) != 4:
-            raise ValueError("slim_widths and slim_blocks need one entry per stage (4).")
-        if any(w % self.group_norm_groups for w in self.slim_widths):
-            raise ValueError(f"slim_widths {self.slim_widths} must be multiples of group_norm_groups.")
-        if len(self.anchor_sizes) != 5:
-            raise ValueError(f"anchor_sizes needs one size per FPN level (5), not {self.anchor_sizes}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"Unknown model config key(s): {', '.join(unknown)}.")
-        return cls(**data)
+        if self.rpn_bg_iou_thresh > self.rpn_fg_iou_thresh:
+            raise ValueError(
+                f"rpn_bg_iou_thresh ({self.rpn_bg_iou_thresh}) must not exceed rpn_fg_iou_thresh "
+                f"({self.rpn_fg_iou_thresh})"
+            )
+        return self
 
 
 def _slim_trunk(config: ModelConfig):

@@ -3,25 +3,25 @@
 A model package is ONE zip file (conventionally ``*.zip``) with two members:
 
 ``metadata.json``
-    UTF-8 JSON object (see `ModelMetadata`): ``format``
-    (``"residual-detectron-model"``), ``format_version`` (1), ``name``,
-    ``mode`` (``"residual"`` or ``"image"``), ``recipe`` (channel recipe,
-    e.g. ``"residual+model"``), ``bands``, ``channels`` (channel names),
-    ``classes`` (e.g. ``["star", "galaxy"]``; label 0 is background),
-    ``normalisation`` (`ChannelNormalisation` fields), ``channel_mean`` and
-    ``channel_std`` (per-channel standardisation done inside the model),
-    ``model`` (`ModelConfig` fields), ``stamp_size`` (training stamp side),
-    ``inference`` (defaults: ``tile_size``, ``tile_overlap``,
-    ``score_threshold``, ``merge_ios``, ``class_nms_iou``), ``training`` (the training
-    configuration), ``provenance`` (versions, git commit, dataset seeds,
-    epochs, dates), ``metrics`` (validation figures), ``weights_dtype`` and
-    ``weights_sha256`` (of the ``weights.pt`` member).
+    UTF-8 JSON object: ``format`` (``"residual-detectron-model"``),
+    ``format_version`` (1), the fields of `ModelMetadata` (``name``, ``mode``,
+    ``recipe``, ``bands``, ``classes``, ``normalisation``, ``channel_mean``,
+    ``channel_std``, ``model``, ``stamp_size``, ``inference``, ``training``,
+    ``provenance``, ``metrics``), ``channels`` (the channel names, which
+    follow from recipe and bands and are checked against them),
+    ``weights_dtype`` and ``weights_sha256`` (of the ``weights.pt`` member).
+    Any other key is refused.
 ``weights.pt``
     The model's ``state_dict`` saved by `torch.save` (floating-point tensors
     stored as ``weights_dtype``, float16 by default; loaded as float32).
 
 The metadata can be read without loading the weights (`read_model_metadata`),
 e.g. by a Butler formatter or to check that a package fits the data.
+
+Files of an older format version are brought to the current one by the
+functions of `MIGRATIONS`, applied in order (as scarlet_lite migrates its
+model data); a new layout bumps `PACKAGE_FORMAT_VERSION` and registers the
+function that upgrades the previous one.
 """
 
 from __future__ import annotations
@@ -29,10 +29,14 @@ from __future__ import annotations
 __all__ = [
     "PACKAGE_FORMAT",
     "PACKAGE_FORMAT_VERSION",
+    "MIGRATIONS",
+    "DEFAULT_PACKAGE_INFERENCE",
     "ModelPackageError",
     "ModelMetadata",
     "ModelPackage",
+    "migrate_metadata",
     "save_model_package",
+    "model_package_bytes",
     "load_model_package",
     "read_model_metadata",
     "default_model_path",
@@ -45,12 +49,17 @@ import io
 import json
 import os
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
+import pydantic
 
 from ..bands import check_band_order
+from ..configs import StrictModel, validate_config
+from ..errors import ConfigError, InputError
+from .inference_config import InferenceConfig
 from .model import ModelConfig, build_model
 from .recipes import ChannelNormalisation, channel_names, parse_recipe, recipe_needs_model
 
@@ -58,96 +67,192 @@ PACKAGE_FORMAT = "residual-detectron-model"
 PACKAGE_FORMAT_VERSION = 1
 MODES = ("residual", "image")
 
+#: ``{format_version: upgrade}``: ``upgrade`` takes the ``metadata.json``
+#: content of that version (without ``format``/``format_version``) and
+#: returns it in the layout of the next version. Version 1 is the current
+#: layout, so nothing is registered yet.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+#: A package's inference settings where it gives none (packages written
+#: before ``class_nms_iou`` existed have no such entry).
+DEFAULT_PACKAGE_INFERENCE = InferenceConfig(
+    tile_size=512, tile_overlap=64, score_threshold=0.5, merge_ios=0.5, class_nms_iou=0.7
+)
+
 _METADATA_MEMBER = "metadata.json"
 _WEIGHTS_MEMBER = "weights.pt"
 _DEFAULT_MODELS = {"residual": "residual_ugrizy.zip", "image": "image_ugrizy.zip"}
 
 
-class ModelPackageError(ValueError):
+class ModelPackageError(InputError):
     """A model package is unreadable, inconsistent, or does not fit the data."""
 
 
-@dataclasses.dataclass
-class ModelMetadata:
-    """Everything about a trained model except its weights."""
+class ModelMetadata(StrictModel):
+    """Everything about a trained model except its weights.
 
-    name: str
-    mode: str
+    Validation checks that the parts fit together: the recipe on the bands
+    makes ``model.in_channels`` channels, the model has one output per class
+    plus background, and a residual-mode model sees the first-pass model.
+    Built directly, bad values raise `pydantic.ValidationError`; read from a
+    package (`read_model_metadata`), `ModelPackageError` naming the key.
+    ``model_dump(mode="json")`` gives the fields as ``metadata.json`` holds them.
+    """
+
+    name: str = pydantic.Field(min_length=1)
+    """Name of the model (e.g. ``"residual_ugrizy"``)."""
+    mode: Literal[MODES]
+    """``"residual"`` (finds the sources the first pass missed) or
+    ``"image"`` (finds every source)."""
     recipe: str
+    """Channel recipe, e.g. ``"residual+model"`` (see `parse_recipe`)."""
     bands: tuple[str, ...]
-    classes: tuple[str, ...]
+    """The bands the model takes, in LSST wavelength order."""
+    classes: tuple[str, ...] = pydantic.Field(min_length=1)
+    """Class of each network label from 1 (label 0 is background)."""
+    normalisation: ChannelNormalisation = ChannelNormalisation()
+    """How pixel values become channels."""
+    channel_mean: tuple[float, ...] | None = None
+    """Per-channel mean subtracted inside the model (given as None: 0 for every channel)."""
+    channel_std: tuple[pydantic.PositiveFloat, ...] | None = None
+    """Per-channel scale divided out inside the model (given as None: 1 for every channel)."""
     model: ModelConfig
-    normalisation: ChannelNormalisation = dataclasses.field(default_factory=ChannelNormalisation)
-    channel_mean: list[float] | None = None
-    channel_std: list[float] | None = None
-    stamp_size: int = 128
-    tile_size: int = 512
-    tile_overlap: int = 64
-    score_threshold: float = 0.5
-    merge_ios: float = 0.5
-    class_nms_iou: float = 0.7
-    training: dict[str, Any] = dataclasses.field(default_factory=dict)
-    provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
-    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The network architecture."""
+    stamp_size: int = pydantic.Field(default=128, gt=0)
+    """Side of the training stamps."""
+    inference: InferenceConfig = DEFAULT_PACKAGE_INFERENCE
+    """How the package is run by default: every field set but ``batch_size``
+    (a property of the device, not of the model). Fields given as None take
+    `DEFAULT_PACKAGE_INFERENCE`'s value."""
+    training: dict[str, Any] = pydantic.Field(default_factory=dict)
+    """The training configuration (``TrainConfig`` fields)."""
+    provenance: dict[str, Any] = pydantic.Field(default_factory=dict)
+    """Versions, git commit, dataset seeds, epochs, dates."""
+    metrics: dict[str, Any] = pydantic.Field(default_factory=dict)
+    """Validation figures."""
 
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ModelPackageError(f"Unknown model mode {self.mode!r}; choose one of {', '.join(MODES)}.")
+    # Checks that need other fields are on the later field (fields are validated in order), so
+    # that an error names that field; they are skipped where the earlier field is itself invalid.
+    @pydantic.field_validator("recipe")
+    @classmethod
+    def _recipe_fits_mode(cls, recipe: str, info: pydantic.ValidationInfo) -> str:
+        parse_recipe(recipe)
+        if info.data.get("mode") == "residual" and not recipe_needs_model(recipe):
+            raise ValueError(f"a residual-mode model needs a residual or model channel; recipe is {recipe!r}")
+        return recipe
+
+    @pydantic.field_validator("bands")
+    @classmethod
+    def _ordered_bands(cls, bands: tuple[str, ...]) -> tuple[str, ...]:
+        return check_band_order(bands, "Model package bands")
+
+    @pydantic.field_validator("channel_mean", "channel_std")
+    @classmethod
+    def _one_per_channel(
+        cls, values: tuple[float, ...] | None, info: pydantic.ValidationInfo
+    ) -> tuple[float, ...] | None:
+        if "recipe" not in info.data or "bands" not in info.data:
+            return values
+        nchan = len(channel_names(info.data["recipe"], info.data["bands"]))
+        if values is None:
+            return (0.0 if info.field_name == "channel_mean" else 1.0,) * nchan
+        if len(values) != nchan:
+            raise ValueError(f"{len(values)} values for {nchan} channels")
+        return values
+
+    @pydantic.field_validator("model")
+    @classmethod
+    def _model_fits_data(cls, model: ModelConfig, info: pydantic.ValidationInfo) -> ModelConfig:
+        if "recipe" in info.data and "bands" in info.data:
+            recipe, bands = info.data["recipe"], info.data["bands"]
+            nchan = len(channel_names(recipe, bands))
+            if model.in_channels != nchan:
+                raise ValueError(
+                    f"Model takes {model.in_channels} channels but recipe {recipe!r} on bands "
+                    f"{''.join(bands)} makes {nchan}"
+                )
+        classes = info.data.get("classes")
+        if classes is not None and model.num_classes != len(classes) + 1:
+            raise ValueError(
+                f"Model has {model.num_classes} outputs but the package lists classes "
+                f"{list(classes)} (+ background)"
+            )
+        return model
+
+    @pydantic.field_validator("inference", mode="before")
+    @classmethod
+    def _complete_inference(cls, inference: Any) -> Any:
+        if isinstance(inference, dict):
+            return {
+                **DEFAULT_PACKAGE_INFERENCE.model_dump(),
+                **{key: value for key, value in inference.items() if value is not None},
+            }
+        if isinstance(inference, InferenceConfig):
+            return inference.over(DEFAULT_PACKAGE_INFERENCE)
+        return inference
+
+    @pydantic.field_validator("inference")
+    @classmethod
+    def _no_batch_size(cls, inference: InferenceConfig) -> InferenceConfig:
+        if inference.batch_size is not None:
+            raise ValueError(
+                "a package does not fix batch_size (it depends on the device); give it when running the model"
+            )
+        return inference
+
+    @pydantic.field_serializer("inference")
+    def _inference_without_batch_size(
+        self, inference: InferenceConfig, info: pydantic.SerializationInfo
+    ) -> dict[str, Any]:
+        return inference.model_dump(mode=info.mode, exclude={"batch_size"})
+
+    @pydantic.field_validator("training", "provenance", "metrics", mode="before")
+    @classmethod
+    def _json_values(cls, value: Any) -> Any:
+        # As they will be read back: numpy scalars and arrays become numbers and lists, tuples
+        # lists; a value JSON cannot hold is refused now rather than when the package is saved.
+        if not isinstance(value, dict):
+            return value
         try:
-            parse_recipe(self.recipe)
-            self.bands = check_band_order(tuple(self.bands), "Model package bands")
-        except ValueError as err:
-            raise ModelPackageError(str(err)) from None
-        self.classes = tuple(self.classes)
-        if self.mode == "residual" and not recipe_needs_model(self.recipe):
-            raise ModelPackageError(
-                f"A residual-mode model needs a residual or model channel; recipe is {self.recipe!r}."
-            )
-        nchan = len(self.channels)
-        if self.model.in_channels != nchan:
-            raise ModelPackageError(
-                f"Model takes {self.model.in_channels} channels but recipe {self.recipe!r} on bands "
-                f"{''.join(self.bands)} makes {nchan}."
-            )
-        if self.model.num_classes != len(self.classes) + 1:
-            raise ModelPackageError(
-                f"Model has {self.model.num_classes} outputs but the package lists classes {self.classes} "
-                "(+ background)."
-            )
-        for key in ("channel_mean", "channel_std"):
-            values = getattr(self, key)
-            if values is None:
-                setattr(self, key, [0.0 if key == "channel_mean" else 1.0] * nchan)
-            elif len(values) != nchan:
-                raise ModelPackageError(f"{key} has {len(values)} values for {nchan} channels.")
-        if not all(v > 0 for v in self.channel_std):
-            raise ModelPackageError("channel_std values must be positive.")
-        if self.tile_overlap < 0 or self.tile_overlap >= self.tile_size:
-            raise ModelPackageError(
-                f"tile_overlap must be in [0, tile_size); got {self.tile_overlap}, {self.tile_size}."
-            )
-
-    @property
-    def inference(self):
-        """The package's inference settings (interim: built from the flat fields)."""
-        from .inference_config import InferenceConfig
-
-        return InferenceConfig(
-            tile_size=self.tile_size,
-            tile_overlap=self.tile_overlap,
-            score_threshold=self.score_threshold,
-            merge_ios=self.merge_ios,
-            class_nms_iou=self.class_nms_iou,
-        )
+            return json.loads(json.dumps(value, default=_json_default))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"not storable as JSON: {err}") from None
 
     @property
     def channels(self) -> list[str]:
+        """Names of the input channels (recipe on bands)."""
         return channel_names(self.recipe, self.bands)
 
     @property
     def needs_model(self) -> bool:
         """Whether inputs must include the first-pass model cube."""
         return recipe_needs_model(self.recipe)
+
+    # Read-only views of ``inference``, for callers not yet passing an InferenceConfig.
+    @property
+    def tile_size(self) -> int:
+        """``inference.tile_size``."""
+        return self.inference.tile_size
+
+    @property
+    def tile_overlap(self) -> int:
+        """``inference.tile_overlap``."""
+        return self.inference.tile_overlap
+
+    @property
+    def score_threshold(self) -> float:
+        """``inference.score_threshold``."""
+        return self.inference.score_threshold
+
+    @property
+    def merge_ios(self) -> float:
+        """``inference.merge_ios``."""
+        return self.inference.merge_ios
+
+    @property
+    def class_nms_iou(self) -> float:
+        """``inference.class_nms_iou``."""
+        return self.inference.class_nms_iou
 
     def check_data(self, bands: tuple[str, ...] | list[str], has_model: bool) -> list[int]:
         """Check that data with ``bands`` (and a model cube or not) fits this package.
@@ -178,73 +283,83 @@ class ModelMetadata:
             )
         return [bands.index(b) for b in self.bands]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": PACKAGE_FORMAT,
-            "format_version": PACKAGE_FORMAT_VERSION,
-            "name": self.name,
-            "mode": self.mode,
-            "recipe": self.recipe,
-            "bands": list(self.bands),
-            "channels": self.channels,
-            "classes": list(self.classes),
-            "normalisation": self.normalisation.to_dict(),
-            "channel_mean": [float(v) for v in self.channel_mean],
-            "channel_std": [float(v) for v in self.channel_std],
-            "model": self.model.to_dict(),
-            "stamp_size": self.stamp_size,
-            "inference": {
-                "tile_size": self.tile_size,
-                "tile_overlap": self.tile_overlap,
-                "score_threshold": self.score_threshold,
-                "merge_ios": self.merge_ios,
-                "class_nms_iou": self.class_nms_iou,
-            },
-            "training": self.training,
-            "provenance": self.provenance,
-            "metrics": self.metrics,
-        }
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "metadata") -> ModelMetadata:
-        if data.get("format") != PACKAGE_FORMAT:
-            raise ModelPackageError(
-                f"{source}: not a ResidualDetectron model package (format {data.get('format')!r})."
-            )
-        version = data.get("format_version")
-        if version != PACKAGE_FORMAT_VERSION:
-            raise ModelPackageError(
-                f"{source}: package format version {version}; "
-                f"this code reads version {PACKAGE_FORMAT_VERSION}."
-            )
-        try:
-            inference = data.get("inference", {})
-            return cls(
-                name=data["name"],
-                mode=data["mode"],
-                recipe=data["recipe"],
-                bands=tuple(data["bands"]),
-                classes=tuple(data["classes"]),
-                model=ModelConfig.from_dict(data["model"]),
-                normalisation=ChannelNormalisation.from_dict(data.get("normalisation", {})),
-                channel_mean=data.get("channel_mean"),
-                channel_std=data.get("channel_std"),
-                stamp_size=int(data.get("stamp_size", 128)),
-                tile_size=int(inference.get("tile_size", 512)),
-                tile_overlap=int(inference.get("tile_overlap", 64)),
-                score_threshold=float(inference.get("score_threshold", 0.5)),
-                merge_ios=float(inference.get("merge_ios", 0.5)),
-                class_nms_iou=float(inference.get("class_nms_iou", 0.7)),
-                training=data.get("training", {}),
-                provenance=data.get("provenance", {}),
-                metrics=data.get("metrics", {}),
-            )
-        except KeyError as err:
-            raise ModelPackageError(f"{source}: metadata has no {err.args[0]!r} entry.") from None
-        except ModelPackageError as err:
-            raise ModelPackageError(f"{source}: {err}") from None
-        except (TypeError, ValueError) as err:
-            raise ModelPackageError(f"{source}: invalid metadata: {err}") from None
+class _FileEntries(StrictModel):
+    """The entries of ``metadata.json`` that are not `ModelMetadata` fields."""
+
+    channels: tuple[str, ...] | None = None
+    """Channel names as written (checked against recipe and bands)."""
+    weights_dtype: Literal["float16", "float32"] | None = None
+    """How the floating-point weights are stored."""
+    weights_sha256: str | None = pydantic.Field(default=None, pattern="^[0-9a-f]{64}$")
+    """Checksum of the ``weights.pt`` member."""
+
+
+def migrate_metadata(data: dict[str, Any], source: str = "metadata") -> dict[str, Any]:
+    """``metadata.json`` content in the current format (without ``format``/``format_version``).
+
+    Raises
+    ------
+    ModelPackageError
+        If it is not a model package's metadata, or of an unknown (e.g. newer) version.
+    """
+    if data.get("format") != PACKAGE_FORMAT:
+        raise ModelPackageError(
+            f"{source}: not a ResidualDetectron model package (format {data.get('format')!r})."
+        )
+    version = data.get("format_version")
+    if type(version) is not int or not 1 <= version <= PACKAGE_FORMAT_VERSION:
+        raise ModelPackageError(
+            f"{source}: package format version {version!r}; this code reads versions 1 to "
+            f"{PACKAGE_FORMAT_VERSION} (a newer version needs a newer ResidualDetectron)."
+        )
+    content = {key: value for key, value in data.items() if key not in ("format", "format_version")}
+    for step in range(version, PACKAGE_FORMAT_VERSION):
+        content = MIGRATIONS[step](content)
+    return content
+
+
+def _metadata_from_json(data: Any, source: str = "metadata") -> tuple[ModelMetadata, dict[str, Any]]:
+    """The `ModelMetadata` of a ``metadata.json`` object, and its weights entries.
+
+    Returns
+    -------
+    metadata : `ModelMetadata`
+        The validated metadata.
+    weights : `dict`
+        ``weights_dtype`` and ``weights_sha256`` (None where absent).
+
+    Raises
+    ------
+    ModelPackageError
+        If the object is not valid package metadata (naming the key and the problem).
+    """
+    if not isinstance(data, dict):
+        raise ModelPackageError(f"{source}: {_METADATA_MEMBER} is not a JSON object.")
+    content = migrate_metadata(data, source)
+    file_keys = {key: content.pop(key) for key in _FileEntries.model_fields if key in content}
+    try:
+        entries = validate_config(_FileEntries, file_keys, source)
+        metadata = validate_config(ModelMetadata, content, source)
+    except ConfigError as err:
+        raise ModelPackageError(str(err)) from None
+    if entries.channels is not None and list(entries.channels) != metadata.channels:
+        raise ModelPackageError(
+            f"{source}: channels {list(entries.channels)} differ from those of recipe "
+            f"{metadata.recipe!r} on bands {','.join(metadata.bands)}: {metadata.channels}."
+        )
+    return metadata, entries.model_dump(exclude={"channels"})
+
+
+def _metadata_json(metadata: ModelMetadata, weights_dtype: str, weights_sha256: str) -> dict[str, Any]:
+    """The ``metadata.json`` object of a package (key order as documented)."""
+    fields = metadata.model_dump(mode="json")
+    ordered: dict[str, Any] = {"format": PACKAGE_FORMAT, "format_version": PACKAGE_FORMAT_VERSION}
+    for key, value in fields.items():
+        ordered[key] = value
+        if key == "bands":
+            ordered["channels"] = metadata.channels
+    return {**ordered, "weights_dtype": weights_dtype, "weights_sha256": weights_sha256}
 
 
 @dataclasses.dataclass
@@ -258,7 +373,9 @@ class ModelPackage:
     def build(self, device: str = "cpu"):
         """The torchvision model with the package's weights, in eval mode on ``device``."""
         meta = self.metadata
-        model = build_model(meta.model, meta.channel_mean, meta.channel_std, input_size=meta.tile_size)
+        model = build_model(
+            meta.model, meta.channel_mean, meta.channel_std, input_size=meta.inference.tile_size
+        )
         try:
             model.load_state_dict(self.state_dict)
         except RuntimeError as err:
@@ -314,6 +431,23 @@ def save_model_package(
     ----------
     path : path-like
         Output zip file; replaced if it exists.
+    metadata, state_dict, weights_dtype
+        As for `model_package_bytes`.
+    """
+    content = model_package_bytes(metadata, state_dict, weights_dtype)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(content)
+    os.replace(tmp, path)
+    return path
+
+
+def model_package_bytes(metadata: ModelMetadata, state_dict: dict, weights_dtype: str = "float16") -> bytes:
+    """A model package zip (see module docstring) as bytes.
+
+    Parameters
+    ----------
     metadata : `ModelMetadata`
         Metadata; ``provenance`` gets versions and date added where missing.
     state_dict : `dict`
@@ -324,7 +458,7 @@ def save_model_package(
     import torch
 
     if weights_dtype not in ("float16", "float32"):
-        raise ValueError(f"weights_dtype must be float16 or float32, not {weights_dtype!r}.")
+        raise InputError(f"weights_dtype must be float16 or float32, not {weights_dtype!r}.")
     dtype = torch.float16 if weights_dtype == "float16" else torch.float32
     stored = {
         key: value.detach().to("cpu", dtype=dtype) if value.is_floating_point() else value.detach().cpu()
@@ -333,18 +467,13 @@ def save_model_package(
     buffer = io.BytesIO()
     torch.save(stored, buffer)
     weights = buffer.getvalue()
-    data = metadata.to_dict()
+    data = _metadata_json(metadata, weights_dtype, hashlib.sha256(weights).hexdigest())
     data["provenance"] = {**default_provenance(), **metadata.provenance}
-    data["weights_dtype"] = weights_dtype
-    data["weights_sha256"] = hashlib.sha256(weights).hexdigest()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    content = io.BytesIO()
+    with zipfile.ZipFile(content, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(_METADATA_MEMBER, json.dumps(data, indent=2, default=_json_default))
         archive.writestr(_WEIGHTS_MEMBER, weights)
-    os.replace(tmp, path)
-    return path
+    return content.getvalue()
 
 
 def _json_default(value):
@@ -352,12 +481,22 @@ def _json_default(value):
         return value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()
-    if isinstance(value, (Path, tuple)):
-        return str(value) if isinstance(value, Path) else list(value)
+    if isinstance(value, Path):
+        return str(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _open(path: str | os.PathLike) -> tuple[zipfile.ZipFile, str]:
+def _open(path: str | os.PathLike | BinaryIO) -> tuple[zipfile.ZipFile, str]:
+    if not isinstance(path, (str, os.PathLike)):
+        # A seekable binary stream (a Butler formatter's, or io.BytesIO).
+        name = getattr(path, "name", None)
+        source = name if isinstance(name, str) else "<stream>"
+        try:
+            return zipfile.ZipFile(path), source
+        except (zipfile.BadZipFile, OSError) as err:
+            raise ModelPackageError(
+                f"{source!r} is not a model package (not a readable zip file: {err})."
+            ) from None
     source = os.fspath(path)
     if os.path.isdir(source):
         raise ModelPackageError(f"{source!r} is a directory; a model package is one zip file.")
@@ -371,27 +510,27 @@ def _open(path: str | os.PathLike) -> tuple[zipfile.ZipFile, str]:
         ) from None
 
 
-def _read_metadata(archive: zipfile.ZipFile, source: str) -> tuple[ModelMetadata, dict]:
+def _read_metadata(archive: zipfile.ZipFile, source: str) -> tuple[ModelMetadata, dict[str, Any]]:
     if _METADATA_MEMBER not in archive.namelist():
         raise ModelPackageError(f"{source!r} is not a model package: no {_METADATA_MEMBER} member.")
     try:
         data = json.loads(archive.read(_METADATA_MEMBER).decode("utf-8"))
     except (ValueError, zipfile.BadZipFile, OSError) as err:
         raise ModelPackageError(f"{source!r}: {_METADATA_MEMBER} is not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise ModelPackageError(f"{source!r}: {_METADATA_MEMBER} is not a JSON object.")
-    return ModelMetadata.from_dict(data, source=repr(source)), data
+    return _metadata_from_json(data, repr(source))
 
 
-def read_model_metadata(path: str | os.PathLike) -> ModelMetadata:
-    """The metadata of a package, without loading its weights."""
+def read_model_metadata(path: str | os.PathLike | BinaryIO) -> ModelMetadata:
+    """The metadata of a package (a file, or a seekable binary stream), without loading its weights."""
     archive, source = _open(path)
     with archive:
         return _read_metadata(archive, source)[0]
 
 
-def load_model_package(path: str | os.PathLike) -> ModelPackage:
+def load_model_package(path: str | os.PathLike | BinaryIO) -> ModelPackage:
     """Load a model package (metadata and weights, as float32 on the CPU).
+
+    ``path`` is the package file, or a seekable binary stream holding it.
 
     Raises
     ------
@@ -405,7 +544,7 @@ def load_model_package(path: str | os.PathLike) -> ModelPackage:
 
     archive, source = _open(path)
     with archive:
-        metadata, data = _read_metadata(archive, source)
+        metadata, entries = _read_metadata(archive, source)
         if _WEIGHTS_MEMBER not in archive.namelist():
             raise ModelPackageError(f"{source!r}: no {_WEIGHTS_MEMBER} member.")
         try:
@@ -414,7 +553,7 @@ def load_model_package(path: str | os.PathLike) -> ModelPackage:
             raise ModelPackageError(
                 f"{source!r}: {_WEIGHTS_MEMBER} is unreadable (corrupt file?): {err}"
             ) from None
-    expected = data.get("weights_sha256")
+    expected = entries["weights_sha256"]
     if expected and hashlib.sha256(weights).hexdigest() != expected:
         raise ModelPackageError(f"{source!r}: weights checksum mismatch (corrupt or modified file).")
     try:
@@ -422,7 +561,8 @@ def load_model_package(path: str | os.PathLike) -> ModelPackage:
     except Exception as err:  # torch raises several types for bad pickles/zips
         raise ModelPackageError(f"{source!r}: weights could not be read: {err}") from None
     state_dict = {k: v.float() if v.is_floating_point() else v for k, v in stored.items()}
-    package = ModelPackage(metadata=metadata, state_dict=state_dict, path=source)
+    on_disk = source if isinstance(path, (str, os.PathLike)) else None
+    package = ModelPackage(metadata=metadata, state_dict=state_dict, path=on_disk)
     package.build("cpu")  # raises ModelPackageError if the weights do not fit the architecture
     return package
 

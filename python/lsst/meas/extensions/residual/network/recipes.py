@@ -35,40 +35,22 @@ __all__ = [
     "recipe_needs_model",
 ]
 
-import dataclasses
-from typing import Any
-
 import numpy as np
+import pydantic
+
+from ..configs import StrictModel
 
 #: The channel kinds a recipe can combine, in the order they are stacked.
 CHANNEL_KINDS = ("residual", "model", "image")
 
 
-@dataclasses.dataclass
-class ChannelNormalisation:
+class ChannelNormalisation(StrictModel):
     """How raw pixel values become network inputs (stored in a model package)."""
 
-    asinh_softening: float = 1.0
+    asinh_softening: float = pydantic.Field(default=1.0, gt=0.0)
     """Softening of the asinh stretch of ``model``/``image``, in units of the band's noise σ."""
-    residual_clip: float = 10.0
+    residual_clip: float = pydantic.Field(default=10.0, gt=0.0)
     """Residual S/N beyond which values are asinh-compressed."""
-
-    def __post_init__(self) -> None:
-        if not self.asinh_softening > 0:
-            raise ValueError(f"asinh_softening must be positive, not {self.asinh_softening}.")
-        if not self.residual_clip > 0:
-            raise ValueError(f"residual_clip must be positive, not {self.residual_clip}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ChannelNormalisation:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"Unknown normalisation key(s): {', '.join(unknown)}.")
-        return cls(**data)
 
 
 def parse_recipe(recipe: str) -> tuple[str, ...]:

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-__all__ = ["SimulationConfig", "simulate_scene", "draw_psf_and_population", "DEFAULT_GALAXY_DENSITY"]
+__all__ = [
+    "SimulationConfig",
+    "simulate_scene",
+    "draw_psf_and_population",
+    "DEFAULT_GALAXY_DENSITY",
+    "Depth",
+    "PsfModel",
+]
 
-import dataclasses
+from typing import Any, Literal
 
 import numpy as np
+import pydantic
 from astropy.table import Table
 
 from ..bands import LSST_BANDS, parse_bands
+from ..configs import StrictModel
 from ..scene import Scene
 from ..truth import Truth
 from .noise import make_noise_model
@@ -22,45 +31,58 @@ from .survey import NJY_ZEROPOINT, PIXEL_SCALE, flux_to_mag
 DEFAULT_GALAXY_DENSITY = {"10yr": 60.0, "1yr": 35.0}
 
 
-@dataclasses.dataclass
-class SimulationConfig:
+#: Coadd depths the noise model knows.
+Depth = Literal["10yr", "1yr"]
+#: PSF profiles `make_psfs` draws.
+PsfModel = Literal["kolmogorov", "moffat"]
+
+
+class SimulationConfig(StrictModel):
     """Parameters of a simulated scene; with a seed they fix it completely."""
 
-    height: int = 512
-    width: int = 512
+    height: int = pydantic.Field(default=512, gt=0)
+    """Scene height (pixels)."""
+    width: int = pydantic.Field(default=512, gt=0)
+    """Scene width (pixels)."""
     bands: tuple[str, ...] = LSST_BANDS
-    depth: str = "10yr"
+    """Bands, e.g. ``"ugrizy"``, ``"g,r,i"`` or a sequence (kept in LSST wavelength order)."""
+    depth: Depth = "10yr"
     """Coadd depth: ``"10yr"`` or ``"1yr"``."""
-    galaxy_density: float | None = None
+    galaxy_density: float | None = pydantic.Field(default=None, ge=0.0)
     """Galaxies per arcmin² brighter than the i-band depth (None: the depth's default)."""
-    star_density: float = 8.0
+    star_density: float = pydantic.Field(default=8.0, ge=0.0)
     """Stars per arcmin² brighter than the i-band depth."""
-    psf_model: str = "kolmogorov"
+    psf_model: PsfModel = "kolmogorov"
     """``"kolmogorov"`` or ``"moffat"``."""
-    psf_fwhm_range: tuple[float, float] = (0.5, 1.1)
+    psf_fwhm_range: tuple[pydantic.PositiveFloat, pydantic.PositiveFloat] = (0.5, 1.1)
     """Range of the r-band PSF FWHM (arcsec) drawn per scene."""
-    psf_shear_sigma: float = 0.02
+    psf_shear_sigma: float = pydantic.Field(default=0.02, ge=0.0)
     """Scatter of the per-band PSF reduced shear."""
-    psf_size: int = 31
+    psf_size: int = pydantic.Field(default=31, ge=3)
     """Odd side of the PSF images (pixels)."""
-    read_noise_fraction: float = 0.05
-    pixel_scale: float = PIXEL_SCALE
+    read_noise_fraction: float = pydantic.Field(default=0.05, ge=0.0, lt=1.0)
+    """Fraction of the background variance due to read noise."""
+    pixel_scale: float = pydantic.Field(default=PIXEL_SCALE, gt=0.0)
+    """Arcsec per pixel."""
 
-    def __post_init__(self) -> None:
-        self.bands = parse_bands(self.bands)
-        if self.height <= 0 or self.width <= 0:
-            raise ValueError(f"Scene size must be positive, not {self.height}x{self.width}.")
-        if self.depth not in DEFAULT_GALAXY_DENSITY:
-            raise ValueError(f"Unknown depth {self.depth!r}; choose 10yr or 1yr.")
-        if self.galaxy_density is not None and self.galaxy_density < 0:
-            raise ValueError(f"galaxy_density must be >= 0, not {self.galaxy_density}.")
-        if self.star_density < 0:
-            raise ValueError(f"star_density must be >= 0, not {self.star_density}.")
-        lo, hi = self.psf_fwhm_range
-        if not 0 < lo <= hi:
-            raise ValueError(f"psf_fwhm_range must satisfy 0 < min <= max, not {self.psf_fwhm_range}.")
-        if self.psf_size < 3 or self.psf_size % 2 == 0:
-            raise ValueError(f"psf_size must be odd and >= 3, not {self.psf_size}.")
+    @pydantic.field_validator("bands", mode="before")
+    @classmethod
+    def _parse_bands(cls, bands: Any) -> tuple[str, ...]:
+        return parse_bands(bands)
+
+    @pydantic.field_validator("psf_fwhm_range")
+    @classmethod
+    def _ordered_range(cls, fwhm: tuple[float, float]) -> tuple[float, float]:
+        if fwhm[0] > fwhm[1]:
+            raise ValueError(f"psf_fwhm_range must be (min, max) with min <= max, not {fwhm}")
+        return fwhm
+
+    @pydantic.field_validator("psf_size")
+    @classmethod
+    def _odd_psf(cls, size: int) -> int:
+        if size % 2 == 0:
+            raise ValueError(f"psf_size must be odd (the PSF centred on a pixel), not {size}")
+        return size
 
 
 def draw_psf_and_population(rng: np.random.Generator, config: SimulationConfig) -> tuple[ScenePsf, Table]:

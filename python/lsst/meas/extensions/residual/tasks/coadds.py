@@ -21,10 +21,13 @@ from __future__ import annotations
 
 __all__ = [
     "PatchImages",
+    "label_image",
+    "label_array",
     "CoaddPlane",
     "read_coadd_plane",
     "read_legacy_coadd_file",
     "assemble_patch",
+    "read_patch",
     "scene_to_cell_coadds",
     "DEFAULT_BAD_MASK_PLANES",
     "EmptyPatchError",
@@ -37,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..bands import LSST_BANDS, check_band_order
+from ..chain.placement import PatchPlacement, PixelToSky
 from ..scene import Scene, SceneFormatError
 
 #: Mask planes that make a pixel unusable (LSST's Scarlet ``badMask`` default,
@@ -46,9 +50,6 @@ DEFAULT_BAD_MASK_PLANES: tuple[str, ...] = ("BAD", "NO_DATA", "SAT", "SATURATED"
 
 class EmptyPatchError(SceneFormatError):
     """A patch has no usable pixel in any band (tasks turn this into NoWorkFound)."""
-
-
-PixelToSky = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclasses.dataclass
@@ -99,13 +100,33 @@ class PatchImages:
     y0: int
     pixel_to_sky: PixelToSky | None
 
+    def placement(self, tract: int, patch: int) -> PatchPlacement:
+        """The `PatchPlacement` of this patch (what the core's output tables need)."""
+        return PatchPlacement(
+            tract=int(tract), patch=int(patch), x0=self.x0, y0=self.y0, pixel_to_sky=self.pixel_to_sky
+        )
+
     def sky(self, x_patch: np.ndarray, y_patch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ra, dec) of patch pixels; NaN if the coadds carry no WCS."""
-        x = np.asarray(x_patch, dtype=float) + self.x0
-        y = np.asarray(y_patch, dtype=float) + self.y0
-        if self.pixel_to_sky is None or x.size == 0:
-            return np.full(x.shape, np.nan), np.full(y.shape, np.nan)
-        return self.pixel_to_sky(x, y)
+        sky = self.placement(0, 0).sky(x_patch, y_patch)
+        if sky is None:
+            shape = np.shape(x_patch)
+            return np.full(shape, np.nan), np.full(shape, np.nan)
+        return sky
+
+
+def label_image(labels: np.ndarray, patch: PatchImages):
+    """An int32 `lsst.images.Image` of a (H, W) label array over the patch's tract bbox."""
+    from lsst.images import Box, Image
+
+    height, width = labels.shape
+    box = Box.factory[patch.y0 : patch.y0 + height, patch.x0 : patch.x0 + width]
+    return Image(np.ascontiguousarray(labels, dtype=np.int32), bbox=box)
+
+
+def label_array(image) -> tuple[np.ndarray, int, int]:
+    """(labels, x0, y0) of a label `lsst.images.Image`."""
+    return np.asarray(image.array, dtype=np.int32), int(image.bbox.x.start), int(image.bbox.y.start)
 
 
 def _bad_from_planes(is_set: Callable[[str], np.ndarray | None], names: Sequence[str], shape) -> np.ndarray:
@@ -347,6 +368,34 @@ def assemble_patch(
         mask=mask,
     )
     return PatchImages(scene=scene, x0=first.x0, y0=first.y0, pixel_to_sky=first.pixel_to_sky)
+
+
+def read_patch(
+    coadds: Mapping[str, Any],
+    bands: Sequence[str] | None,
+    bad_mask_planes: Sequence[str],
+    what: str,
+    psf_fallback: Mapping[str, np.ndarray] | None = None,
+) -> PatchImages:
+    """Read a task's per-band coadd inputs into one `PatchImages` (what every task does first).
+
+    Raises
+    ------
+    lsst.pipe.base.NoWorkFound
+        If the patch has no usable pixel (so pipetask skips the quantum).
+    SceneFormatError
+        If bands are missing or the coadds do not belong together.
+    """
+    import lsst.pipe.base as pipeBase
+
+    planes = {
+        band: read_coadd_plane(coadd, bad_mask_planes, f"{what} deep_coadd {band}")
+        for band, coadd in coadds.items()
+    }
+    try:
+        return assemble_patch(planes, bands or None, psf_fallback=psf_fallback, what=what)
+    except EmptyPatchError as err:
+        raise pipeBase.NoWorkFound(str(err)) from err
 
 
 def scene_to_cell_coadds(scene: Scene, skymap: Any, patch_id: int) -> dict[str, Any]:

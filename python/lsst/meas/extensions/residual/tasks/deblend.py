@@ -17,7 +17,6 @@ were. The ``found_by`` column says which pass found each source.
 from __future__ import annotations
 
 __all__ = [
-    "DeblendFieldsConfig",
     "FirstPassDeblendConnections",
     "FirstPassDeblendConfig",
     "FirstPassDeblendTask",
@@ -36,84 +35,32 @@ import lsst.pex.config as pexConfig
 import lsst.pipe.base as pipeBase
 import lsst.pipe.base.connectionTypes as cT
 
-from ..deblending import DeblendConfig, DeblendResult, deblend, deblend_with_new_peaks, render_model_data
+from ..chain import (
+    IdMap,
+    PatchPlacement,
+    deblend_from_catalog,
+    deblend_to_catalog,
+    detections_from_catalog,
+    final_catalog,
+    model_data_to_patch,
+    model_data_to_tract,
+    new_sources_from_catalog,
+    run_second_pass,
+)
+from ..deblending import deblend
 from ..scene import SceneFormatError
-from .catalogs import deblend_from_catalog, deblend_to_catalog, detections_from_catalog
-from .coadds import DEFAULT_BAD_MASK_PLANES, EmptyPatchError, PatchImages, assemble_patch, read_coadd_plane
+from .coadds import DEFAULT_BAD_MASK_PLANES, PatchImages, label_array, read_patch
+from .config_fields import DeblendFieldsConfig
 from .connections import FirstPassPeaksConnections
 from .datasets import PATCH_DIMENSIONS
-from .ids import IdMap
-from .model_frames import model_data_to_patch, model_data_to_tract, transform_model_data
 from .validation import validate_band_list
-
-
-class DeblendFieldsConfig(pexConfig.Config):
-    """The deblender's parameters (LSST ``ScarletDeblendConfig`` names)."""
-
-    maxIter = pexConfig.Field[int](doc="Maximum optimizer iterations per blend.", default=300)
-    minIter = pexConfig.Field[int](doc="Iterations before the optimizer may stop.", default=5)
-    relativeError = pexConfig.Field[float](
-        doc="Stop when the log-likelihood changes by less than this fraction between iterations.",
-        default=1e-3,
-    )
-    modelPsfSigma = pexConfig.Field[float](doc="Sigma (pixels) of the model-frame Gaussian PSF.", default=0.8)
-    minSNR = pexConfig.Field[float](
-        doc="Peak S/N above which a source may get two components (above 2*minSNR).", default=50.0
-    )
-    backgroundThresh = pexConfig.Field[float](
-        doc="Model pixels fainter than this many noise sigma in every band are set to zero.", default=1.0
-    )
-    maxNumberOfPeaks = pexConfig.Field[int](
-        doc="Deblend only the brightest peaks of a footprint (<= 0: all); the rest are flagged skipped.",
-        default=600,
-    )
-    isolated = pexConfig.ChoiceField[str](
-        doc="How single-peak footprints are handled.",
-        default="fit",
-        allowed={
-            "fit": "Model them like any blend (their residuals show what detection missed).",
-            "footprint": "LSST's cheap way: the model is the image inside the footprint (zero residual).",
-        },
-    )
-    conserveFlux = pexConfig.Field[bool](
-        doc="Also measure fluxes by redistributing the image in proportion to the models.", default=True
-    )
-
-    def to_core(self) -> DeblendConfig:
-        return DeblendConfig(
-            max_iter=self.maxIter,
-            min_iter=self.minIter,
-            relative_error=self.relativeError,
-            model_psf_sigma=self.modelPsfSigma,
-            min_snr=self.minSNR,
-            background_thresh=self.backgroundThresh,
-            max_number_of_peaks=self.maxNumberOfPeaks,
-            isolated=self.isolated,
-            conserve_flux=self.conserveFlux,
-            show_progress=False,
-        )
-
-
-def _coadd_planes(coadds: Mapping[str, Any], bad_mask_planes, what: str):
-    return {
-        band: read_coadd_plane(coadd, bad_mask_planes, f"{what} deep_coadd {band}")
-        for band, coadd in coadds.items()
-    }
-
-
-def _assemble(coadds, bands, bad_mask_planes, what: str) -> PatchImages:
-    try:
-        return assemble_patch(_coadd_planes(coadds, bad_mask_planes, what), bands or None, what=what)
-    except EmptyPatchError as err:
-        raise pipeBase.NoWorkFound(str(err)) from err
-
 
 # -- first pass ------------------------------------------------------------------
 
 
 class FirstPassDeblendConnections(FirstPassPeaksConnections):
     deblendCatalog = cT.Output(
-        doc="One row per deblended source (see tasks.catalogs.deblend_to_catalog).",
+        doc="One row per deblended source (see chain.catalogs.deblend_to_catalog).",
         name="object_deblend",
         storageClass="ArrowAstropy",
         dimensions=PATCH_DIMENSIONS,
@@ -138,7 +85,6 @@ class FirstPassDeblendConfig(pipeBase.PipelineTaskConfig, pipelineConnections=Fi
     def validate(self) -> None:
         super().validate()
         validate_band_list(self.bands, "bands", allow_empty=True)
-        self.deblend.to_core()
 
 
 class FirstPassDeblendTask(pipeBase.PipelineTask):
@@ -190,13 +136,15 @@ class FirstPassDeblendTask(pipeBase.PipelineTask):
             If detections and coadds do not belong together (bands, patch).
         """
         what = f"tract {tract} patch {patch}"
-        core_detections, x0, y0 = detections_from_catalog(detections, footprints, tract, patch)
+        labels, x0, y0 = label_array(footprints)
+        core_detections = detections_from_catalog(detections, labels, PatchPlacement(tract, patch, x0, y0))
         bands = tuple(self.config.bands) or core_detections.bands
-        patch_images = _assemble(coadds, bands, self.config.badMaskPlanes, what)
-        _check_origin(patch_images, x0, y0, "object_detection_footprints", what)
-        if tuple(core_detections.bands) != patch_images.scene.bands:
-            core_detections = _detections_for_bands(core_detections, patch_images.scene.bands, what)
-        result = deblend(patch_images.scene, core_detections, self.config.deblend.to_core())
+        patch_images = read_patch(coadds, bands, self.config.badMaskPlanes, what)
+        placement = _placement(patch_images, tract, patch, x0, y0, what)
+        scene = patch_images.scene
+        if tuple(core_detections.bands) != scene.bands:
+            core_detections = _detections_for_bands(core_detections, scene.bands, what)
+        result = deblend(scene, core_detections, self.config.deblend.to_model())
         self.log.info(
             "%s: %d sources in %d blends and %d isolated footprints.",
             what,
@@ -204,22 +152,23 @@ class FirstPassDeblendTask(pipeBase.PipelineTask):
             len(result.model_data.blends),
             len(result.model_data.isolated),
         )
+        id_map = placement.id_map()
         return pipeBase.Struct(
-            deblendCatalog=deblend_to_catalog(result.catalog, result.bands, patch_images, tract, patch),
-            scarletModels=model_data_to_tract(
-                result.model_data, patch_images.x0, patch_images.y0, tract, patch
-            ),
+            deblendCatalog=deblend_to_catalog(result.catalog, result.bands, placement, id_map),
+            scarletModels=model_data_to_tract(result.model_data, placement, id_map),
             result=result,
             patch_images=patch_images,
         )
 
 
-def _check_origin(patch_images: PatchImages, x0: int, y0: int, dataset: str, what: str) -> None:
+def _placement(patch_images: PatchImages, tract: int, patch: int, x0: int, y0: int, what: str):
+    """The coadds' placement, checked against the origin of the first-pass footprint image."""
     if (patch_images.x0, patch_images.y0) != (x0, y0):
         raise SceneFormatError(
-            f"{what}: {dataset} starts at tract pixel ({x0}, {y0}) but the coadds at "
+            f"{what}: object_detection_footprints starts at tract pixel ({x0}, {y0}) but the coadds at "
             f"({patch_images.x0}, {patch_images.y0})."
         )
+    return patch_images.placement(tract, patch)
 
 
 def _detections_for_bands(detections, bands, what):
@@ -279,10 +228,6 @@ class ResidualDeblendConfig(pipeBase.PipelineTaskConfig, pipelineConnections=Res
         doc="Mask planes marking pixels that get no weight.", default=list(DEFAULT_BAD_MASK_PLANES)
     )
 
-    def validate(self) -> None:
-        super().validate()
-        self.deblend.to_core()
-
 
 class ResidualDeblendTask(pipeBase.PipelineTask):
     """Second deblending pass with the sources found in the residuals."""
@@ -322,10 +267,11 @@ class ResidualDeblendTask(pipeBase.PipelineTask):
         Returns
         -------
         result : `lsst.pipe.base.Struct`
-            ``outputCatalog``, ``outputModels`` (Butler form), ``result``
-            (the core's second-pass `DeblendResult`), ``first_pass`` (the
-            rebuilt first-pass `DeblendResult`), ``changed_blends`` (local
-            ids of the re-fitted blends) and ``patch_images``.
+            ``outputCatalog`` (`lsst.meas.extensions.residual.chain.final_catalog`),
+            ``outputModels`` (tract pixels, global ids), and for inspection
+            ``result`` (the core's second-pass `DeblendResult`),
+            ``changed_blends`` (local ids of the re-fitted blends) and
+            ``patch_images``.
 
         Raises
         ------
@@ -335,75 +281,37 @@ class ResidualDeblendTask(pipeBase.PipelineTask):
             If the inputs do not belong together.
         """
         what = f"tract {tract} patch {patch}"
-        core_detections, x0, y0 = detections_from_catalog(detections, footprints, tract, patch)
+        labels, x0, y0 = label_array(footprints)
         id_map = IdMap(tract, patch, sources=deblend_catalog["id"], parents=deblend_catalog["parent"])
-        bands = model_data.bands or core_detections.bands
-        patch_images = _assemble(coadds, bands, self.config.badMaskPlanes, what)
-        _check_origin(patch_images, x0, y0, "object_detection_footprints", what)
+        patch_images = read_patch(coadds, model_data.bands or None, self.config.badMaskPlanes, what)
+        placement = _placement(patch_images, tract, patch, x0, y0, what)
         scene = patch_images.scene
+        core_detections = detections_from_catalog(detections, labels, placement)
         if tuple(core_detections.bands) != scene.bands:
             core_detections = _detections_for_bands(core_detections, scene.bands, what)
-        config = self.config.deblend.to_core()
-        first_models = model_data_to_patch(model_data, x0, y0, id_map)
-        model = render_model_data(first_models, scene.shape, bands=scene.bands, image=scene.clean_image())
-        first_pass = DeblendResult(
-            catalog=deblend_from_catalog(deblend_catalog, scene.bands, x0, y0, id_map),
-            model=model,
-            residual=np.where(scene.good, scene.image - model, np.float32(0)).astype(np.float32),
-            model_data=first_models,
-            detections=core_detections,
-            bands=scene.bands,
-            config=config,
+        new_ids, new_xy = new_sources_from_catalog(new_sources, placement)
+        result = run_second_pass(
+            scene,
+            core_detections,
+            deblend_from_catalog(deblend_catalog, scene.bands, placement, id_map),
+            model_data_to_patch(model_data, placement, id_map),
+            new_ids,
+            new_xy,
+            self.config.deblend.to_model(),
         )
-        order = np.argsort(np.asarray(new_sources["id"]), kind="stable")
-        new_sources = new_sources[order]
-        new_xy = np.column_stack(
-            [np.asarray(new_sources["x"], dtype=float) - x0, np.asarray(new_sources["y"], dtype=float) - y0]
-        ).reshape(-1, 2)
         n_old = len(core_detections.peaks)
-        if len(new_sources):
-            result = deblend_with_new_peaks(scene, first_pass, new_xy, config)
-        else:
-            result = first_pass
-        new_peak_ids = np.asarray(result.detections.peaks["id"][n_old:], dtype=np.int64)
         changed = np.unique(np.asarray(result.detections.peaks["footprint_id"][n_old:]))
-        catalog = deblend_to_catalog(result.catalog, result.bands, patch_images, tract, patch, id_map)
-        # Link each new source to the residual detection that seeded it.
-        seeded_by = dict(
-            zip(
-                id_map.global_sources(new_peak_ids).tolist(),
-                np.asarray(new_sources["id"]).tolist(),
-                strict=True,
-            )
-        )
-        catalog["residual_detection_id"] = np.array(
-            [seeded_by.get(int(i), 0) for i in catalog["id"]], dtype=np.int64
-        )
-        models = _models_to_tract(result.model_data, patch_images, id_map)
         self.log.info(
             "%s: %d new source(s) from the residuals; %d blend(s) re-fitted; %d sources in all.",
             what,
-            len(new_sources),
+            len(new_ids),
             len(changed),
-            len(catalog),
+            len(result.catalog),
         )
         return pipeBase.Struct(
-            outputCatalog=catalog,
-            outputModels=models,
+            outputCatalog=final_catalog(result.catalog, result.bands, placement, id_map, new_sources),
+            outputModels=model_data_to_tract(result.model_data, placement, id_map),
             result=result,
-            first_pass=first_pass,
             changed_blends=changed,
             patch_images=patch_images,
         )
-
-
-def _models_to_tract(model_data, patch_images: PatchImages, id_map: IdMap):
-    def sid(local: int) -> int:
-        return int(id_map.global_sources([local])[0])
-
-    def pid(local: int) -> int:
-        return int(id_map.global_parents([local])[0])
-
-    return transform_model_data(
-        model_data, source_id=sid, parent_id=pid, dy=patch_images.y0, dx=patch_images.x0
-    )

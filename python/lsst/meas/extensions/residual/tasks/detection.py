@@ -21,9 +21,10 @@ import lsst.pex.config as pexConfig
 import lsst.pipe.base as pipeBase
 import lsst.pipe.base.connectionTypes as cT
 
-from ..detection import DetectionConfig, detect_peaks
-from .catalogs import detections_to_catalog, label_image
-from .coadds import DEFAULT_BAD_MASK_PLANES, EmptyPatchError, assemble_patch, read_coadd_plane
+from ..chain import detections_to_catalog
+from ..detection import detect_peaks
+from .coadds import DEFAULT_BAD_MASK_PLANES, label_image, read_patch
+from .config_fields import DetectionFieldsConfig
 from .connections import PatchCoaddConnections
 from .datasets import PATCH_DIMENSIONS
 from .validation import validate_band_list
@@ -47,23 +48,8 @@ class FirstPassDetectionConnections(PatchCoaddConnections):
 class FirstPassDetectionConfig(
     pipeBase.PipelineTaskConfig, pipelineConnections=FirstPassDetectionConnections
 ):
-    threshold = pexConfig.Field[float](
-        doc="Detection threshold in sigma of the multi-band S/N image (LSST: 5).", default=5.0
-    )
-    growPsfSigma = pexConfig.Field[float](
-        doc="Footprints are grown by this many PSF sigma (LSST's nSigmaToGrow).", default=2.4
-    )
-    minPixels = pexConfig.Field[int](
-        doc="Footprints with fewer pixels above threshold are dropped.", default=5
-    )
-    minProminence = pexConfig.Field[float](
-        doc="A peak must rise this many sigma above its saddle to a brighter peak.", default=3.0
-    )
-    minContrast = pexConfig.Field[float](
-        doc="... and at least this fraction of its own height.", default=0.05
-    )
-    maxPeaksPerFootprint = pexConfig.Field[int](
-        doc="Keep at most this many (brightest) peaks per footprint (Scarlet's limit).", default=600
+    detection = pexConfig.ConfigField[DetectionFieldsConfig](
+        doc="First-pass detection parameters (the core's DetectionConfig)."
     )
     bands = pexConfig.ListField[str](
         doc="Bands to detect on, in LSST order; empty: every band that has a coadd.", default=[]
@@ -75,17 +61,6 @@ class FirstPassDetectionConfig(
     def validate(self) -> None:
         super().validate()
         validate_band_list(self.bands, "bands", allow_empty=True)
-        self.detection_config()  # the core checks its own ranges
-
-    def detection_config(self) -> DetectionConfig:
-        return DetectionConfig(
-            threshold=self.threshold,
-            grow_psf_sigma=self.growPsfSigma,
-            min_pixels=self.minPixels,
-            min_prominence=self.minProminence,
-            min_contrast=self.minContrast,
-            max_peaks_per_footprint=self.maxPeaksPerFootprint,
-        )
 
 
 class FirstPassDetectionTask(pipeBase.PipelineTask):
@@ -124,15 +99,8 @@ class FirstPassDetectionTask(pipeBase.PipelineTask):
             If the patch has no usable pixel.
         """
         what = f"tract {tract} patch {patch}"
-        planes = {
-            band: read_coadd_plane(coadd, self.config.badMaskPlanes, f"{what} deep_coadd {band}")
-            for band, coadd in coadds.items()
-        }
-        try:
-            patch_images = assemble_patch(planes, self.config.bands or None, what=what)
-        except EmptyPatchError as err:
-            raise pipeBase.NoWorkFound(str(err)) from err
-        detections = detect_peaks(patch_images.scene, self.config.detection_config())
+        patch_images = read_patch(coadds, self.config.bands, self.config.badMaskPlanes, what)
+        detections = detect_peaks(patch_images.scene, self.config.detection.to_model())
         self.log.info(
             "%s: %d peaks in %d footprints on bands %s.",
             what,
@@ -141,7 +109,7 @@ class FirstPassDetectionTask(pipeBase.PipelineTask):
             "".join(patch_images.scene.bands),
         )
         return pipeBase.Struct(
-            catalog=detections_to_catalog(detections, patch_images, tract, patch),
+            catalog=detections_to_catalog(detections, patch_images.placement(tract, patch)),
             footprints=label_image(detections.footprints, patch_images),
             detections=detections,
             patch_images=patch_images,

@@ -8,23 +8,33 @@ The steps, each usable on its own:
    `DemoSkyMap` (``skymap``, ``tract``, ``patch``) and for the bands (a
    ``band`` record exists only as a view of ``physical_filter``, which needs
    an ``instrument``: a nominal ``ResidualSim`` instrument provides them).
-3. `ingest_scene`: a patch-sized `Scene` as one ``deep_coadd`` (CellCoadd) per
-   band, plus its truth table if it has one.
-4. `ingest_model_package`: a model package zip as the ``residual_model_package``
+3. `register_pipeline_dataset_types`: every dataset type of a pipeline, as
+   its tasks' connections declare it (`datasets.pipeline_dataset_types`).
+4. `ingest_scene`: a patch-sized `Scene` as one ``deep_coadd`` (CellCoadd) per
+   band, plus its truth table (``residual_sim_truth``) if it has one.
+5. `ingest_model_package`: a model package zip as the ``residual_model_package``
    prerequisite (dimensions ``()``), copied into the repository byte for byte.
 
 Every step is idempotent: records are synced, dataset types registered only if
 absent, and datasets already in the target run are left alone.
+
+Dataset types come from the connections; the one exception is
+``residual_sim_truth`` (`SIM_TRUTH`), which no task reads or writes and
+which is declared here.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "SIM_INSTRUMENT",
+    "SIM_TRUTH",
+    "MODEL_PACKAGE",
     "create_repo",
     "register_skymap",
     "register_bands",
+    "register_pipeline_dataset_types",
     "register_dataset_type",
+    "sim_truth_dataset_type",
     "ingest_scene",
     "ingest_model_package",
     "truth_table",
@@ -39,9 +49,10 @@ import numpy as np
 from astropy.table import Table
 
 from ..bands import LSST_BANDS
+from ..errors import InputError
 from ..scene import Scene
 from .coadds import scene_to_cell_coadds
-from .datasets import EMBEDDED_DATASETS
+from .datasets import PATCH_DIMENSIONS, pipeline_dataset_types
 from .paths import package_file
 from .skymap import DemoSkyMap
 
@@ -49,6 +60,12 @@ _log = logging.getLogger(__name__)
 
 #: Nominal instrument whose physical filters define the ``band`` records.
 SIM_INSTRUMENT = "ResidualSim"
+
+#: The simulation truth of a demo patch (tract pixels, one flux column per band).
+SIM_TRUTH = "residual_sim_truth"
+
+#: The prerequisite input that holds the network.
+MODEL_PACKAGE = "residual_model_package"
 
 
 def create_repo(root: str | os.PathLike, seed_config: str | os.PathLike | None = None):
@@ -112,17 +129,70 @@ def register_bands(butler, bands: tuple[str, ...] = LSST_BANDS, instrument: str 
             )
 
 
-def register_dataset_type(butler, name: str, storage_class: str | None = None, dimensions=None):
-    """Register dataset type ``name`` (embedded default's definition unless given)."""
+def sim_truth_dataset_type(universe):
+    """The `SIM_TRUTH` dataset type (``ArrowAstropy``, patch dimensions)."""
     from lsst.daf.butler import DatasetType
 
-    info = EMBEDDED_DATASETS.get(name)
-    if storage_class is None or dimensions is None:
-        if info is None:
-            raise ValueError(f"{name!r} is not an embedded dataset type; give storage_class and dimensions.")
-        storage_class = storage_class or info.storage_class
-        dimensions = info.dimensions if dimensions is None else dimensions
-    dataset_type = DatasetType(name, dimensions, storage_class, universe=butler.dimensions)
+    return DatasetType(SIM_TRUTH, PATCH_DIMENSIONS, "ArrowAstropy", universe=universe)
+
+
+def register_pipeline_dataset_types(butler, pipeline: str | os.PathLike | None = None) -> list[str]:
+    """Register every dataset type of ``pipeline`` as its connections declare it.
+
+    Parameters
+    ----------
+    butler : `lsst.daf.butler.Butler`
+        Writeable Butler.
+    pipeline : path-like, optional
+        Pipeline YAML file; default ``pipelines/demo.yaml``.
+
+    Returns
+    -------
+    names : `list` [`str`]
+        The dataset types of the pipeline (registered now or before).
+
+    Raises
+    ------
+    lsst.daf.butler.registry.ConflictingDefinitionError
+        If the repository already defines one of them otherwise.
+    """
+    dataset_types = pipeline_dataset_types(butler.dimensions, pipeline)
+    # Not in one transaction: registering a dataset type may create tables.
+    for dataset_type in dataset_types.values():
+        butler.registry.registerDatasetType(dataset_type)
+    return list(dataset_types)
+
+
+def register_dataset_type(butler, name: str, storage_class: str | None = None, dimensions=None):
+    """Register dataset type ``name``.
+
+    Without ``storage_class`` and ``dimensions``, as the demo pipeline's
+    connections declare it (or, for `SIM_TRUTH`, as declared here); with
+    both, any dataset type.
+
+    Raises
+    ------
+    lsst.meas.extensions.residual.errors.InputError
+        If ``name`` is not a dataset type of the demo pipeline and no
+        definition is given, or only half of one.
+    """
+    from lsst.daf.butler import DatasetType
+
+    if storage_class is not None and dimensions is not None:
+        dataset_type = DatasetType(name, dimensions, storage_class, universe=butler.dimensions)
+    elif storage_class is None and dimensions is None:
+        known = {
+            SIM_TRUTH: sim_truth_dataset_type(butler.dimensions),
+            **pipeline_dataset_types(butler.dimensions),
+        }
+        if name not in known:
+            raise InputError(
+                f"{name!r} is not a dataset type of the demo pipeline ({', '.join(sorted(known))}); "
+                "give its storage_class and dimensions."
+            )
+        dataset_type = known[name]
+    else:
+        raise InputError(f"Give both storage_class and dimensions for {name!r}, or neither.")
     butler.registry.registerDatasetType(dataset_type)
     return dataset_type
 
@@ -179,16 +249,16 @@ def ingest_scene(butler, scene: Scene, skymap: DemoSkyMap, patch_id: int, run: s
             butler.put(coadd, "deep_coadd", data_id, run=run)
             written.append(f"deep_coadd/{band}")
     if scene.truth is not None:
-        register_dataset_type(butler, "residual_sim_truth")
-        if not _exists(butler, "residual_sim_truth", base, run):
+        register_dataset_type(butler, SIM_TRUTH)
+        if not _exists(butler, SIM_TRUTH, base, run):
             geometry = skymap.patch(patch_id)
-            butler.put(truth_table(scene, geometry.x0, geometry.y0), "residual_sim_truth", base, run=run)
-            written.append("residual_sim_truth")
+            butler.put(truth_table(scene, geometry.x0, geometry.y0), SIM_TRUTH, base, run=run)
+            written.append(SIM_TRUTH)
     return written
 
 
 def ingest_model_package(
-    butler, path: str | os.PathLike, run: str, dataset_type: str = "residual_model_package"
+    butler, path: str | os.PathLike, run: str, dataset_type: str = MODEL_PACKAGE
 ) -> bool:
     """Copy a model package zip into ``run`` as a dimensionless dataset.
 
@@ -208,7 +278,9 @@ def ingest_model_package(
 
     read_model_metadata(path)  # refuse a non-package early, with its own message
     butler.registry.registerCollection(run, CollectionType.RUN)
-    dtype = register_dataset_type(butler, dataset_type, "ResidualModelPackage", ())
+    # As the connection declares the prerequisite, under ``dataset_type``'s name.
+    declared = pipeline_dataset_types(butler.dimensions)[MODEL_PACKAGE]
+    dtype = register_dataset_type(butler, dataset_type, declared.storageClass_name, declared.dimensions)
     if _exists(butler, dataset_type, {}, run):
         return False
     ref = DatasetRef(dtype, DataCoordinate.make_empty(butler.dimensions), run=run)

@@ -41,22 +41,13 @@ import lsst.pex.config as pexConfig
 import lsst.pipe.base as pipeBase
 import lsst.pipe.base.connectionTypes as cT
 
-from ..deblending import ScarletModelData, render_model_data
-from ..network import Detector, InferenceConfig, ModelPackage, SourceDetections
-from .catalogs import first_pass_sources
-from .chain import select_new_sources
-from .coadds import (
-    DEFAULT_BAD_MASK_PLANES,
-    EmptyPatchError,
-    PatchImages,
-    assemble_patch,
-    read_coadd_plane,
-    read_legacy_coadd_file,
-)
+from ..chain import find_new_sources, first_pass_sources, model_data_to_patch, new_sources_catalog
+from ..deblending import ScarletModelData, parent_footprints, render_model_data
+from ..network import Detector, ModelPackage
+from .coadds import DEFAULT_BAD_MASK_PLANES, read_legacy_coadd_file, read_patch
+from .config_fields import InferenceFieldsConfig
 from .connections import PatchCoaddConnections
 from .datasets import PATCH_DIMENSIONS
-from .ids import IdMap
-from .model_frames import model_data_to_patch, parent_footprints
 from .validation import validate_band_list
 
 #: Storage classes of the inputs in each flavour.
@@ -126,10 +117,8 @@ class ResidualDetectionConfig(pipeBase.PipelineTaskConfig, pipelineConnections=R
             "drp": "ExposureF, SourceCatalog and LsstScarletModelData (LSST DRP v2).",
         },
     )
-    scoreThreshold = pexConfig.Field[float](
-        doc="Keep detections scoring at least this; None: the model package's threshold.",
-        default=None,
-        optional=True,
+    inference = pexConfig.ConfigField[InferenceFieldsConfig](
+        doc="How the network runs on the patch (the core's InferenceConfig; None: the package's value)."
     )
     matchRadius = pexConfig.Field[float](
         doc="A detection closer than this (pixels) to an existing first-pass peak is not new.", default=2.0
@@ -138,17 +127,6 @@ class ResidualDetectionConfig(pipeBase.PipelineTaskConfig, pipelineConnections=R
         doc="Where the network runs.",
         default="auto",
         allowed={"auto": "CUDA if available, else CPU.", "cpu": "CPU.", "cuda": "The first CUDA GPU."},
-    )
-    tileSize = pexConfig.Field[int](
-        doc="Side of the square tiles the patch is cut into (multiple of 32); None: the package's.",
-        default=None,
-        optional=True,
-    )
-    tileOverlap = pexConfig.Field[int](
-        doc="Overlap of neighbouring tiles in pixels; None: the package's.", default=None, optional=True
-    )
-    batchSize = pexConfig.Field[int](
-        doc="Tiles per network call; None: 4 on CPU, 16 on GPU.", default=None, optional=True
     )
     bands = pexConfig.ListField[str](
         doc="Bands required, in LSST order; empty: the model package's bands.", default=[]
@@ -162,14 +140,6 @@ class ResidualDetectionConfig(pipeBase.PipelineTaskConfig, pipelineConnections=R
         validate_band_list(self.bands, "bands", allow_empty=True)
         if self.matchRadius < 0:
             raise ValueError(f"matchRadius must be >= 0, not {self.matchRadius}.")
-        if self.scoreThreshold is not None and not 0 <= self.scoreThreshold <= 1:
-            raise ValueError(f"scoreThreshold must be in [0, 1], not {self.scoreThreshold}.")
-        if self.tileSize is not None and (self.tileSize <= 0 or self.tileSize % 32):
-            raise ValueError(f"tileSize must be a positive multiple of 32, not {self.tileSize}.")
-        if self.tileOverlap is not None and self.tileOverlap < 0:
-            raise ValueError(f"tileOverlap must be >= 0, not {self.tileOverlap}.")
-        if self.batchSize is not None and self.batchSize < 1:
-            raise ValueError(f"batchSize must be >= 1, not {self.batchSize}.")
 
 
 def read_drp_inputs(coadd_handles: Mapping[str, Any], catalog_handle, models_handle):
@@ -311,17 +281,11 @@ class ResidualDetectionTask(pipeBase.PipelineTask):
         meta = model_package.metadata
         bands = tuple(self.config.bands) or tuple(meta.bands)
         meta.check_data(bands, has_model=True)
-        planes = {
-            band: read_coadd_plane(coadd, self.config.badMaskPlanes, f"{what} deep_coadd {band}")
-            for band, coadd in coadds.items()
-        }
-        psf_fallback = _model_data_psfs(model_data)
-        try:
-            patch_images = assemble_patch(planes, bands, psf_fallback=psf_fallback, what=what)
-        except EmptyPatchError as err:
-            raise pipeBase.NoWorkFound(str(err)) from err
+        patch_images = read_patch(
+            coadds, bands, self.config.badMaskPlanes, what, psf_fallback=_model_data_psfs(model_data)
+        )
+        placement = patch_images.placement(tract, patch)
         scene = patch_images.scene
-        x0, y0 = patch_images.x0, patch_images.y0
 
         ids, parents, xs, ys = first_pass_sources(deblend_catalog)
         parent_set = (
@@ -329,105 +293,36 @@ class ResidualDetectionTask(pipeBase.PipelineTask):
             | {int(k) for k in model_data.blends}
             | {int(k) for k in model_data.isolated}
         )
-        id_map = IdMap(tract, patch, sources=ids, parents=parent_set)
-        models_patch = model_data_to_patch(model_data, x0, y0, id_map)
+        id_map = placement.id_map(sources=ids, parents=parent_set)
+        models_patch = model_data_to_patch(model_data, placement, id_map)
         model = render_model_data(models_patch, scene.shape, bands=scene.bands, image=scene.clean_image())
-        residual = np.where(scene.good, scene.image - model, np.float32(0)).astype(np.float32)
-
-        found = self.detector(model_package).find(
-            scene.image,
-            scene.variance,
-            scene.bands,
+        new = find_new_sources(
+            scene,
             model,
-            scene.mask,
-            inference=InferenceConfig(
-                tile_size=self.config.tileSize,
-                tile_overlap=self.config.tileOverlap,
-                batch_size=self.config.batchSize,
-                score_threshold=self.config.scoreThreshold,
-            ),
+            parent_footprints(models_patch, scene.shape),
+            np.column_stack([xs - placement.x0, ys - placement.y0]).reshape(-1, 2),
+            # New sources continue the first pass's local source ids, as the
+            # second pass numbers its new peaks.
+            id_map.max_local_source + 1,
+            self.detector(model_package),
+            self.config.inference.to_model(),
+            self.config.matchRadius,
         )
-        existing = np.column_stack([xs - x0, ys - y0]).reshape(-1, 2)
-        found, n_matched = select_new_sources(found, existing, self.config.matchRadius)
-        parents_image = parent_footprints(models_patch, scene.shape)
-        table, footprints = self._catalog(found, patch_images, parents_image, id_map, tract, patch)
+        sources = new_sources_catalog(new.detections, new.parents, scene, placement, id_map)
         self.log.info(
             "%s: %d new source(s) in the residuals (%d more on existing peaks dropped).",
             what,
-            len(table),
-            n_matched,
+            len(new),
+            new.n_matched,
         )
         return pipeBase.Struct(
-            newSources=table,
-            newFootprints=footprints,
+            newSources=sources.table,
+            newFootprints=sources,
             patch_images=patch_images,
             model=model,
-            residual=residual,
-            n_matched=n_matched,
+            residual=np.where(scene.good, scene.image - model, np.float32(0)).astype(np.float32),
+            n_matched=new.n_matched,
         )
-
-    @staticmethod
-    def _catalog(
-        found: SourceDetections,
-        patch_images: PatchImages,
-        parents_image: np.ndarray,
-        id_map: IdMap,
-        tract: int,
-        patch: int,
-    ) -> tuple[Table, SourceDetections]:
-        scene = patch_images.scene
-        height, width = scene.shape
-        n = len(found)
-        # New sources continue the first pass's local source ids, so that the
-        # second pass (which numbers new peaks the same way) keeps them.
-        local = np.arange(id_map.max_local_source + 1, id_map.max_local_source + 1 + n, dtype=np.int64)
-        global_ids = id_map.global_sources(local)
-        x = np.asarray(found.table["x"], dtype=np.float64)
-        y = np.asarray(found.table["y"], dtype=np.float64)
-        px = np.clip(np.floor(x + 0.5).astype(int), 0, width - 1)
-        py = np.clip(np.floor(y + 0.5).astype(int), 0, height - 1)
-        local_parent = parents_image[py, px].astype(np.int64)
-        bad = ~scene.good.all(axis=0)
-        table = Table()
-        table["id"] = global_ids
-        table["parent"] = id_map.global_parents(local_parent)
-        table["x"] = x + patch_images.x0
-        table["y"] = y + patch_images.y0
-        ra, dec = patch_images.sky(x, y)
-        table["ra"] = ra
-        table["ra"].unit = "deg"
-        table["dec"] = dec
-        table["dec"].unit = "deg"
-        table["class"] = np.asarray(found.table["class"]).astype(str)
-        table["class_id"] = np.asarray(found.table["class_id"], dtype=np.int32)
-        table["score"] = np.asarray(found.table["score"], dtype=np.float32)
-        for column, offset in (("bbox_x0", patch_images.x0), ("bbox_x1", patch_images.x0)):
-            table[column] = np.asarray(found.table[column], dtype=np.float64) + offset
-        for column, offset in (("bbox_y0", patch_images.y0), ("bbox_y1", patch_images.y0)):
-            table[column] = np.asarray(found.table[column], dtype=np.float64) + offset
-        table["area"] = np.asarray(found.table["area"], dtype=np.int32)
-        # Flags: the footprint touches the patch edge; its box was cut by an
-        # inner tile border (the tile merge could not see it whole); it
-        # holds a pixel that is bad in some band.
-        edge = np.zeros(n, dtype=bool)
-        has_bad = np.zeros(n, dtype=bool)
-        for index, footprint in enumerate(found.footprints):
-            sy, sx = footprint.slices
-            edge[index] = sy.start <= 0 or sx.start <= 0 or sy.stop >= height or sx.stop >= width
-            has_bad[index] = bool(np.any(bad[sy, sx][footprint.mask]))
-        table["flag_edge"] = edge
-        table["flag_truncated"] = np.asarray(found.table["truncated"], dtype=bool)
-        table["flag_bad_pixels"] = has_bad
-        table["flag_in_parent"] = local_parent != 0
-
-        footprints_table = found.table.copy()
-        footprints_table["id"] = global_ids
-        metadata = dict(found.metadata)
-        metadata.update(
-            {"TRACT": int(tract), "PATCH": int(patch), "X0": patch_images.x0, "Y0": patch_images.y0}
-        )
-        footprints = SourceDetections(footprints_table, list(found.footprints), found.shape, metadata)
-        return table, footprints
 
 
 def _model_data_psfs(model_data: ScarletModelData) -> dict[str, np.ndarray]:

@@ -1,6 +1,4 @@
-"""Training data (simulated scenes through the first pass, labels, cache) and the training loop."""
+"""Training data (labelled simulated scenes through the first pass, cached) and the training loop."""
 
 from .dataset import *  # noqa: F401,F403
-from .labels import *  # noqa: F401,F403
-from .scenes import *  # noqa: F401,F403
 from .train import *  # noqa: F401,F403

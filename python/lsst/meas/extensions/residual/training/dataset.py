@@ -50,56 +50,80 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydantic
 
 from ..bands import LSST_BANDS, parse_bands
+from ..configs import StrictModel, validate_config
+from ..deblending import DeblendConfig
 from ..detection import DetectionConfig
-from ..network.footprints import Footprint
-from ..network.recipes import ChannelNormalisation, channel_names, make_channels, recipe_needs_model
-from ..simulation import SimulationConfig
-from .labels import LabelConfig
-from .scenes import prepare_scene
+from ..errors import InputError
+from ..geometry import Box, Footprint
+from ..groundtruth.labels import LabelConfig
+from ..groundtruth.scenes import prepare_scene
+from ..network.recipes import (
+    ChannelNormalisation,
+    channel_names,
+    make_channels,
+    parse_recipe,
+    recipe_needs_model,
+)
+from ..packing import pack_footprints, unpack_footprints
+from ..simulation import Depth, PsfModel, SimulationConfig
 
 _log = logging.getLogger(__name__)
 _CACHE_FORMAT = 1  # bump when _write_scene or the cache layout changes
 
 
-@dataclasses.dataclass
-class DatasetConfig:
+class DatasetConfig(StrictModel):
     """Everything that fixes a generated dataset."""
 
-    name: str = "residual"
+    name: str = pydantic.Field(default="residual", pattern=r"^[A-Za-z0-9_.-]+$")
+    """Name of the dataset (the start of its cache directory's name)."""
     recipe: str = "residual+model"
+    """Channel recipe of the network inputs (see `parse_recipe`)."""
     bands: tuple[str, ...] = LSST_BANDS
-    n_scenes: int = 400
-    seed: int = 0
+    """Bands, e.g. ``"ugrizy"`` (kept in LSST wavelength order)."""
+    n_scenes: int = pydantic.Field(default=400, ge=1)
+    """Number of scenes."""
+    seed: int = pydantic.Field(default=0, ge=0)
     """Scene i has seed ``seed + i``."""
-    scene_size: int = 256
-    depth: str = "10yr"
-    galaxy_density: float | None = None
-    star_density: float = 8.0
-    psf_model: str = "kolmogorov"
-    labels: LabelConfig = dataclasses.field(default_factory=LabelConfig)
-    normalisation: ChannelNormalisation = dataclasses.field(default_factory=ChannelNormalisation)
-    detection: dict[str, Any] = dataclasses.field(default_factory=dict)
-    """`DetectionConfig` fields for the first pass."""
-    deblend: dict[str, Any] = dataclasses.field(default_factory=dict)
-    """``DeblendConfig`` fields for the first pass."""
+    scene_size: int = pydantic.Field(default=256, ge=32)
+    """Side of the square scenes (pixels)."""
+    depth: Depth = "10yr"
+    """Coadd depth (`SimulationConfig.depth`)."""
+    galaxy_density: float | None = pydantic.Field(default=None, ge=0.0)
+    """Galaxies per arcmin² (`SimulationConfig.galaxy_density`; None: the depth's default)."""
+    star_density: float = pydantic.Field(default=8.0, ge=0.0)
+    """Stars per arcmin² (`SimulationConfig.star_density`)."""
+    psf_model: PsfModel = "kolmogorov"
+    """PSF profile (`SimulationConfig.psf_model`)."""
+    labels: LabelConfig = LabelConfig()
+    """Which true sources become labels."""
+    normalisation: ChannelNormalisation = ChannelNormalisation()
+    """How pixel values become channels."""
+    detection: DetectionConfig = DetectionConfig()
+    """First-pass detection."""
+    deblend: DeblendConfig = DeblendConfig()
+    """First-pass deblender (for the residual and model channels)."""
 
-    def __post_init__(self) -> None:
-        self.bands = parse_bands(self.bands)
-        if isinstance(self.labels, dict):
-            self.labels = LabelConfig(**self.labels)
-        if isinstance(self.normalisation, dict):
-            self.normalisation = ChannelNormalisation.from_dict(self.normalisation)
-        channel_names(self.recipe, self.bands)  # validates the recipe
-        if self.n_scenes < 1 or self.scene_size < 32:
-            raise ValueError(
-                f"Need n_scenes >= 1 and scene_size >= 32; got {self.n_scenes}, {self.scene_size}."
-            )
+    @pydantic.field_validator("bands", mode="before")
+    @classmethod
+    def _parse_bands(cls, bands: Any) -> tuple[str, ...]:
+        return parse_bands(bands)
+
+    @pydantic.field_validator("recipe")
+    @classmethod
+    def _known_recipe(cls, recipe: str) -> str:
+        parse_recipe(recipe)
+        return recipe
+
+    @pydantic.model_validator(mode="after")
+    def _labels_fit_recipe(self) -> DatasetConfig:
         if self.labels.mode == "residual" and not recipe_needs_model(self.recipe):
             raise ValueError(
-                f"Residual-mode labels need a residual or model channel; recipe is {self.recipe!r}."
+                f"Residual-mode labels need a residual or model channel; recipe is {self.recipe!r}"
             )
+        return self
 
     @property
     def needs_model(self) -> bool:
@@ -116,22 +140,13 @@ class DatasetConfig:
             psf_model=self.psf_model,
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["bands"] = list(self.bands)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DatasetConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"Unknown dataset config key(s): {', '.join(unknown)}.")
-        return cls(**data)
-
     def digest(self) -> str:
         """Hash of the config and of the code that turns it into data (`code_digest`)."""
-        data = {"cache_format": _CACHE_FORMAT, "code": code_digest(self.needs_model), **self.to_dict()}
+        data = {
+            "cache_format": _CACHE_FORMAT,
+            "code": code_digest(self.needs_model),
+            **self.model_dump(mode="json"),
+        }
         text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -147,8 +162,12 @@ _DATA_CODE = (
     "bands.py",
     "simulation",
     "detection",
-    "training/labels.py",
-    "training/scenes.py",
+    "geometry.py",
+    "packing.py",
+    "groundtruth/labels.py",
+    "groundtruth/matching.py",
+    "groundtruth/scenes.py",
+    "chain/first_pass.py",
     "network/recipes.py",
     "network/footprints.py",
 )
@@ -168,18 +187,15 @@ def code_digest(with_deblender: bool) -> str:
     return digest.hexdigest()[:16]
 
 
-@dataclasses.dataclass
-class AugmentConfig:
+class AugmentConfig(StrictModel):
     """Training-time augmentation of stamps."""
 
     flips: bool = True
+    """Flip stamps left-right and up-down (each with probability 1/2)."""
     rot90: bool = True
-    noise_sigma_max: float = 0.2
+    """Rotate stamps by a random multiple of 90°."""
+    noise_sigma_max: float = pydantic.Field(default=0.2, ge=0.0)
     """Gaussian noise of σ uniform in [0, this] (channel units) is added."""
-
-    def __post_init__(self) -> None:
-        if self.noise_sigma_max < 0:
-            raise ValueError(f"noise_sigma_max must be >= 0, not {self.noise_sigma_max}.")
 
 
 def dataset_dir(config: DatasetConfig, cache_dir: str | os.PathLike) -> Path:
@@ -197,8 +213,8 @@ def _write_scene(directory: Path, index: int, config: DatasetConfig, deblender=N
         config.simulation(),
         config.labels,
         need_model=config.needs_model,
-        detection=DetectionConfig(**config.detection),
-        deblend_options=config.deblend,
+        detection=config.detection,
+        deblend_config=config.deblend,
         deblender=deblender,
     )
     scene = prepared.scene
@@ -213,14 +229,12 @@ def _write_scene(directory: Path, index: int, config: DatasetConfig, deblender=N
     labels = prepared.labels
     targets = labels.targets
     fps = labels.footprints
+    fp_columns, fp_masks = pack_footprints(fps, bool)
     arrays = {
         "boxes": labels.boxes,
         "class_ids": np.asarray(targets["class_id"], dtype=np.int64),
-        "fp_y0": np.array([f.y0 for f in fps], dtype=np.int32),
-        "fp_x0": np.array([f.x0 for f in fps], dtype=np.int32),
-        "fp_height": np.array([f.mask.shape[0] for f in fps], dtype=np.int32),
-        "fp_width": np.array([f.mask.shape[1] for f in fps], dtype=np.int32),
-        "fp_masks": np.concatenate([f.mask.ravel() for f in fps]) if fps else np.zeros(0, dtype=bool),
+        **fp_columns,
+        "fp_masks": fp_masks,
         "x": np.asarray(targets["x"], dtype=np.float64),
         "y": np.asarray(targets["y"], dtype=np.float64),
         "mag": np.asarray(targets["mag"], dtype=np.float64),
@@ -277,7 +291,7 @@ def generate_dataset(
     directory = dataset_dir(config, cache_dir)
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "config.json"
-    text = json.dumps(config.to_dict(), indent=2, sort_keys=True)
+    text = json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True)
     if config_path.exists() and json.loads(config_path.read_text()) != json.loads(text):
         raise ValueError(f"{config_path} describes a different dataset (hash collision or edited file).")
     config_path.write_text(text)
@@ -316,8 +330,8 @@ class SceneRecord:
     info: dict[str, np.ndarray]
 
     def truth_set(self, mode: str):
-        """The scene's true sources for the metrics (`~..evaluation.metrics.TruthSet`)."""
-        from ..evaluation.metrics import TruthSet
+        """The scene's true sources for the metrics (`~..groundtruth.metrics.TruthSet`)."""
+        from ..groundtruth.metrics import TruthSet
 
         detected = self.info["src_detected"].astype(bool)
         return TruthSet(
@@ -343,7 +357,7 @@ def load_dataset(directory: str | os.PathLike, indices=None) -> list[SceneRecord
     config_path = directory / "config.json"
     if not config_path.exists():
         raise FileNotFoundError(f"{directory} is not a dataset directory (no config.json).")
-    config = DatasetConfig.from_dict(json.loads(config_path.read_text()))
+    config = validate_config(DatasetConfig, json.loads(config_path.read_text()), str(config_path))
     records = []
     for index in range(config.n_scenes) if indices is None else indices:
         channel_path, label_path = _scene_paths(directory, index)
@@ -355,18 +369,10 @@ def load_dataset(directory: str | os.PathLike, indices=None) -> list[SceneRecord
                 arrays = {k: data[k] for k in data.files}
         except (OSError, ValueError, EOFError) as err:
             raise ValueError(f"Corrupt dataset file for scene {index} in {directory}: {err}") from err
-        sizes = arrays["fp_height"].astype(np.int64) * arrays["fp_width"]
-        offsets = np.concatenate([[0], np.cumsum(sizes)])
-        if offsets[-1] != arrays["fp_masks"].size:
-            raise ValueError(f"Corrupt labels for scene {index} in {directory}: mask sizes do not add up.")
-        footprints = [
-            Footprint(
-                int(y0), int(x0), arrays["fp_masks"][offsets[i] : offsets[i + 1]].reshape(int(h), int(w))
-            )
-            for i, (y0, x0, h, w) in enumerate(
-                zip(arrays["fp_y0"], arrays["fp_x0"], arrays["fp_height"], arrays["fp_width"], strict=False)
-            )
-        ]
+        try:
+            footprints = unpack_footprints(arrays, arrays.get("fp_masks"), "fp_masks")
+        except InputError as err:
+            raise ValueError(f"Corrupt labels for scene {index} in {directory}: {err}") from None
         records.append(
             SceneRecord(
                 channels=channels,
@@ -481,20 +487,13 @@ class StampSampler:
         else:
             y0, x0 = corner
         channels = np.asarray(record.channels[:, y0 : y0 + s, x0 : x0 + s], dtype=np.float32)
+        stamp_box = Box(y0, x0, s, s)
         boxes, classes, masks = [], [], []
         for box, class_id, fp in zip(record.boxes, record.class_ids, record.footprints, strict=False):
             cx, cy = 0.5 * (box[0] + box[2]), 0.5 * (box[1] + box[3])
             if not (x0 <= cx < x0 + s and y0 <= cy < y0 + s):
                 continue
-            mask = np.zeros((s, s), dtype=np.uint8)
-            h, w = fp.mask.shape
-            ya, yb = max(fp.y0, y0), min(fp.y0 + h, y0 + s)
-            xa, xb = max(fp.x0, x0), min(fp.x0 + w, x0 + s)
-            if ya >= yb or xa >= xb:
-                continue
-            mask[ya - y0 : yb - y0, xa - x0 : xb - x0] = fp.mask[
-                ya - fp.y0 : yb - fp.y0, xa - fp.x0 : xb - fp.x0
-            ]
+            mask = fp.cut(stamp_box).astype(np.uint8)
             if not mask.any():
                 continue
             clipped = np.array(

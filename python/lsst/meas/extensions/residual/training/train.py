@@ -12,7 +12,7 @@
    resumed from ``checkpoint.pt`` continues exactly;
 4. after each epoch, run the model on the whole validation scenes (tiled
    inference) and compute precision, recall and F1 along a score grid
-   (`evaluation.metrics`); keep the weights with the best F1;
+   (`groundtruth.metrics`); keep the weights with the best F1;
 5. write ``model.zip`` (the model package, with the validation threshold at
    which precision ≥ 90% gives the best recall as its default score
    threshold), ``history.json`` and ``training.png``.
@@ -22,135 +22,199 @@ from __future__ import annotations
 
 __all__ = ["TrainConfig", "OptimizerConfig", "train", "load_train_config", "validate"]
 
-import dataclasses
 import json
 import logging
 import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+import pydantic
 
-from ..network.model import ModelConfig, build_model, set_input_size
+from ..configs import StrictModel, make_config, validate_config
+from ..errors import ConfigError
+from ..groundtruth.labels import CLASSES
 from ..network.inference_config import InferenceConfig
+from ..network.model import ModelConfig, build_model, set_input_size
 from ..network.package import ModelMetadata, ModelPackage, save_model_package
 from ..network.recipes import channel_names
 from .dataset import AugmentConfig, DatasetConfig, StampSampler, code_digest, generate_dataset, load_dataset
-from .labels import CLASSES
 
 _log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass
-class OptimizerConfig:
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 300
-    grad_clip: float = 10.0
-    final_lr_fraction: float = 0.05
+class OptimizerConfig(StrictModel):
+    """AdamW with linear warm-up, then cosine decay."""
+
+    lr: float = pydantic.Field(default=1e-3, gt=0.0)
+    """Peak learning rate (reached at the end of the warm-up)."""
+    weight_decay: float = pydantic.Field(default=1e-4, ge=0.0)
+    """AdamW's decoupled weight decay."""
+    warmup_steps: int = pydantic.Field(default=300, ge=0)
+    """Steps of the linear warm-up from ``lr``/warmup_steps to ``lr``."""
+    grad_clip: float = pydantic.Field(default=10.0, gt=0.0)
+    """Gradients are clipped to this total norm."""
+    final_lr_fraction: float = pydantic.Field(default=0.05, ge=0.0, le=1.0)
     """The cosine decay ends at this fraction of ``lr``."""
 
 
-@dataclasses.dataclass
-class TrainConfig:
+class TrainConfig(StrictModel):
     """A training job (the YAML file of ``residual-detectron train``)."""
 
-    name: str = "residual_ugrizy"
-    mode: str = "residual"
+    name: str = pydantic.Field(default="residual_ugrizy", min_length=1)
+    """Name of the model package."""
+    mode: Literal["residual", "image"] = "residual"
     """``"residual"`` (missed sources) or ``"image"`` (direct detection)."""
     seed: int = 1234
+    """Seed of the weight initialisation and of the stamp sampling."""
     cache_dir: str = "data_cache"
     """Root of the dataset cache (relative paths: to the working directory)."""
-    dataset: DatasetConfig = dataclasses.field(default_factory=DatasetConfig)
-    validation: dict[str, Any] = dataclasses.field(default_factory=lambda: {"n_scenes": 16, "seed": 900_000})
-    """Fields of the validation `DatasetConfig` that differ from ``dataset``."""
-    model: dict[str, Any] = dataclasses.field(default_factory=dict)
+    dataset: DatasetConfig = DatasetConfig()
+    """The training set. Its labels follow the job's ``mode`` unless it says otherwise."""
+    validation: dict[str, Any] = pydantic.Field(default_factory=lambda: {"n_scenes": 16, "seed": 900_000})
+    """Fields of the validation `DatasetConfig` that differ from ``dataset``
+    (its seeds must not overlap the training seeds)."""
+    model: dict[str, Any] = pydantic.Field(default_factory=dict)
     """`ModelConfig` fields (``in_channels``/``num_classes`` come from the recipe and classes)."""
-    stamp_size: int = 128
-    batch_size: int = 4
-    epochs: int = 10
-    steps_per_epoch: int = 1000
-    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
-    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
-    focus: dict[str, float] = dataclasses.field(default_factory=dict)
+    stamp_size: int = pydantic.Field(default=128, gt=0, multiple_of=32)
+    """Side of the training stamps, a multiple of 32, at most the scene size."""
+    batch_size: int = pydantic.Field(default=4, ge=1)
+    """Stamps per training step."""
+    epochs: int = pydantic.Field(default=10, ge=1)
+    """Epochs (a validation run after each)."""
+    steps_per_epoch: int = pydantic.Field(default=1000, ge=1)
+    """Training steps per epoch."""
+    optimizer: OptimizerConfig = OptimizerConfig()
+    """Optimizer and learning-rate schedule."""
+    augment: AugmentConfig = AugmentConfig()
+    """Augmentation of the training stamps."""
+    focus: dict[str, Annotated[float, pydantic.Field(ge=0.0, le=1.0)]] = pydantic.Field(default_factory=dict)
     """Fraction of stamps centred near a label of a class, e.g. ``{star: 0.3}``
     (stars are ~10% of the sources: without this the classifier calls most
     faint stars galaxies)."""
     device: str = "auto"
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
     amp: bool = True
     """Mixed precision on CUDA (ignored on CPU)."""
-    num_threads: int | None = None
+    num_threads: int | None = pydantic.Field(default=None, ge=1)
     """torch CPU threads (default: torch's choice)."""
-    match_radius: float = 3.0
+    match_radius: float = pydantic.Field(default=3.0, gt=0.0)
     """Pixels within which a detection matches a true source (validation)."""
-    inference: dict[str, Any] = dataclasses.field(
-        default_factory=lambda: {"tile_size": 512, "tile_overlap": 64, "merge_ios": 0.5}
-    )
-    target_precision: float = 0.9
+    inference: InferenceConfig = InferenceConfig(tile_size=512, tile_overlap=64, merge_ios=0.5)
+    """The package's inference settings (None: the package defaults). The
+    score threshold is chosen on the validation scenes (``target_precision``)
+    and the batch size when the package is run, so neither is given here."""
+    target_precision: float = pydantic.Field(default=0.9, gt=0.0, le=1.0)
     """The package's score threshold is the validation threshold with the best
     recall at this precision (the best-F1 threshold if none reaches it)."""
 
-    def __post_init__(self) -> None:
-        if self.mode not in ("residual", "image"):
-            raise ValueError(f"mode must be 'residual' or 'image', not {self.mode!r}.")
-        if isinstance(self.dataset, dict):
-            # The labels follow the job's mode unless the file says otherwise.
-            data = dict(self.dataset)
-            labels = data.get("labels", {})
-            if isinstance(labels, dict):
-                data["labels"] = {"mode": self.mode, **labels}
-            self.dataset = DatasetConfig.from_dict(data)
-        if isinstance(self.optimizer, dict):
-            self.optimizer = OptimizerConfig(**self.optimizer)
-        if isinstance(self.augment, dict):
-            self.augment = AugmentConfig(**self.augment)
-        if self.dataset.labels.mode != self.mode:
-            raise ValueError(
-                f"The job's mode is {self.mode!r} but its dataset labels are {self.dataset.labels.mode!r}."
-            )
-        unknown = sorted(set(self.validation) - {f.name for f in dataclasses.fields(DatasetConfig)})
-        if unknown:
-            raise ValueError(f"Unknown validation key(s): {', '.join(unknown)}.")
-        if self.stamp_size % 32 or self.stamp_size > self.dataset.scene_size:
-            raise ValueError(
-                f"stamp_size must be a multiple of 32 and at most scene_size ({self.dataset.scene_size}); "
-                f"got {self.stamp_size}."
-            )
-        unknown_classes = sorted(set(self.focus) - set(CLASSES))
-        if unknown_classes:
-            raise ValueError(f"focus names unknown class(es) {unknown_classes}; classes are {CLASSES}.")
-        for key in ("batch_size", "epochs", "steps_per_epoch"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, not {getattr(self, key)}.")
-
-    def validation_dataset(self) -> DatasetConfig:
-        data = {**self.dataset.to_dict(), "name": f"{self.dataset.name}-val", **self.validation}
-        config = DatasetConfig.from_dict(data)
-        train_seeds = set(range(self.dataset.seed, self.dataset.seed + self.dataset.n_scenes))
-        if train_seeds & set(range(config.seed, config.seed + config.n_scenes)):
-            raise ValueError(
-                "Validation scene seeds overlap the training seeds; give validation its own seed."
-            )
-        return config
-
-    def model_config(self) -> ModelConfig:
-        channels = len(channel_names(self.dataset.recipe, self.dataset.bands))
-        return ModelConfig.from_dict({**self.model, "in_channels": channels, "num_classes": len(CLASSES) + 1})
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["dataset"] = self.dataset.to_dict()
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _labels_follow_mode(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        mode, dataset = data.get("mode", "residual"), data.get("dataset", {})
+        if (
+            mode in ("residual", "image")
+            and isinstance(dataset, dict)
+            and isinstance(dataset.get("labels", {}), dict)
+        ):
+            labels = {"mode": mode, **dataset.get("labels", {})}
+            data = {**data, "dataset": {**dataset, "labels": labels}}
         return data
 
+    # Checks that need other fields are on the later field (fields are validated in order), so
+    # that an error names that field; they are skipped where the earlier field is itself invalid.
+    @pydantic.field_validator("dataset")
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+    def _labels_of_the_mode(cls, dataset: DatasetConfig, info: pydantic.ValidationInfo) -> DatasetConfig:
+        mode = info.data.get("mode")
+        if mode is not None and dataset.labels.mode != mode:
+            raise ValueError(
+                f"the job's mode is {mode!r} but the dataset's labels are {dataset.labels.mode!r}"
+            )
+        return dataset
+
+    @pydantic.field_validator("validation")
+    @classmethod
+    def _held_out_dataset(cls, validation: dict[str, Any], info: pydantic.ValidationInfo) -> dict[str, Any]:
+        unknown = sorted(set(validation) - set(DatasetConfig.model_fields))
         if unknown:
-            raise ValueError(f"Unknown training config key(s): {', '.join(unknown)}.")
-        return cls(**data)
+            raise ValueError(f"not DatasetConfig fields: {', '.join(unknown)}")
+        if "dataset" in info.data:
+            _validation_dataset(info.data["dataset"], validation)
+        return validation
+
+    @pydantic.field_validator("model")
+    @classmethod
+    def _architecture(cls, model: dict[str, Any], info: pydantic.ValidationInfo) -> dict[str, Any]:
+        derived = sorted(set(model) & {"in_channels", "num_classes"})
+        if derived:
+            raise ValueError(f"{', '.join(derived)} follow from the recipe, bands and classes; remove them")
+        if "dataset" in info.data:
+            _network_config(info.data["dataset"], model)
+        return model
+
+    @pydantic.field_validator("stamp_size")
+    @classmethod
+    def _stamp_in_scene(cls, stamp_size: int, info: pydantic.ValidationInfo) -> int:
+        dataset = info.data.get("dataset")
+        if dataset is not None and stamp_size > dataset.scene_size:
+            raise ValueError(f"{stamp_size} exceeds the dataset's scene_size ({dataset.scene_size})")
+        return stamp_size
+
+    @pydantic.field_validator("focus")
+    @classmethod
+    def _known_classes(cls, focus: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(focus) - set(CLASSES))
+        if unknown:
+            raise ValueError(f"unknown class(es) {unknown}; classes are {list(CLASSES)}")
+        if sum(focus.values()) > 1:
+            raise ValueError(f"fractions must sum to at most 1, not {sum(focus.values())}")
+        return focus
+
+    @pydantic.field_validator("inference")
+    @classmethod
+    def _package_settings_only(cls, inference: InferenceConfig) -> InferenceConfig:
+        if inference.score_threshold is not None:
+            raise ValueError("score_threshold is chosen on the validation scenes (see target_precision)")
+        if inference.batch_size is not None:
+            raise ValueError("batch_size is not part of a package (give it when running the model)")
+        return inference
+
+    def validation_dataset(self) -> DatasetConfig:
+        """The validation set: ``dataset`` with ``validation``'s fields."""
+        return _validation_dataset(self.dataset, self.validation)
+
+    def network_config(self) -> ModelConfig:
+        """The architecture: ``model``'s fields with the channels and classes of the data."""
+        return _network_config(self.dataset, self.model)
+
+
+def _validation_dataset(dataset: DatasetConfig, validation: dict[str, Any]) -> DatasetConfig:
+    """``dataset`` with ``validation``'s fields, named ``<name>-val``.
+
+    Raises
+    ------
+    ConfigError
+        If the fields are invalid or its scene seeds overlap the training seeds.
+    """
+    fields = {**dataset.model_dump(), "name": f"{dataset.name}-val", **validation}
+    config = make_config(DatasetConfig, "validation dataset", **fields)
+    if max(dataset.seed, config.seed) < min(dataset.seed + dataset.n_scenes, config.seed + config.n_scenes):
+        raise ConfigError(
+            f"validation scene seeds {config.seed}..{config.seed + config.n_scenes - 1} overlap the "
+            f"training seeds {dataset.seed}..{dataset.seed + dataset.n_scenes - 1}; "
+            "give validation its own seed"
+        )
+    return config
+
+
+def _network_config(dataset: DatasetConfig, model: dict[str, Any]) -> ModelConfig:
+    channels = len(channel_names(dataset.recipe, dataset.bands))
+    return make_config(ModelConfig, "model", **model, in_channels=channels, num_classes=len(CLASSES) + 1)
 
 
 def load_train_config(path: str | os.PathLike) -> TrainConfig:
@@ -160,8 +224,8 @@ def load_train_config(path: str | os.PathLike) -> TrainConfig:
     ------
     FileNotFoundError
         If there is no such file.
-    ValueError
-        If it is not valid YAML or has unknown or invalid keys.
+    ConfigError
+        If it is not valid YAML or has unknown or invalid keys (each named).
     """
     import yaml
 
@@ -171,13 +235,8 @@ def load_train_config(path: str | os.PathLike) -> TrainConfig:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ValueError(f"{path} is not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a mapping of training settings.")
-    try:
-        return TrainConfig.from_dict(data)
-    except TypeError as err:
-        raise ValueError(f"{path}: {err}") from None
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    return validate_config(TrainConfig, data, str(path))
 
 
 def _lr_factor(step: int, total: int, config: OptimizerConfig) -> float:
@@ -189,24 +248,19 @@ def _lr_factor(step: int, total: int, config: OptimizerConfig) -> float:
 
 
 def _metadata(config: TrainConfig, mean, std, score_threshold: float, provenance, metrics) -> ModelMetadata:
-    inference = config.inference
     return ModelMetadata(
         name=config.name,
         mode=config.mode,
         recipe=config.dataset.recipe,
         bands=config.dataset.bands,
         classes=CLASSES,
-        model=config.model_config(),
+        model=config.network_config(),
         normalisation=config.dataset.normalisation,
         channel_mean=[float(v) for v in mean],
         channel_std=[float(v) for v in std],
         stamp_size=config.stamp_size,
-        tile_size=int(inference.get("tile_size", 512)),
-        tile_overlap=int(inference.get("tile_overlap", 64)),
-        score_threshold=float(score_threshold),
-        merge_ios=float(inference.get("merge_ios", 0.5)),
-        class_nms_iou=float(inference.get("class_nms_iou", 0.7)),
-        training=config.to_dict(),
+        inference=config.inference.replace(score_threshold=float(score_threshold)),
+        training=config.model_dump(mode="json"),
         provenance=provenance,
         metrics=metrics,
     )
@@ -214,7 +268,7 @@ def _metadata(config: TrainConfig, mean, std, score_threshold: float, provenance
 
 def validate(detector, records, mode: str, match_radius: float) -> dict[str, Any]:
     """Precision/recall/F1 curves of a detector on cached validation scenes."""
-    from ..evaluation.metrics import (
+    from ..groundtruth.metrics import (
         DEFAULT_THRESHOLDS,
         CurveCounts,
         count_curve,
@@ -329,7 +383,7 @@ def train(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config_text = json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+    config_text = json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True)
     checkpoint_path = out / "checkpoint.pt"
     if checkpoint_path.exists() and not restart:
         saved = out / "config.json"
@@ -355,8 +409,7 @@ def train(
     mean, std = np.asarray(manifest["channel_mean"]), np.asarray(manifest["channel_std"])
 
     torch.manual_seed(config.seed)
-    model_config = config.model_config()
-    model = build_model(model_config, mean, std, input_size=config.stamp_size).to(device)
+    model = build_model(config.network_config(), mean, std, input_size=config.stamp_size).to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.optimizer.lr, weight_decay=config.optimizer.weight_decay
     )
@@ -476,7 +529,7 @@ def train(
     rule = f"best validation recall at precision >= {config.target_precision}"
     if config.target_precision != 0.9 or threshold is None:
         curves = validation["curves"]
-        from ..evaluation.metrics import recall_at_precision
+        from ..groundtruth.metrics import recall_at_precision
 
         _, index = recall_at_precision(
             np.asarray(curves["precision"]), np.asarray(curves["recall"]), config.target_precision

@@ -1,16 +1,17 @@
-"""Move Scarlet model data between the core's frame and the Butler's.
+"""Scarlet model data in another frame: shifted origins, mapped ids; and the parent footprint image.
 
-The core (``deblending``) writes model data in patch pixels with local ids
-(blends keyed by footprint id, sources by peak id). In a Butler repository,
-as in LSST's ``object_scarlet_models``, the same container holds tract-pixel
-origins and the catalog's global ids (blends by parent id, sources by object
-id), so the model data matches ``object_deblend`` row for row and can be read
-by LSST's tools. `transform_model_data` does the move either way.
+The deblender writes model data in patch pixels with local ids (blends keyed
+by footprint id, sources by peak id). In a Butler repository, as in LSST's
+``object_scarlet_models``, the same container holds tract-pixel origins and
+the catalog's global ids (blends by parent id, sources by object id), so the
+model data matches the catalog row for row and can be read by LSST's tools.
+`transform_model_data` does the move either way
+(`lsst.meas.extensions.residual.chain.placement` gives it the ids).
 """
 
 from __future__ import annotations
 
-__all__ = ["transform_model_data", "model_data_to_tract", "model_data_to_patch", "parent_footprints"]
+__all__ = ["transform_model_data", "parent_footprints"]
 
 import copy
 import dataclasses
@@ -18,15 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..deblending import (
-    BlendData,
-    HierarchicalBlendData,
-    IsolatedSourceData,
-    ScarletModelData,
-    ScarletModelDataError,
-    SourceData,
-)
-from .ids import IdMap, parent_ids, source_ids
+from .model_data import BlendData, HierarchicalBlendData, IsolatedSourceData, ScarletModelData, SourceData
 
 IdFunction = Callable[[int], int]
 
@@ -101,41 +94,6 @@ def transform_model_data(
             metadata=_map_metadata(source.metadata, source_id),
         )
     return out
-
-
-def model_data_to_tract(
-    model_data: ScarletModelData, x0: int, y0: int, tract: int, patch: int
-) -> ScarletModelData:
-    """Core model data (patch pixels, local ids) -> Butler model data (tract pixels, global ids)."""
-
-    def sid(local: int) -> int:
-        return int(source_ids(np.array([local]), tract, patch)[0])
-
-    def pid(local: int) -> int:
-        return int(parent_ids(np.array([local]), tract, patch)[0])
-
-    return transform_model_data(model_data, source_id=sid, parent_id=pid, dy=y0, dx=x0)
-
-
-def model_data_to_patch(model_data: ScarletModelData, x0: int, y0: int, id_map: IdMap) -> ScarletModelData:
-    """Butler model data (tract pixels, global ids) -> core model data (patch pixels, local ids).
-
-    Raises
-    ------
-    ScarletModelDataError
-        If the model data holds an id the catalog (``id_map``) does not.
-    """
-
-    def sid(gid: int) -> int:
-        return int(id_map.local_sources([gid])[0])
-
-    def pid(gid: int) -> int:
-        return int(id_map.local_parents([gid])[0])
-
-    try:
-        return transform_model_data(model_data, source_id=sid, parent_id=pid, dy=-y0, dx=-x0)
-    except KeyError as err:
-        raise ScarletModelDataError(f"Scarlet model data and catalog do not match: {err.args[0]}") from None
 
 
 def _paint(labels: np.ndarray, mask: np.ndarray, origin, value: int) -> None:

@@ -1,5 +1,7 @@
 """Detection metrics against truth: precision, recall, F1, PR curves.
 
+Training's validation and evaluation both score detectors with these.
+
 Definitions (the same for the network and for the baselines):
 
 - *targets*: true sources the detector should find (residual mode:
@@ -39,7 +41,7 @@ import dataclasses
 
 import numpy as np
 
-from ..network.footprints import Footprint, mask_overlap
+from ..geometry import Footprint, mask_overlap
 from .matching import match_positions
 
 #: Score thresholds of the PR curves.
@@ -82,7 +84,7 @@ class TruthSet:
 
     @classmethod
     def from_sources(cls, sources, mode: str) -> TruthSet:
-        """From a `~lsst.meas.extensions.residual.training.labels.SceneLabels` ``sources`` table."""
+        """From a `~lsst.meas.extensions.residual.groundtruth.labels.SceneLabels` ``sources`` table."""
         n = len(sources)
         detected = np.asarray(sources["detected"], dtype=bool)
         return cls(

@@ -1,4 +1,7 @@
-"""Training labels (and evaluation truth) from a simulated scene's truth.
+"""Labels of a simulated scene: what the network should find, from the scene's truth.
+
+Training learns from them and evaluation scores against them, so both take
+them from here.
 
 Every true source gets:
 
@@ -28,14 +31,17 @@ from __future__ import annotations
 __all__ = ["LabelConfig", "SceneLabels", "make_labels", "CLASSES", "class_ids"]
 
 import dataclasses
-from typing import Any
+from typing import Literal
 
 import numpy as np
+import pydantic
 from astropy.table import Table
 
-from ..evaluation.matching import match_positions
-from ..network.footprints import Footprint
+from ..configs import StrictModel
+from ..errors import InputError
+from ..geometry import Footprint
 from ..scene import Scene
+from .matching import match_positions
 
 #: Network classes (label 0 is background). Extensible: new classes such as
 #: cosmic rays or bleed trails go at the end.
@@ -48,32 +54,29 @@ def class_ids(classes, names=CLASSES) -> np.ndarray:
     try:
         return np.array([lookup[str(c)] for c in classes], dtype=np.int64)
     except KeyError as err:
-        raise ValueError(f"Unknown source class {err.args[0]!r}; known: {', '.join(names)}.") from None
+        raise InputError(f"Unknown source class {err.args[0]!r}; known: {', '.join(names)}.") from None
 
 
-@dataclasses.dataclass
-class LabelConfig:
-    """Which true sources become labels, and their masks."""
+class LabelConfig(StrictModel):
+    """Which true sources become labels, and their masks.
 
-    mode: str = "residual"
-    """``"residual"`` (missed sources) or ``"image"`` (all sources)."""
-    match_radius: float = 2.0
+    Build one from a mapping with ``LabelConfig(**values)`` or, for a one-line
+    `~lsst.meas.extensions.residual.errors.ConfigError`,
+    `~lsst.meas.extensions.residual.configs.validate_config`; ``model_dump()``
+    gives the mapping back.
+    """
+
+    mode: Literal["residual", "image"] = "residual"
+    """``"residual"``: the targets are the recoverable sources the first pass
+    missed; ``"image"``: all recoverable sources."""
+    match_radius: float = pydantic.Field(default=2.0, gt=0.0)
     """Pixels within which a first-pass peak counts as detecting a true source."""
-    snr_cut: float = 5.0
+    snr_cut: float = pydantic.Field(default=5.0, ge=0.0)
     """Recoverability cut on the isolated optimal S/N."""
-    mask_nsigma: float = 1.0
+    mask_nsigma: float = pydantic.Field(default=1.0, gt=0.0)
     """Mask threshold in noise σ (combined over bands)."""
-    min_mask_pixels: int = 6
+    min_mask_pixels: int = pydantic.Field(default=6, ge=1)
     """Fewest pixels in a mask."""
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("residual", "image"):
-            raise ValueError(f"Label mode must be 'residual' or 'image', not {self.mode!r}.")
-        if self.match_radius <= 0 or self.snr_cut < 0 or self.mask_nsigma <= 0 or self.min_mask_pixels < 1:
-            raise ValueError(f"Invalid label config {self}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass
@@ -122,13 +125,13 @@ def make_labels(scene: Scene, peaks_xy: np.ndarray | None, config: LabelConfig) 
 
     Raises
     ------
-    ValueError
+    InputError
         If the scene has no truth, or peaks are missing in residual mode.
     """
     if scene.truth is None:
-        raise ValueError("Labels need a simulated scene with truth (the scene has no TRUTH).")
+        raise InputError("Labels need a simulated scene with truth (the scene has no TRUTH).")
     if config.mode == "residual" and peaks_xy is None:
-        raise ValueError("Residual-mode labels need the first-pass peaks.")
+        raise InputError("Residual-mode labels need the first-pass peaks.")
     truth = scene.truth
     shape = scene.shape
     good = scene.good

@@ -1,0 +1,116 @@
+"""Step 3 of the chain: the network on the first-pass residuals, and which of its detections are new."""
+
+from __future__ import annotations
+
+__all__ = ["NewSources", "find_new_sources", "select_new_sources"]
+
+import dataclasses
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from ..network import Detector, InferenceConfig, SourceDetections
+from ..scene import Scene
+
+
+@dataclasses.dataclass
+class NewSources:
+    """Network detections kept as new sources of one patch (patch pixels, local ids).
+
+    Attributes
+    ----------
+    detections : `SourceDetections`
+        The new sources; ``id`` is the peak id the second pass gives each
+        (after the largest first-pass peak id), in decreasing score.
+    parents : `numpy.ndarray`
+        Local id of the first-pass parent whose footprint holds each
+        source's pixel (0: none).
+    n_matched : `int`
+        Detections dropped because they sit on a first-pass peak.
+    """
+
+    detections: SourceDetections
+    parents: np.ndarray
+    n_matched: int
+
+    def __len__(self) -> int:
+        return len(self.detections)
+
+    @property
+    def ids(self) -> np.ndarray:
+        return np.asarray(self.detections.table["id"], dtype=np.int64)
+
+    @property
+    def xy(self) -> np.ndarray:
+        return self.detections.xy
+
+
+def select_new_sources(
+    found: SourceDetections, existing_xy: np.ndarray, radius: float
+) -> tuple[SourceDetections, int]:
+    """The detections with no existing peak within ``radius`` pixels, and how many were dropped."""
+    points = found.xy
+    reference = np.asarray(existing_xy, dtype=np.float64).reshape(-1, 2)
+    if len(points) == 0 or len(reference) == 0 or radius <= 0:
+        keep = np.ones(len(points), dtype=bool)
+    else:
+        distance, _ = cKDTree(reference).query(points, k=1, distance_upper_bound=radius)
+        keep = ~np.isfinite(distance) | (distance > radius)
+    return found.select(keep), int(np.sum(~keep))
+
+
+def find_new_sources(
+    scene: Scene,
+    first_pass_model: np.ndarray,
+    first_pass_parents: np.ndarray,
+    existing_xy: np.ndarray,
+    next_id: int,
+    detector: Detector,
+    inference: InferenceConfig | None = None,
+    match_radius: float = 2.0,
+    progress: bool = False,
+) -> NewSources:
+    """Run the network on ``scene`` with its first-pass model and keep what is new.
+
+    Parameters
+    ----------
+    scene : `Scene`
+        The patch (patch pixels).
+    first_pass_model : `numpy.ndarray`
+        (nbands, H, W) first-pass model, observed PSF.
+    first_pass_parents : `numpy.ndarray`
+        (H, W) local parent id of each pixel (`parent_footprints`).
+    existing_xy : `numpy.ndarray`
+        (N, 2) first-pass source positions (x, y), patch pixels.
+    next_id : `int`
+        Local id of the first new source (the largest first-pass peak id + 1).
+    detector : `Detector`
+        The network.
+    inference : `InferenceConfig`, optional
+        Overrides of the package's inference settings.
+    match_radius : `float`
+        A detection closer than this (pixels) to an existing peak is not new.
+    progress : `bool`
+        Progress bar over tile batches.
+
+    Raises
+    ------
+    lsst.meas.extensions.residual.network.ModelPackageError
+        If the scene lacks a band the package needs.
+    """
+    found = detector.find(
+        scene.image,
+        scene.variance,
+        scene.bands,
+        first_pass_model,
+        scene.mask,
+        inference=inference,
+        progress=progress,
+    )
+    new, n_matched = select_new_sources(found, existing_xy, match_radius)
+    new.table["id"] = np.arange(next_id, next_id + len(new), dtype=np.int64)
+    height, width = scene.shape
+    x = np.clip(np.floor(np.asarray(new.table["x"]) + 0.5).astype(int), 0, width - 1)
+    y = np.clip(np.floor(np.asarray(new.table["y"]) + 0.5).astype(int), 0, height - 1)
+    parents = np.asarray(first_pass_parents)[y, x].astype(np.int64)
+    return NewSources(new, parents, n_matched)

@@ -1,0 +1,400 @@
+"""Outputs of the commands: checked before any work, replaced whole or not at all.
+
+A command that writes a folder (``deblend``, ``find``, ``evaluate``, ``run``)
+uses `OutputFolder`; one that writes a single file (``simulate``,
+``detect-peaks``) uses `OutputFile`. Both follow the same three steps:
+
+1. Construct the object first, before any work. It refuses (`OutputError`,
+   one line) a target of the wrong kind (a file where a folder is wanted, or
+   the reverse), a target holding outputs without ``overwrite``, and a place
+   the command could not write to. Writability is tried, not asked: a probe
+   file is created and removed (``os.access`` says yes to root everywhere).
+2. Do the work, then write every output inside ``with target.staging() as
+   staged:``, into a temporary folder beside the target (same file system,
+   so the final move is a rename).
+3. When the ``with`` block ends without error, the outputs replace the target
+   at once: the old folder is renamed aside, the new one renamed in, the old
+   one deleted (a single file is moved with `os.replace`). An exception or a
+   ``KeyboardInterrupt`` inside the block deletes the temporary folder and
+   leaves the target as it was (a full disk or a failing write is reported as
+   `OutputError`, any other exception goes on as it was raised).
+
+Before the move, `OutputFolder` writes ``summary.json`` last: the summary the
+command filled in, plus ``outputs``, the SHA-256 of every other file in the
+folder (`check_output_folder` verifies them). The new folder holds only what
+the command wrote this time, so an output it skipped (``--no-plot``) cannot
+survive from an earlier run.
+
+Examples
+--------
+How ``run`` uses it::
+
+    folder = OutputFolder(args.out, overwrite=args.overwrite, output_names=RUN_OUTPUTS)
+    result = run_chain(...)  # minutes of work, after the check
+    with folder.staging() as staged:
+        catalog.write(staged / "catalog.fits")
+        ...
+        staged.summary.update(counts)
+    print(f"Wrote {', '.join(folder.written)} in {folder.path}.")
+"""
+
+from __future__ import annotations
+
+__all__ = ["SUMMARY_NAME", "OutputFolder", "OutputFile", "StagedOutputs", "check_output_folder"]
+
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import OutputError
+
+_log = logging.getLogger(__name__)
+
+#: Name of the summary file `OutputFolder` writes last into every output folder.
+SUMMARY_NAME = "summary.json"
+
+# Errors of the machine, not of the program, while the outputs are written (disk full, quota,
+# read-only or failing disk, permissions changed during the work): reported as `OutputError`.
+_WRITE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM}
+)
+
+
+class StagedOutputs:
+    """The temporary folder a command writes its outputs into, and its summary.
+
+    Given by `OutputFolder.staging`; write files into ``staged / name`` (or
+    under `path`) and fill in `summary`.
+
+    Attributes
+    ----------
+    path : `pathlib.Path`
+        The temporary folder (beside the target).
+    summary : `dict`
+        What ``summary.json`` will hold, besides ``outputs`` (set by the
+        folder); JSON-serialisable values only. A ``summary.json`` a writer
+        left in the folder is replaced: take what it holds into `summary`
+        first if it matters.
+    outputs : `dict` [`str`, `str`]
+        After the ``with`` block: SHA-256 (hex) of each file but the summary,
+        by path relative to the folder (POSIX separators).
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.summary: dict[str, Any] = {}
+        self.outputs: dict[str, str] = {}
+
+    def __truediv__(self, name: str | os.PathLike) -> Path:
+        return self.path / name
+
+    def _write_summary(self) -> None:
+        files = sorted(p for p in self.path.rglob("*") if p.is_file())
+        self.outputs = {
+            p.relative_to(self.path).as_posix(): _sha256(p) for p in files if p != self.path / SUMMARY_NAME
+        }
+        summary = {**self.summary, "outputs": self.outputs}
+        (self.path / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+class OutputFolder:
+    """An output folder, checked now and replaced whole when the outputs are complete.
+
+    Parameters
+    ----------
+    path : `str` or `os.PathLike`
+        The folder (``--out``). Symbolic links are followed: the folder they
+        point to is replaced.
+    overwrite : `bool`, optional
+        Whether outputs already in the folder may be replaced.
+    output_names : iterable of `str`, optional
+        Names of the files the command writes. With ``overwrite``, a folder is
+        replaced only if every entry in it is one of these, ``summary.json``
+        or a file its ``summary.json`` lists: ``--overwrite`` replaces the
+        whole folder, so it must not swallow files that no run wrote.
+    option : `str`, optional
+        How the user named the folder, for messages.
+
+    Raises
+    ------
+    OutputError
+        If ``path`` is an existing file; if it holds files and ``overwrite``
+        is False (the message names them); if it holds files that are not
+        outputs; or if its parent folder cannot be written.
+
+    Notes
+    -----
+    Exceptions and Ctrl-C are handled; a process killed outright (SIGKILL,
+    power cut) may leave a ``.NAME.partial-*`` folder beside the target, and,
+    if killed between the two renames of the move, the previous outputs in a
+    ``.NAME.old-*`` folder there.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        overwrite: bool = False,
+        output_names: Iterable[str] = (),
+        option: str = "--out",
+    ):
+        self.path = Path(path).resolve()
+        self.overwrite = overwrite
+        self.output_names = frozenset(output_names) | {SUMMARY_NAME}
+        self.option = option
+        #: Names of the files written (``summary.json`` last), once `staging` has completed.
+        self.written: list[str] = []
+        self.check()
+
+    def check(self) -> None:
+        """Check the target again (`staging` does, in case it changed during the work).
+
+        Raises
+        ------
+        OutputError
+            As the constructor.
+        """
+        where = f"{self.option} {self.path}"
+        if self.path.exists():
+            if not self.path.is_dir():
+                raise OutputError(
+                    f"{where} is an existing file, not a folder; give a folder for the outputs."
+                )
+            entries = sorted(os.listdir(self.path))
+            if entries and not self.overwrite:
+                raise OutputError(
+                    f"{where} already holds {_names(entries)}; pass --overwrite to replace them."
+                )
+            foreign = [name for name in entries if name not in self._previous_outputs()]
+            if foreign:
+                raise OutputError(
+                    f"{where} holds {_names(foreign)}, which this command does not write; --overwrite "
+                    "replaces the whole folder, so give a new folder or one with only earlier outputs."
+                )
+        _check_writable_parent(self.path, where)
+
+    def _previous_outputs(self) -> set[str]:
+        """Top-level names the folder's ``summary.json`` lists, and the command's output names."""
+        names = set(self.output_names)
+        try:
+            listed = json.loads((self.path / SUMMARY_NAME).read_text()).get("outputs", {})
+        except (OSError, ValueError, AttributeError):  # no summary, not JSON, or not a mapping
+            return names
+        if isinstance(listed, dict):
+            names.update(str(name).split("/")[0] for name in listed)
+        return names
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[StagedOutputs]:
+        """Write the outputs into a temporary folder; move it into place on success.
+
+        Yields
+        ------
+        staged : `StagedOutputs`
+            The temporary folder and the summary to fill in.
+
+        Raises
+        ------
+        OutputError
+            If the target changed during the work so that it may no longer be
+            replaced, or the machine refused the writes (disk full, quota,
+            read-only or failing disk, permissions); the target is then left
+            as it was.
+        """
+        self.check()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        staged = StagedOutputs(
+            Path(tempfile.mkdtemp(prefix=f".{self.path.name}.partial-", dir=self.path.parent))
+        )
+        try:
+            # mkdtemp makes the folder private (0700); give it the mode a plain mkdir would.
+            staged.path.chmod(self.path.stat().st_mode & 0o7777 if self.path.exists() else _default_mode())
+            with _write_errors(self.path):
+                yield staged
+                staged._write_summary()
+                self._replace_with(staged.path)
+        except BaseException:
+            shutil.rmtree(staged.path, ignore_errors=True)
+            raise
+        self.written = [*staged.outputs, SUMMARY_NAME]
+
+    def _replace_with(self, new: Path) -> None:
+        if not self.path.exists():
+            os.rename(new, self.path)
+            return
+        # A fresh empty folder to rename the old outputs onto (rename may replace an empty folder).
+        old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old-", dir=self.path.parent))
+        os.rename(self.path, old)
+        try:
+            os.rename(new, self.path)
+        except BaseException:
+            os.rename(old, self.path)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        if old.exists():
+            _log.warning("Could not delete the previous outputs, moved to %s.", old)
+
+
+class OutputFile:
+    """An output file, checked now and replaced at once when it is complete.
+
+    Parameters
+    ----------
+    path : `str` or `os.PathLike`
+        The file (``--out``). A symbolic link is followed.
+    overwrite : `bool`, optional
+        Whether an existing file may be replaced.
+    option : `str`, optional
+        How the user named the file, for messages.
+
+    Raises
+    ------
+    OutputError
+        If ``path`` is a folder; if it exists and ``overwrite`` is False; or
+        if its folder cannot be written.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, overwrite: bool = False, option: str = "--out"):
+        self.path = Path(path).resolve()
+        self.overwrite = overwrite
+        self.option = option
+        self.check()
+
+    def check(self) -> None:
+        """Check the target again (`staging` does, in case it changed during the work).
+
+        Raises
+        ------
+        OutputError
+            As the constructor.
+        """
+        where = f"{self.option} {self.path}"
+        if self.path.is_dir():
+            raise OutputError(f"{where} is a folder; give a file name.")
+        if self.path.exists() and not self.overwrite:
+            raise OutputError(f"{where} exists; pass --overwrite to replace it.")
+        _check_writable_parent(self.path, where)
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        """Write the file at a temporary path beside the target; move it into place on success.
+
+        Yields
+        ------
+        path : `pathlib.Path`
+            Where to write. Its name is the target's (writers that look at
+            the extension see the right one); the file does not exist yet.
+
+        Raises
+        ------
+        OutputError
+            If the target changed during the work so that it may no longer be
+            replaced, or the machine refused the writes (disk full, quota,
+            read-only or failing disk, permissions); the target is then left
+            as it was.
+        """
+        self.check()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.partial-", dir=self.path.parent))
+        try:
+            staged = folder / self.path.name
+            with _write_errors(self.path):
+                yield staged
+                if not staged.is_file():
+                    raise RuntimeError(f"Nothing was written to {staged} for {self.path}.")
+                os.replace(staged, self.path)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def check_output_folder(path: str | os.PathLike) -> dict[str, Any]:
+    """Check an output folder against the ``outputs`` of its ``summary.json``.
+
+    Parameters
+    ----------
+    path : `str` or `os.PathLike`
+        A folder written through `OutputFolder`.
+
+    Returns
+    -------
+    summary : `dict`
+        The content of ``summary.json``.
+
+    Raises
+    ------
+    OutputError
+        If ``summary.json`` is missing or has no ``outputs``, or a listed file
+        is missing or differs, or the folder holds an unlisted file.
+    """
+    folder = Path(path)
+    try:
+        summary = json.loads((folder / SUMMARY_NAME).read_text())
+    except (OSError, ValueError) as err:
+        raise OutputError(f"{folder}: no readable {SUMMARY_NAME} ({err}).") from None
+    listed = summary.get("outputs") if isinstance(summary, dict) else None
+    if not isinstance(listed, dict):
+        raise OutputError(f"{folder}/{SUMMARY_NAME} has no 'outputs' manifest.")
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {SUMMARY_NAME}
+    problems = []
+    if missing := sorted(set(listed) - present):
+        problems.append(f"missing {_names(missing)}")
+    if extra := sorted(present - set(listed)):
+        problems.append(f"not listed {_names(extra)}")
+    if changed := sorted(n for n in set(listed) & present if _sha256(folder / n) != listed[n]):
+        problems.append(f"changed {_names(changed)}")
+    if problems:
+        raise OutputError(f"{folder} does not match its {SUMMARY_NAME}: {'; '.join(problems)}.")
+    return summary
+
+
+@contextlib.contextmanager
+def _write_errors(target: Path) -> Iterator[None]:
+    """Report the machine's write errors (`_WRITE_ERRNOS`) as `OutputError`; others are bugs."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in _WRITE_ERRNOS:
+            raise
+        raise OutputError(f"writing the outputs failed ({err}); {target} was left as it was.") from err
+
+
+def _check_writable_parent(path: Path, where: str) -> None:
+    """Try to create a file where ``path``'s temporary copy will go (its nearest existing ancestor)."""
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"{where}: {folder} is a file, not a folder.")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
+    except OSError as err:
+        raise OutputError(f"{where}: cannot write in {folder} ({err.strerror or err}).") from None
+    os.close(handle)
+    os.remove(probe)
+
+
+def _default_mode() -> int:
+    """Mode of a folder made by a plain ``mkdir`` under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o777 & ~umask
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def _names(names: list[str], shown: int = 8) -> str:
+    """``a, b and c`` (at most ``shown`` names, then how many more)."""
+    if len(names) > shown:
+        return f"{', '.join(names[:shown])} and {len(names) - shown} more"
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
