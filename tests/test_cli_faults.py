@@ -50,6 +50,11 @@ def no_work(monkeypatch):
     def reached(*args, **kwargs):
         raise AssertionError("the command started working before refusing its --out")
 
+    # Modules that bind these names at import must be imported before the patch, or they would
+    # keep the patched function for the rest of the session.
+    import lsst.meas.extensions.residual.evaluation.evaluate  # noqa: F401
+    import lsst.meas.extensions.residual.groundtruth.scenes  # noqa: F401
+
     monkeypatch.setattr(scene, "read_scene", reached)
     monkeypatch.setattr(simulation, "simulate_scene", reached)
 

@@ -6,6 +6,9 @@ import argparse
 import json
 import logging
 
+from ..deblending.config import DeblendConfig
+from .options import add_model_options, model_from_args
+
 _log = logging.getLogger(__name__)
 
 
@@ -23,21 +26,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("scene", help="scene FITS file")
     parser.add_argument("--peaks", required=True, help="peaks FITS file (from detect-peaks)")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument(
-        "--max-iter", type=int, default=300, help="maximum iterations per blend (default 300)"
-    )
-    parser.add_argument(
-        "--relative-error",
-        type=float,
-        default=1e-3,
-        help="stop when logL changes by less than this (default 1e-3)",
-    )
-    parser.add_argument(
-        "--isolated",
-        choices=("fit", "footprint"),
-        default="fit",
-        help="single-peak footprints: fit them (default) or use the image inside the footprint (LSST's way)",
-    )
+    add_model_options(parser.add_argument_group("deblender"), DeblendConfig, exclude=["show_progress"])
     parser.add_argument(
         "--plot", action="store_true", help="also write DIR/deblend.png (image, model, residual)"
     )
@@ -48,22 +37,14 @@ def add_parser(subparsers) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    from ..configs import make_config
-    from ..deblending import DeblendConfig, deblend, plot_deblend
+    from ..deblending import deblend, plot_deblend
     from ..deblending.io import RESULT_FILES
     from ..detection import read_detections
     from ..scene import read_scene
     from .main import CommandError
     from .outputs import SUMMARY_NAME, OutputFolder
 
-    config = make_config(
-        DeblendConfig,
-        "deblend options",
-        max_iter=args.max_iter,
-        relative_error=args.relative_error,
-        isolated=args.isolated,
-        show_progress=True,
-    )
+    config = model_from_args(DeblendConfig, args, "deblend options", show_progress=True)
     folder = OutputFolder(
         args.out, overwrite=args.overwrite, output_names=[*RESULT_FILES.values(), "deblend.png"]
     )

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ..detection.detect import DetectionConfig
+from .options import add_model_options, model_from_args
+
 _log = logging.getLogger(__name__)
 
 
@@ -16,25 +19,17 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("scene", help="scene FITS file")
     parser.add_argument("--out", required=True, help="output peaks FITS file")
-    parser.add_argument(
-        "--threshold", type=float, default=5.0, help="detection threshold in sigma (default 5)"
-    )
-    parser.add_argument(
-        "--min-prominence", type=float, default=3.0, help="minimum peak prominence in sigma (default 3)"
-    )
+    add_model_options(parser.add_argument_group("first-pass detection"), DetectionConfig)
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.set_defaults(handler=main)
 
 
 def main(args: argparse.Namespace) -> None:
-    from ..configs import make_config
-    from ..detection import DetectionConfig, detect_peaks, write_detections
+    from ..detection import detect_peaks, write_detections
     from ..scene import read_scene
     from .outputs import OutputFile
 
-    config = make_config(
-        DetectionConfig, "detection options", threshold=args.threshold, min_prominence=args.min_prominence
-    )
+    config = model_from_args(DetectionConfig, args, "detection options")
     output = OutputFile(args.out, overwrite=args.overwrite)
     scene = read_scene(args.scene)
     detections = detect_peaks(scene, config)

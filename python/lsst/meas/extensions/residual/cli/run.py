@@ -37,7 +37,10 @@ import logging
 import time
 from pathlib import Path
 
-from .options import add_inference_options
+from ..chain.run import ChainConfig
+from ..deblending.config import DeblendConfig
+from ..detection.detect import DetectionConfig
+from .options import add_inference_options, add_model_options, model_from_args
 
 _log = logging.getLogger(__name__)
 
@@ -67,14 +70,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--model", default=None, help="model package (.zip); default: the shipped residual-mode one"
     )
-    parser.add_argument(
-        "--threshold", type=float, default=5.0, help="first-pass detection threshold, sigma (default 5)"
-    )
-    parser.add_argument(
-        "--match-radius",
-        type=float,
-        default=2.0,
-        help="network detections closer than this to a first-pass peak are not new (pixels, default 2)",
+    add_model_options(parser, ChainConfig, exclude=["detection", "deblend", "inference"])
+    add_model_options(parser.add_argument_group("first-pass detection"), DetectionConfig)
+    add_model_options(
+        parser.add_argument_group("deblender (both passes)"), DeblendConfig, exclude=["show_progress"]
     )
     add_inference_options(parser, figure="run.png")
     parser.set_defaults(handler=main)
@@ -137,9 +136,7 @@ def run_summary(scene_path, package_path, device: str, result) -> dict:
 
 
 def main(args: argparse.Namespace) -> None:
-    from ..chain import ChainConfig, run_chain
-    from ..configs import make_config
-    from ..detection import DetectionConfig
+    from ..chain import run_chain
     from ..network import Detector, default_model_path, read_model_metadata, select_device
     from ..scene import read_scene
     from .main import input_files
@@ -148,12 +145,13 @@ def main(args: argparse.Namespace) -> None:
 
     start = time.perf_counter()
     # Everything that can be wrong with the arguments is found before any work.
-    config = make_config(
+    config = model_from_args(
         ChainConfig,
+        args,
         "run options",
-        detection=make_config(DetectionConfig, "--threshold", threshold=args.threshold),
+        detection=model_from_args(DetectionConfig, args, "detection options"),
+        deblend=model_from_args(DeblendConfig, args, "deblend options"),
         inference=inference_config_from_args(args),
-        match_radius=args.match_radius,
     )
     device = select_device(args.device)
     folder = OutputFolder(args.out, overwrite=args.overwrite, output_names=RUN_OUTPUTS)

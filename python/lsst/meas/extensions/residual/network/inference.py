@@ -234,9 +234,7 @@ class Detector:
             noise[out] = band_noise(var[None], good[None])[0]
 
         def make_tile(y0, x0):
-            return self._tile_channels(
-                image, variance, model, mask, index, noise, y0, x0, settings.tile_size
-            )
+            return self._tile_channels(image, variance, model, mask, index, noise, y0, x0, settings.tile_size)
 
         return self._find_tiles(make_tile, (height, width), settings, progress)
 

@@ -39,6 +39,7 @@ __all__ = [
     "OUTPUT",
     "PARAMETERS",
     "build_demo_repo",
+    "check_demo_parameters",
     "demo_parameters",
     "run_pipeline",
     "latest_output_run",
@@ -253,9 +254,9 @@ def check_demo_parameters(butler, root: Path, parameters: dict[str, Any]) -> boo
     differences = _differences(recorded, parameters)
     if differences:
         raise DemoParametersError(
-            f"{root} holds the demo made with other parameters ({'; '.join(differences)}). Its outputs "
-            f"would be shown for these; use another --out for the new parameters, or delete {root} "
-            "to start again."
+            f"{root} holds the demo made with other parameters ({'; '.join(differences)}), whose "
+            f"results are not those asked for; use another --out for the new parameters, or delete "
+            f"{root} to start again."
         )
     return True
 
