@@ -151,16 +151,16 @@ def test_task_config_override_syntax_and_persistence():
 
     config = ResidualDetectionConfig()
     overrides = ConfigOverrides()
-    overrides.addValueOverride("inference.scoreThreshold", "0.3")  # pipetask -c residualDetection:...
-    overrides.addValueOverride("inference.tileSize", "64")
+    overrides.addValueOverride("find.inference.scoreThreshold", "0.3")  # pipetask -c residualDetection:...
+    overrides.addValueOverride("find.inference.tileSize", "64")
     overrides.applyTo(config)
     config.validate()
-    assert config.inference.to_model() == InferenceConfig(score_threshold=0.3, tile_size=64)
+    assert config.find.inference.to_model() == InferenceConfig(score_threshold=0.3, tile_size=64)
     loaded = ResidualDetectionConfig()
     loaded.loadFromString(config.saveToString())
-    assert loaded.inference.to_model() == config.inference.to_model()
+    assert loaded.find.inference.to_model() == config.find.inference.to_model()
     overrides = ConfigOverrides()
-    overrides.addValueOverride("inference.scoreThreshold", "1.5")
+    overrides.addValueOverride("find.inference.scoreThreshold", "1.5")
     overrides.applyTo(config)
     with pytest.raises(ConfigError, match="score_threshold: Input should be less than or equal to 1"):
         config.validate()

@@ -235,3 +235,134 @@ def test_unreadable_files_are_clear_errors(tmp_path):
         archive.writestr("metadata", json.dumps({}))
     with pytest.raises(ScarletModelDataError, match="7.0.0"):
         read_scarlet_model(bad_version)
+
+
+def test_type_registries_refuse_an_unknown_type_naming_it_and_the_known_ones():
+    from lsst.meas.extensions.residual.deblending.model_data.registries import (
+        BLEND_TYPES,
+        COMPONENT_TYPES,
+        SOURCE_TYPES,
+    )
+
+    assert BLEND_TYPES.lookup({}) is BlendData and COMPONENT_TYPES.lookup({}) is FactorizedComponentData
+    assert COMPONENT_TYPES.lookup({"component_type": "cube"}) is CubeComponentData
+    with pytest.raises(
+        ScarletModelDataError, match="Unknown blend type 'tree'; known types: 'blend', 'hierarchical'"
+    ):
+        BLEND_TYPES.lookup({"blend_type": "tree"})
+    with pytest.raises(
+        ScarletModelDataError, match="Unknown component type 'x'; known types: 'component', 'cube'"
+    ):
+        COMPONENT_TYPES.from_dict({"component_type": "x"}, np.float32)
+    with pytest.raises(
+        ScarletModelDataError, match="Unknown source type 'star'; known types: 'isolated', 'source'"
+    ):
+        SOURCE_TYPES.lookup({"source_type": "star"})
+    with pytest.raises(ScarletModelDataError, match="must be a JSON object, not list"):
+        BLEND_TYPES.lookup([1, 2])
+    with pytest.raises(ValueError, match="'factorized' is already registered"):
+        COMPONENT_TYPES.register(type("Impostor", (), {"component_type": "factorized"}))
+    # A registered type in the wrong place is refused too: a blend holds only deblended sources.
+    encoded = json.loads(json.dumps(_model_data().as_dict()))
+    encoded["blends"]["3"]["children"]["3"]["sources"]["7"] = encoded["isolated"]["4"]
+    with pytest.raises(
+        ScarletModelDataError, match="Blend 3: A blend holds 'source' sources, not 'isolated'"
+    ):
+        ScarletModelData.from_dict(encoded)
+
+
+def test_unknown_schema_versions_are_refused_naming_them_and_the_known_ones():
+    from lsst.meas.extensions.residual.deblending.model_data.registries import MIGRATIONS
+
+    with pytest.raises(ScarletModelDataError) as error:
+        MIGRATIONS.migrate(ScarletModelData.kind, {"version": "0.5"})
+    assert str(error.value) == (
+        "Unknown scarlet model data schema version '0.5'; this reader knows 1.0.0, 1.0.1 and the pre-schema layout."
+    )
+    encoded = json.loads(json.dumps(_model_data().as_dict()))
+    encoded["blends"]["3"]["children"]["3"]["sources"]["7"]["version"] = "1.1.0"
+    with pytest.raises(
+        ScarletModelDataError, match="Blend 3: Unknown source schema version '1.1.0'; .* knows 1.0.0 "
+    ):
+        ScarletModelData.from_dict(encoded)
+
+
+def test_a_migration_chain_is_applied_step_by_step_in_order(monkeypatch):
+    from lsst.meas.extensions.residual.deblending.model_data.registries import MIGRATIONS, migration
+
+    # Registrations go to a copy of the steps that monkeypatch swaps back afterwards.
+    monkeypatch.setattr(MIGRATIONS, "steps", dict(MIGRATIONS.steps))
+    applied = []
+
+    @migration(BlendData.kind, "0.8.0", "0.9.0")
+    def _rename_yx0(data):
+        applied.append((data["version"], "0.9.0"))
+        data["corner"] = data.pop("yx0")
+        return data
+
+    @migration(BlendData.kind, "0.9.0", "1.0.0")
+    def _rename_corner(data):
+        applied.append((data["version"], "1.0.0"))
+        data["origin"] = data.pop("corner")
+        return data
+
+    stored = {"blend_type": "blend", "version": "0.8.0", "yx0": [4, 5], "shape": [2, 3], "sources": {}}
+    blend = BlendData.from_dict(stored)
+    assert applied == [("0.8.0", "0.9.0"), ("0.9.0", "1.0.0")]
+    assert blend.origin == (4, 5) and blend.shape == (2, 3)
+    assert stored["version"] == "0.8.0" and "yx0" in stored  # the caller's dict is left as it was
+    assert MIGRATIONS.known_versions(BlendData.kind) == ["0.8.0", "0.9.0", "1.0.0"]
+    with pytest.raises(ValueError, match="from version '0.8.0' is already registered"):
+        MIGRATIONS.register(BlendData.kind, "0.8.0", "1.0.0", _rename_corner)
+    monkeypatch.undo()
+    with pytest.raises(ScarletModelDataError, match="Unknown blend schema version '0.8.0'"):
+        BlendData.from_dict(stored)
+
+
+def _migrate_v29(raw: dict) -> dict:
+    """The v29 model data with every object migrated, by the registry alone, to the current layout."""
+    from lsst.meas.extensions.residual.deblending.model_data.registries import MIGRATIONS
+
+    data = MIGRATIONS.migrate(ScarletModelData.kind, raw)
+    blends = {}
+    for key, stored in data["blends"].items():
+        blend = MIGRATIONS.migrate(BlendData.kind, stored)
+        sources = {}
+        for source_id, source in blend["sources"].items():
+            source = MIGRATIONS.migrate(SourceData.kind, source)
+            kind = FactorizedComponentData.kind
+            source["components"] = [MIGRATIONS.migrate(kind, c) for c in source["components"]]
+            sources[source_id] = source
+        blends[key] = {**blend, "sources": sources}
+    return {**data, "blends": blends}
+
+
+def test_a_pre_schema_v29_dict_migrates_to_what_the_current_reader_expects(shared_fixtures, monkeypatch):
+    from lsst.meas.extensions.residual.deblending.model_data.registries import MIGRATIONS, PRE_SCHEMA
+
+    raw = json.loads((shared_fixtures / "scarlet" / "v29_models.json").read_text())
+    untouched = json.dumps(raw)
+    migrated = _migrate_v29(raw)
+    assert json.dumps(raw) == untouched
+    assert migrated["version"] == MODEL_DATA_VERSION
+    assert migrated["metadata"]["array_keys"] == ["model_psf"]
+    assert migrated["metadata"]["model_psf_shape"] == raw["psfShape"] == [15, 15]
+    for key, blend in migrated["blends"].items():
+        stored = raw["blends"][key]
+        assert blend["version"] == "1.0.0"
+        assert blend["metadata"]["psf_shape"] == stored["psf_shape"] and blend["metadata"]["array_keys"] == [
+            "psf"
+        ]
+        assert blend["metadata"]["bands"] == tuple(stored["bands"])
+        for source_id, source in blend["sources"].items():
+            old = stored["sources"][source_id]
+            assert source["metadata"] == {"peak_id": old["peak_id"]}
+            assert len(source["components"]) == len(old["components"]) + len(old["factorized"]) > 0
+            assert "factorized" not in source
+    expected = ScarletModelData.from_dict(raw).as_dict()
+    # Without any pre-schema step the reader reads the migrated dict as the v29 file.
+    current_only = {key: step for key, step in MIGRATIONS.steps.items() if key[1] != PRE_SCHEMA}
+    monkeypatch.setattr(MIGRATIONS, "steps", current_only)
+    assert ScarletModelData.from_dict(migrated).as_dict() == expected
+    with pytest.raises(ScarletModelDataError, match="Unknown scarlet model data schema version '0.0.0'"):
+        ScarletModelData.from_dict(raw)

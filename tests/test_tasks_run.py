@@ -233,7 +233,7 @@ def test_band_lists_out_of_order_are_refused_by_config_validation():
         with pytest.raises(ValueError, match="not in LSST wavelength order"):
             config.validate()
     config = ResidualDetectionConfig()
-    config.inference.tileSize = 100
+    config.find.inference.tileSize = 100
     with pytest.raises(ValueError, match="multiple of 32"):
         config.validate()
 

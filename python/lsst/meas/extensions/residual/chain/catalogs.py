@@ -283,10 +283,13 @@ def new_sources_catalog(
     table["class"] = np.asarray(found.table["class"]).astype("U16")
     table["class_id"] = np.asarray(found.table["class_id"], dtype=np.int32)
     table["score"] = np.asarray(found.table["score"], dtype=np.float32)
-    for column in ("bbox_x0", "bbox_x1"):
-        table[column] = np.asarray(found.table[column], dtype=np.float64) + placement.x0
-    for column in ("bbox_y0", "bbox_y1"):
-        table[column] = np.asarray(found.table[column], dtype=np.float64) + placement.y0
+    for column, offset in (
+        ("bbox_x0", placement.x0),
+        ("bbox_y0", placement.y0),
+        ("bbox_x1", placement.x0),
+        ("bbox_y1", placement.y0),
+    ):
+        table[column] = np.asarray(found.table[column], dtype=np.float64) + offset
     table["area"] = np.asarray(found.table["area"], dtype=np.int32)
     # Flags: the footprint touches the patch edge; its box was cut by an
     # inner tile border (the tile merge could not see it whole); it holds a

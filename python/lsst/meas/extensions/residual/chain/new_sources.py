@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-__all__ = ["NewSources", "find_new_sources", "select_new_sources"]
+__all__ = ["NewSources", "NewSourcesConfig", "find_new_sources", "select_new_sources"]
 
 import dataclasses
 
 import numpy as np
+import pydantic
 from scipy.spatial import cKDTree
 
+from ..configs import StrictModel
 from ..network import Detector, InferenceConfig, SourceDetections
 from ..scene import Scene
+
+
+class NewSourcesConfig(StrictModel):
+    """Which of the network's detections are new sources."""
+
+    match_radius: float = pydantic.Field(default=2.0, ge=0.0)
+    """A network detection closer than this (pixels) to a first-pass peak is not new."""
 
 
 @dataclasses.dataclass
@@ -67,7 +76,7 @@ def find_new_sources(
     next_id: int,
     detector: Detector,
     inference: InferenceConfig | None = None,
-    match_radius: float = 2.0,
+    config: NewSourcesConfig | None = None,
     progress: bool = False,
 ) -> NewSources:
     """Run the network on ``scene`` with its first-pass model and keep what is new.
@@ -88,8 +97,8 @@ def find_new_sources(
         The network.
     inference : `InferenceConfig`, optional
         Overrides of the package's inference settings.
-    match_radius : `float`
-        A detection closer than this (pixels) to an existing peak is not new.
+    config : `NewSourcesConfig`, optional
+        Which detections are new (default: `NewSourcesConfig`'s).
     progress : `bool`
         Progress bar over tile batches.
 
@@ -107,7 +116,8 @@ def find_new_sources(
         inference=inference,
         progress=progress,
     )
-    new, n_matched = select_new_sources(found, existing_xy, match_radius)
+    config = NewSourcesConfig() if config is None else config
+    new, n_matched = select_new_sources(found, existing_xy, config.match_radius)
     new.table["id"] = np.arange(next_id, next_id + len(new), dtype=np.int64)
     height, width = scene.shape
     x = np.clip(np.floor(np.asarray(new.table["x"]) + 0.5).astype(int), 0, width - 1)

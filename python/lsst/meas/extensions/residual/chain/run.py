@@ -31,7 +31,7 @@ from ..network import Detector, InferenceConfig, SourceDetections
 from ..scene import Scene
 from .catalogs import deblend_to_catalog, detections_to_catalog, final_catalog, new_sources_catalog
 from .first_pass import FirstPass, run_first_pass
-from .new_sources import NewSources, find_new_sources
+from .new_sources import NewSources, NewSourcesConfig, find_new_sources
 from .placement import PatchPlacement, model_data_to_tract
 
 _log = logging.getLogger(__name__)
@@ -46,8 +46,8 @@ class ChainConfig(StrictModel):
     """Both deblending passes (the second re-fits with the first's parameters)."""
     inference: InferenceConfig = pydantic.Field(default_factory=InferenceConfig)
     """The network's tiling and score threshold (unset: the model package's)."""
-    match_radius: float = pydantic.Field(default=2.0, ge=0.0)
-    """A network detection closer than this (pixels) to a first-pass peak is not new."""
+    new_sources: NewSourcesConfig = pydantic.Field(default_factory=NewSourcesConfig)
+    """Which network detections are new."""
 
 
 def run_second_pass(
@@ -184,7 +184,7 @@ def run_chain(
         int(np.max(first.detections.peaks["id"], initial=0)) + 1,
         detector,
         config.inference,
-        config.match_radius,
+        config.new_sources,
         progress,
     )
     timing["network"] = time.perf_counter() - start

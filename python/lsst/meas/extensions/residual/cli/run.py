@@ -37,6 +37,7 @@ import logging
 import time
 from pathlib import Path
 
+from ..chain.new_sources import NewSourcesConfig
 from ..chain.run import ChainConfig
 from ..deblending.config import DeblendConfig
 from ..detection.detect import DetectionConfig
@@ -70,7 +71,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--model", default=None, help="model package (.zip); default: the shipped residual-mode one"
     )
-    add_model_options(parser, ChainConfig, exclude=["detection", "deblend", "inference"])
+    add_model_options(parser.add_argument_group("new sources"), NewSourcesConfig)
     add_model_options(parser.add_argument_group("first-pass detection"), DetectionConfig)
     add_model_options(
         parser.add_argument_group("deblender (both passes)"), DeblendConfig, exclude=["show_progress"]
@@ -145,13 +146,11 @@ def main(args: argparse.Namespace) -> None:
 
     start = time.perf_counter()
     # Everything that can be wrong with the arguments is found before any work.
-    config = model_from_args(
-        ChainConfig,
-        args,
-        "run options",
+    config = ChainConfig(
         detection=model_from_args(DetectionConfig, args, "detection options"),
         deblend=model_from_args(DeblendConfig, args, "deblend options"),
         inference=inference_config_from_args(args),
+        new_sources=model_from_args(NewSourcesConfig, args, "new-source options"),
     )
     device = select_device(args.device)
     folder = OutputFolder(args.out, overwrite=args.overwrite, output_names=RUN_OUTPUTS)

@@ -45,12 +45,10 @@ from ..chain import (
     model_data_to_patch,
     model_data_to_tract,
     new_sources_from_catalog,
-    run_second_pass,
 )
-from ..deblending import deblend
 from ..scene import SceneFormatError
+from .algorithms import DeblendTask
 from .coadds import DEFAULT_BAD_MASK_PLANES, PatchImages, label_array, read_patch
-from .config_fields import DeblendFieldsConfig
 from .connections import FirstPassPeaksConnections
 from .datasets import PATCH_DIMENSIONS
 from .validation import validate_band_list
@@ -74,7 +72,9 @@ class FirstPassDeblendConnections(FirstPassPeaksConnections):
 
 
 class FirstPassDeblendConfig(pipeBase.PipelineTaskConfig, pipelineConnections=FirstPassDeblendConnections):
-    deblend = pexConfig.ConfigField[DeblendFieldsConfig](doc="Deblender parameters.")
+    deblend = pexConfig.ConfigurableField(
+        target=DeblendTask, doc="The deblender (parameters: the core's DeblendConfig)."
+    )
     bands = pexConfig.ListField[str](
         doc="Bands to deblend, in LSST order; empty: the bands of the detections.", default=[]
     )
@@ -93,6 +93,10 @@ class FirstPassDeblendTask(pipeBase.PipelineTask):
     ConfigClass = FirstPassDeblendConfig
     _DefaultName = "firstPassDeblend"
     config: FirstPassDeblendConfig
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.makeSubtask("deblend")
 
     def runQuantum(self, butlerQC, inputRefs, outputRefs) -> None:
         coadds = {ref.dataId["band"]: butlerQC.get(ref) for ref in inputRefs.coadds}
@@ -144,7 +148,7 @@ class FirstPassDeblendTask(pipeBase.PipelineTask):
         scene = patch_images.scene
         if tuple(core_detections.bands) != scene.bands:
             core_detections = _detections_for_bands(core_detections, scene.bands, what)
-        result = deblend(scene, core_detections, self.config.deblend.to_model())
+        result = self.deblend.run(scene, core_detections)
         self.log.info(
             "%s: %d sources in %d blends and %d isolated footprints.",
             what,
@@ -221,8 +225,9 @@ class ResidualDeblendConnections(FirstPassPeaksConnections):
 
 
 class ResidualDeblendConfig(pipeBase.PipelineTaskConfig, pipelineConnections=ResidualDeblendConnections):
-    deblend = pexConfig.ConfigField[DeblendFieldsConfig](
-        doc="Deblender parameters for the re-fitted blends (keep them equal to the first pass's)."
+    deblend = pexConfig.ConfigurableField(
+        target=DeblendTask,
+        doc="The deblender of the re-fitted blends (keep its parameters equal to the first pass's).",
     )
     badMaskPlanes = pexConfig.ListField[str](
         doc="Mask planes marking pixels that get no weight.", default=list(DEFAULT_BAD_MASK_PLANES)
@@ -235,6 +240,10 @@ class ResidualDeblendTask(pipeBase.PipelineTask):
     ConfigClass = ResidualDeblendConfig
     _DefaultName = "residualDeblend"
     config: ResidualDeblendConfig
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.makeSubtask("deblend")
 
     def runQuantum(self, butlerQC, inputRefs, outputRefs) -> None:
         coadds = {ref.dataId["band"]: butlerQC.get(ref) for ref in inputRefs.coadds}
@@ -290,14 +299,13 @@ class ResidualDeblendTask(pipeBase.PipelineTask):
         if tuple(core_detections.bands) != scene.bands:
             core_detections = _detections_for_bands(core_detections, scene.bands, what)
         new_ids, new_xy = new_sources_from_catalog(new_sources, placement)
-        result = run_second_pass(
+        result = self.deblend.runSecondPass(
             scene,
             core_detections,
             deblend_from_catalog(deblend_catalog, scene.bands, placement, id_map),
             model_data_to_patch(model_data, placement, id_map),
             new_ids,
             new_xy,
-            self.config.deblend.to_model(),
         )
         n_old = len(core_detections.peaks)
         changed = np.unique(np.asarray(result.detections.peaks["footprint_id"][n_old:]))

@@ -22,9 +22,8 @@ import lsst.pipe.base as pipeBase
 import lsst.pipe.base.connectionTypes as cT
 
 from ..chain import detections_to_catalog
-from ..detection import detect_peaks
+from .algorithms import DetectPeaksTask
 from .coadds import DEFAULT_BAD_MASK_PLANES, label_image, read_patch
-from .config_fields import DetectionFieldsConfig
 from .connections import PatchCoaddConnections
 from .datasets import PATCH_DIMENSIONS
 from .validation import validate_band_list
@@ -48,8 +47,8 @@ class FirstPassDetectionConnections(PatchCoaddConnections):
 class FirstPassDetectionConfig(
     pipeBase.PipelineTaskConfig, pipelineConnections=FirstPassDetectionConnections
 ):
-    detection = pexConfig.ConfigField[DetectionFieldsConfig](
-        doc="First-pass detection parameters (the core's DetectionConfig)."
+    detection = pexConfig.ConfigurableField(
+        target=DetectPeaksTask, doc="First-pass detection (parameters: the core's DetectionConfig)."
     )
     bands = pexConfig.ListField[str](
         doc="Bands to detect on, in LSST order; empty: every band that has a coadd.", default=[]
@@ -69,6 +68,10 @@ class FirstPassDetectionTask(pipeBase.PipelineTask):
     ConfigClass = FirstPassDetectionConfig
     _DefaultName = "firstPassDetection"
     config: FirstPassDetectionConfig
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.makeSubtask("detection")
 
     def runQuantum(self, butlerQC, inputRefs, outputRefs) -> None:
         coadds = {ref.dataId["band"]: butlerQC.get(ref) for ref in inputRefs.coadds}
@@ -100,7 +103,7 @@ class FirstPassDetectionTask(pipeBase.PipelineTask):
         """
         what = f"tract {tract} patch {patch}"
         patch_images = read_patch(coadds, self.config.bands, self.config.badMaskPlanes, what)
-        detections = detect_peaks(patch_images.scene, self.config.detection.to_model())
+        detections = self.detection.run(patch_images.scene)
         self.log.info(
             "%s: %d peaks in %d footprints on bands %s.",
             what,

@@ -41,11 +41,11 @@ import lsst.pex.config as pexConfig
 import lsst.pipe.base as pipeBase
 import lsst.pipe.base.connectionTypes as cT
 
-from ..chain import find_new_sources, first_pass_sources, model_data_to_patch, new_sources_catalog
+from ..chain import first_pass_sources, model_data_to_patch, new_sources_catalog
 from ..deblending import ScarletModelData, parent_footprints, render_model_data
 from ..network import Detector, ModelPackage
+from .algorithms import FindNewSourcesTask
 from .coadds import DEFAULT_BAD_MASK_PLANES, read_legacy_coadd_file, read_patch
-from .config_fields import InferenceFieldsConfig
 from .connections import PatchCoaddConnections
 from .datasets import PATCH_DIMENSIONS
 from .validation import validate_band_list
@@ -117,11 +117,9 @@ class ResidualDetectionConfig(pipeBase.PipelineTaskConfig, pipelineConnections=R
             "drp": "ExposureF, SourceCatalog and LsstScarletModelData (LSST DRP v2).",
         },
     )
-    inference = pexConfig.ConfigField[InferenceFieldsConfig](
-        doc="How the network runs on the patch (the core's InferenceConfig; None: the package's value)."
-    )
-    matchRadius = pexConfig.Field[float](
-        doc="A detection closer than this (pixels) to an existing first-pass peak is not new.", default=2.0
+    find = pexConfig.ConfigurableField(
+        target=FindNewSourcesTask,
+        doc="The network on the residuals and which of its detections are new (`FindNewSourcesTask`).",
     )
     device = pexConfig.ChoiceField[str](
         doc="Where the network runs.",
@@ -138,8 +136,6 @@ class ResidualDetectionConfig(pipeBase.PipelineTaskConfig, pipelineConnections=R
     def validate(self) -> None:
         super().validate()
         validate_band_list(self.bands, "bands", allow_empty=True)
-        if self.matchRadius < 0:
-            raise ValueError(f"matchRadius must be >= 0, not {self.matchRadius}.")
 
 
 def read_drp_inputs(coadd_handles: Mapping[str, Any], catalog_handle, models_handle):
@@ -203,6 +199,7 @@ class ResidualDetectionTask(pipeBase.PipelineTask):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        self.makeSubtask("find")
         self._detector: Detector | None = None
         self._detector_package: ModelPackage | None = None
 
@@ -296,7 +293,7 @@ class ResidualDetectionTask(pipeBase.PipelineTask):
         id_map = placement.id_map(sources=ids, parents=parent_set)
         models_patch = model_data_to_patch(model_data, placement, id_map)
         model = render_model_data(models_patch, scene.shape, bands=scene.bands, image=scene.clean_image())
-        new = find_new_sources(
+        new = self.find.run(
             scene,
             model,
             parent_footprints(models_patch, scene.shape),
@@ -305,8 +302,6 @@ class ResidualDetectionTask(pipeBase.PipelineTask):
             # second pass numbers its new peaks.
             id_map.max_local_source + 1,
             self.detector(model_package),
-            self.config.inference.to_model(),
-            self.config.matchRadius,
         )
         sources = new_sources_catalog(new.detections, new.parents, scene, placement, id_map)
         self.log.info(
