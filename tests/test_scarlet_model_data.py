@@ -277,7 +277,8 @@ def test_unknown_schema_versions_are_refused_naming_them_and_the_known_ones():
     with pytest.raises(ScarletModelDataError) as error:
         MIGRATIONS.migrate(ScarletModelData.kind, {"version": "0.5"})
     assert str(error.value) == (
-        "Unknown scarlet model data schema version '0.5'; this reader knows 1.0.0, 1.0.1 and the pre-schema layout."
+        "Unknown scarlet model data schema version '0.5'; "
+        "this reader knows 1.0.0, 1.0.1 and the pre-schema layout."
     )
     encoded = json.loads(json.dumps(_model_data().as_dict()))
     encoded["blends"]["3"]["children"]["3"]["sources"]["7"]["version"] = "1.1.0"

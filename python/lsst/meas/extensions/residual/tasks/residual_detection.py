@@ -181,8 +181,8 @@ def read_drp_inputs(coadd_handles: Mapping[str, Any], catalog_handle, models_han
     if have_scarlet:
         model_data = ScarletModelData.from_dict(models_handle.get().as_dict())
     else:
-        with _uri(models_handle).as_local() as local:
-            model_data = read_scarlet_model(local.ospath)
+        with _uri(models_handle).open("rb") as stream:
+            model_data = read_scarlet_model(stream)
     return coadds, catalog, model_data
 
 
@@ -311,7 +311,9 @@ class ResidualDetectionTask(pipeBase.PipelineTask):
             new.n_matched,
         )
         return pipeBase.Struct(
-            newSources=sources.table,
+            # Its own table: the Butler adds provenance to the table it writes, and the
+            # footprints dataset must not carry the catalog's.
+            newSources=sources.table.copy(copy_data=False),
             newFootprints=sources,
             patch_images=patch_images,
             model=model,

@@ -49,11 +49,12 @@ class FactorizedComponentData:
     def from_dict(cls, data: dict, dtype=np.float32) -> FactorizedComponentData:
         data = MIGRATIONS.migrate(cls.kind, data)
         require(data, ("origin", "shape", "peak", "spectrum", "morph"), "Factorized component")
+        shape = tuple(int(s) for s in data["shape"])
         return cls(
             origin=int_pair(data["origin"]),
             peak=float_pair(data["peak"]),
             spectrum=read_array(data["spectrum"], (-1,), dtype, "spectrum"),
-            morph=read_array(data["morph"], tuple(int(s) for s in data["shape"]), dtype, "morph"),
+            morph=read_array(data["morph"], shape, dtype, "morph"),
         )
 
 
