@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,3 +148,25 @@ def test_bad_options_are_refused_before_any_work(files, monkeypatch, capsys, opt
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp / "bad").exists()
+
+
+@pytest.mark.parametrize("where", ["existing file", "under a file", "unwritable"])
+def test_an_unusable_out_is_refused_before_any_work(files, monkeypatch, capsys, where):
+    import lsst.meas.extensions.residual.chain as chain
+
+    tmp, package, _ = files
+    (tmp / "a_file").write_text("not a folder")
+    out = {
+        "existing file": tmp / "a_file",
+        "under a file": tmp / "a_file" / "out",
+        "unwritable": Path("/proc/residual-detectron-test/out"),
+    }[where]
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the chain ran before --out was checked")
+
+    monkeypatch.setattr(chain, "run_chain", no_work)
+    assert _run(tmp, package, out) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("residual-detectron run: error: --out")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
