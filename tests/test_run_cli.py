@@ -13,6 +13,7 @@ from astropy.table import Table
 from lsst.meas.extensions.residual.cli.main import main
 from lsst.meas.extensions.residual.deblending import read_scarlet_model
 from lsst.meas.extensions.residual.network import read_source_detections
+from lsst.meas.extensions.residual.cli.run import RUN_OUTPUTS as RUN_FILES
 from lsst.meas.extensions.residual.scene import write_scene
 
 
@@ -170,3 +171,53 @@ def test_an_unusable_out_is_refused_before_any_work(files, monkeypatch, capsys, 
     err = capsys.readouterr().err
     assert err.startswith("residual-detectron run: error: --out")
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_batch_run_loads_the_model_once_and_one_bad_scene_does_not_stop_the_others(
+    files, tmp_path, monkeypatch, capsys
+):
+    from lsst.meas.extensions.residual.cli.outputs import check_output_folder
+    from lsst.meas.extensions.residual.network import inference
+
+    tmp, package, scene = files
+    write_scene(scene.band_subset(("g", "r", "i")), tmp_path / "gri.fits")  # lacks the package's bands
+    (tmp_path / "broken.fits").write_bytes(b"not a FITS file")
+    write_scene(tiny_scene(23), tmp_path / "other.fits")
+    scenes = [tmp / "scene.fits", tmp_path / "gri.fits", tmp_path / "broken.fits", tmp_path / "other.fits"]
+    loads = []
+    original = inference.Detector.__init__
+
+    def counting(self, *args, **kwargs):
+        loads.append(args)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(inference.Detector, "__init__", counting)
+    out = tmp_path / "batch"
+    argv = ["run", *map(str, scenes), "--out", str(out), "--model", str(package), "--no-plot"]
+    assert main(argv) == 1  # some scenes failed
+    assert len(loads) == 1
+    summary = check_output_folder(out)
+    by_folder = {entry["folder"]: entry for entry in summary["scenes"]}
+    assert [e["status"] for e in summary["scenes"]] == ["ok", "failed", "failed", "ok"]
+    assert "missing u,z,y" in by_folder["gri"]["error"] and by_folder["broken"]["error"]
+    assert (summary["succeeded"], summary["failed"]) == (2, 2)
+    for good in ("scene", "other"):
+        single = check_output_folder(out / good)  # the layout and manifest of a single run
+        assert set(single["outputs"]) == {n for n in RUN_FILES if n not in ("run.png", "summary.json")}
+        assert by_folder[good]["final_sources"] == single["final_sources"] > 0
+    assert not (out / "gri").exists() and not (out / "broken").exists()
+    # The single-scene outputs equal a single run's.
+    assert _run(tmp, package, tmp_path / "single", "--no-plot") == 0
+    np.testing.assert_array_equal(
+        Table.read(tmp_path / "single" / "catalog.fits")["g_flux"],
+        Table.read(out / "scene" / "catalog.fits")["g_flux"],
+    )
+
+
+def test_batch_scenes_with_the_same_stem_are_refused(files, tmp_path, capsys):
+    tmp, package, _ = files
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "scene.fits").write_bytes((tmp / "scene.fits").read_bytes())
+    argv = ["run", str(tmp / "scene.fits"), str(tmp_path / "a" / "scene.fits"), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--model", str(package)]) == 2
+    assert "would both write" in capsys.readouterr().err

@@ -27,6 +27,12 @@ positions are scene pixels, ids are packed as in a Butler repository, see
 
 Everything is written into a temporary folder beside ``--out`` and moved
 into place only when all of it succeeded.
+
+Several scenes (``run a.fits b.fits ... --out DIR``) run in one process with
+the model loaded once: each scene's outputs go to ``DIR/<file stem>/`` (the
+layout and manifest above) and ``DIR/summary.json`` lists every scene with
+its status; a scene that fails gets its error there and the others go on
+(exit status 1 if any failed).
 """
 
 from __future__ import annotations
@@ -66,7 +72,12 @@ def add_parser(subparsers) -> None:
         + " Writes catalog.fits, new_sources.fits, residual cubes, model data, run.png and summary.json "
         "into --out.",
     )
-    parser.add_argument("scene", help="scene FITS file")
+    parser.add_argument(
+        "scene",
+        nargs="+",
+        help="scene FITS file(s); with several, each gets --out/<file stem>/ and --out/summary.json "
+        "covers all (the model is loaded once)",
+    )
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument(
         "--model", default=None, help="model package (.zip); default: the shipped residual-mode one"
@@ -118,13 +129,13 @@ def write_run(folder: Path, scene, result, plot: bool) -> None:
         )
 
 
-def run_summary(scene_path, package_path, device: str, result) -> dict:
+def run_summary(scene_path, model, device: str, result) -> dict:
     """Counts and timings of one `run_chain` result (``summary.json`` less its manifest)."""
     catalog = result.outputs.catalog
     new_parents = {int(p) for p in catalog["parent"][catalog["found_by"] == "residual"]}
     return {
         "scene": str(scene_path),
-        "model": str(package_path),
+        "model": str(model),
         "device": device,
         "first_pass_peaks": len(result.first_pass.detections.peaks),
         "first_pass_footprints": int(result.first_pass.detections.footprints.max(initial=0)),
@@ -136,10 +147,44 @@ def run_summary(scene_path, package_path, device: str, result) -> dict:
     }
 
 
-def main(args: argparse.Namespace) -> None:
+def _run_scene(scene_path, detector, metadata, config, folder, plot: bool, start: float) -> dict:
+    """Run the chain on one scene file and write its outputs through ``folder``; its summary."""
     from ..chain import run_chain
-    from ..network import Detector, default_model_path, read_model_metadata, select_device
     from ..scene import read_scene
+
+    scene = read_scene(scene_path)
+    metadata.check_data(scene.bands, has_model=True)
+    result = run_chain(scene, detector, config, progress=True)
+    with folder.staging() as staged:
+        write_run(staged.path, scene, result, plot=plot)
+        staged.summary.update(run_summary(scene_path, detector.package.path, detector.device, result))
+        staged.summary["wall_seconds"] = round(time.perf_counter() - start, 2)
+    return {k: v for k, v in staged.summary.items() if k != "outputs"}
+
+
+def _scene_folders(scenes: list[str]) -> dict[str, str]:
+    """Sub-folder name (the file stem) of each scene of a batch.
+
+    Raises
+    ------
+    CommandError
+        If two scenes have the same stem (their outputs would collide).
+    """
+    from .main import CommandError
+
+    folders: dict[str, str] = {}
+    for scene in scenes:
+        stem = Path(scene).name.removesuffix(".gz").rsplit(".", 1)[0] or Path(scene).name
+        if stem in folders.values():
+            other = next(s for s, f in folders.items() if f == stem)
+            raise CommandError(f"Scenes {other} and {scene} would both write --out/{stem}/; rename one.")
+        folders[scene] = stem
+    return folders
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..errors import ResidualDetectronError
+    from ..network import Detector, default_model_path, read_model_metadata, select_device
     from .main import input_files
     from .options import inference_config_from_args
     from .outputs import OutputFolder
@@ -153,17 +198,54 @@ def main(args: argparse.Namespace) -> None:
         new_sources=model_from_args(NewSourcesConfig, args, "new-source options"),
     )
     device = select_device(args.device)
-    folder = OutputFolder(args.out, overwrite=args.overwrite, output_names=RUN_OUTPUTS)
+    batch = len(args.scene) > 1
+    folders = _scene_folders(args.scene) if batch else {}
+    output_names = [*folders.values(), "summary.json"] if batch else RUN_OUTPUTS
+    folder = OutputFolder(args.out, overwrite=args.overwrite, output_names=output_names)
     with input_files():
         package_path = args.model or default_model_path("residual")
         metadata = read_model_metadata(package_path)
-    scene = read_scene(args.scene)
-    metadata.check_data(scene.bands, has_model=True)
-    detector = Detector(package_path, device)
-    result = run_chain(scene, detector, config, progress=True)
+    detector = Detector(package_path, device)  # loaded once for every scene
+    if not batch:
+        summary = _run_scene(args.scene[0], detector, metadata, config, folder, not args.no_plot, start)
+        print(json.dumps(summary, indent=2))
+        print(f"Wrote {', '.join(folder.written)} in {folder.path}.")
+        return 0
+
+    from tqdm.auto import tqdm
+
+    results = []
     with folder.staging() as staged:
-        write_run(staged.path, scene, result, plot=not args.no_plot)
-        staged.summary.update(run_summary(args.scene, package_path, detector.device, result))
-        staged.summary["wall_seconds"] = round(time.perf_counter() - start, 2)
-    print(json.dumps({k: v for k, v in staged.summary.items() if k != "outputs"}, indent=2))
-    print(f"Wrote {', '.join(folder.written)} in {folder.path}.")
+        for scene_path in tqdm(args.scene, desc="scenes", unit="scene"):
+            scene_start = time.perf_counter()
+            entry = {"scene": str(scene_path), "folder": folders[scene_path]}
+            try:
+                scene_folder = OutputFolder(staged / folders[scene_path])
+                entry.update(
+                    _run_scene(
+                        scene_path, detector, metadata, config, scene_folder, not args.no_plot, scene_start
+                    )
+                )
+                entry["status"] = "ok"
+            except ResidualDetectronError as err:  # the scene's own problem: the others go on
+                entry.update(status="failed", error=f"{type(err).__name__}: {err}")
+                _log.error("%s: %s", scene_path, err)
+            except Exception as err:  # a bug on this scene: recorded with its traceback, the others go on
+                entry.update(status="internal error", error=f"{type(err).__name__}: {err}")
+                _log.exception("%s: internal error (a bug; please report it)", scene_path)
+            results.append(entry)
+        failed = [r for r in results if r["status"] != "ok"]
+        staged.summary.update(
+            {
+                "model": str(package_path),
+                "device": detector.device,
+                "scenes": results,
+                "succeeded": len(results) - len(failed),
+                "failed": len(failed),
+                "wall_seconds": round(time.perf_counter() - start, 2),
+            }
+        )
+    print(f"{len(results) - len(failed)} of {len(results)} scenes done; see {folder.path / 'summary.json'}.")
+    for entry in failed:
+        print(f"  {entry['scene']}: {entry['error']}")
+    return 1 if failed else 0

@@ -1,0 +1,102 @@
+"""Batch ``residual-detectron run``: per-scene overhead beyond compute, one process vs one per scene.
+
+Baseline in the same run: the same scenes, one ``residual-detectron run``
+process each (what a user did before batch runs). Overhead of a scene is its
+share of wall time not spent in the chain's own steps (first pass, network,
+second pass, as each scene's summary.json reports them): start-up, imports,
+model loading, reading and writing files. Target (issue 9): ≤ 0.5 s per scene
+in a batch.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SEED = 1_200_000
+
+
+def _compute_seconds(summary: dict) -> float:
+    return float(sum(summary["seconds"].values()))
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lsst.meas.extensions.residual.cli.main", *args]
+
+
+def run(out_dir: Path, quick: bool = False) -> dict:
+    import shutil
+
+    from tqdm import tqdm
+
+    from lsst.meas.extensions.residual.scene import write_scene
+    from lsst.meas.extensions.residual.simulation import SimulationConfig, simulate_scene
+
+    n_scenes, size = (4, 128) if quick else (24, 256)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scenes_dir = out_dir / "scenes"
+    shutil.rmtree(scenes_dir, ignore_errors=True)
+    scenes_dir.mkdir()
+    paths = []
+    for index in tqdm(range(n_scenes), desc="simulate", unit="scene"):
+        path = scenes_dir / f"scene_{index:03d}.fits"
+        write_scene(simulate_scene(SEED + index, SimulationConfig(height=size, width=size)), path)
+        paths.append(path)
+
+    separate_dir = out_dir / "separate"
+    shutil.rmtree(separate_dir, ignore_errors=True)
+    separate_wall, separate_compute = 0.0, 0.0
+    for path in tqdm(paths, desc="one process per scene", unit="scene"):
+        start = time.perf_counter()
+        subprocess.run(
+            _command(
+                "run", str(path), "--out", str(separate_dir / path.stem), "--no-plot", "--device", "cpu"
+            ),
+            check=True,
+            capture_output=True,
+        )
+        separate_wall += time.perf_counter() - start
+        separate_compute += _compute_seconds(
+            json.loads((separate_dir / path.stem / "summary.json").read_text())
+        )
+
+    batch_dir = out_dir / "batch"
+    shutil.rmtree(batch_dir, ignore_errors=True)
+    start = time.perf_counter()
+    subprocess.run(
+        _command("run", *map(str, paths), "--out", str(batch_dir), "--no-plot", "--device", "cpu"),
+        check=True,
+        capture_output=True,
+    )
+    batch_wall = time.perf_counter() - start
+    batch_summary = json.loads((batch_dir / "summary.json").read_text())
+    batch_compute = sum(_compute_seconds(entry) for entry in batch_summary["scenes"])
+
+    result = {
+        "scenes": n_scenes,
+        "scene_size": size,
+        "separate_processes": {
+            "wall_seconds": round(separate_wall, 1),
+            "compute_seconds": round(separate_compute, 1),
+            "overhead_per_scene_seconds": round((separate_wall - separate_compute) / n_scenes, 2),
+        },
+        "batch": {
+            "wall_seconds": round(batch_wall, 1),
+            "compute_seconds": round(batch_compute, 1),
+            "overhead_per_scene_seconds": round((batch_wall - batch_compute) / n_scenes, 2),
+        },
+        "target_overhead_per_scene_seconds": 0.5,
+    }
+    result["wall_ratio_batch_over_separate"] = round(batch_wall / separate_wall, 3)
+    (out_dir / "report.json").write_text(json.dumps(result, indent=2))
+    print(
+        f"{n_scenes} scenes of {size}²: batch {batch_wall:.1f} s "
+        f"(overhead {result['batch']['overhead_per_scene_seconds']:.2f} s/scene, target ≤ 0.5) vs one "
+        f"process per scene {separate_wall:.1f} s "
+        f"(overhead {result['separate_processes']['overhead_per_scene_seconds']:.2f} s/scene); "
+        f"ratio {result['wall_ratio_batch_over_separate']:.2f}"
+    )
+    return result
