@@ -30,10 +30,9 @@ def _command(*args: str) -> list[str]:
 def run(out_dir: Path, quick: bool = False) -> dict:
     import shutil
 
-    from tqdm import tqdm
-
     from lsst.meas.extensions.residual.scene import write_scene
     from lsst.meas.extensions.residual.simulation import SimulationConfig, simulate_scene
+    from tqdm import tqdm
 
     n_scenes, size = (4, 128) if quick else (24, 256)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -11,9 +11,9 @@ from _tasks_helpers import make_tiny_package, tiny_scene
 from astropy.io import fits
 from astropy.table import Table
 from lsst.meas.extensions.residual.cli.main import main
+from lsst.meas.extensions.residual.cli.run import RUN_OUTPUTS as RUN_FILES
 from lsst.meas.extensions.residual.deblending import read_scarlet_model
 from lsst.meas.extensions.residual.network import read_source_detections
-from lsst.meas.extensions.residual.cli.run import RUN_OUTPUTS as RUN_FILES
 from lsst.meas.extensions.residual.scene import write_scene
 
 
