@@ -7,7 +7,7 @@ adds only its own datasets.
 
 from __future__ import annotations
 
-__all__ = ["PatchCoaddConnections", "FirstPassPeaksConnections"]
+__all__ = ["PatchCoaddConnections", "FirstPassPeaksConnections", "FirstPassDeblendInputConnections"]
 
 import lsst.pipe.base as pipeBase
 import lsst.pipe.base.connectionTypes as cT
@@ -40,5 +40,22 @@ class FirstPassPeaksConnections(PatchCoaddConnections):
         doc="First-pass footprint label image.",
         name="object_detection_footprints",
         storageClass="ImageV2",
+        dimensions=PATCH_DIMENSIONS,
+    )
+
+
+class FirstPassDeblendInputConnections(PatchCoaddConnections):
+    """A patch-level task that also reads the first deblending pass's catalog and model data."""
+
+    deblendCatalog = cT.Input(
+        doc="First-pass deblend catalog (existing sources).",
+        name="object_deblend",
+        storageClass="ArrowAstropy",
+        dimensions=PATCH_DIMENSIONS,
+    )
+    scarletModels = cT.Input(
+        doc="First-pass Scarlet model data.",
+        name="object_scarlet_models",
+        storageClass="ResidualScarletModelData",
         dimensions=PATCH_DIMENSIONS,
     )

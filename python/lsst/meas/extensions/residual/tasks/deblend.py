@@ -49,7 +49,7 @@ from ..chain import (
 from ..scene import SceneFormatError
 from .algorithms import DeblendTask
 from .coadds import DEFAULT_BAD_MASK_PLANES, PatchImages, label_array, read_patch
-from .connections import FirstPassPeaksConnections
+from .connections import FirstPassDeblendInputConnections, FirstPassPeaksConnections
 from .datasets import PATCH_DIMENSIONS
 from .validation import validate_band_list
 
@@ -191,19 +191,7 @@ def _detections_for_bands(detections, bands, what):
 # -- second pass -----------------------------------------------------------------
 
 
-class ResidualDeblendConnections(FirstPassPeaksConnections):
-    deblendCatalog = cT.Input(
-        doc="First-pass deblend catalog.",
-        name="object_deblend",
-        storageClass="ArrowAstropy",
-        dimensions=PATCH_DIMENSIONS,
-    )
-    scarletModels = cT.Input(
-        doc="First-pass Scarlet model data.",
-        name="object_scarlet_models",
-        storageClass="ResidualScarletModelData",
-        dimensions=PATCH_DIMENSIONS,
-    )
+class ResidualDeblendConnections(FirstPassPeaksConnections, FirstPassDeblendInputConnections):
     newSources = cT.Input(
         doc="Sources found in the first-pass residuals.",
         name="object_residual_detection",
@@ -211,7 +199,7 @@ class ResidualDeblendConnections(FirstPassPeaksConnections):
         dimensions=PATCH_DIMENSIONS,
     )
     outputCatalog = cT.Output(
-        doc="Final catalog: every source of both passes, with found_by and residual_detection_id.",
+        doc="Final catalog: every source of both passes, with found_by and the network's class and score.",
         name="object_residual_deblend",
         storageClass="ArrowAstropy",
         dimensions=PATCH_DIMENSIONS,

@@ -46,7 +46,7 @@ from ..deblending import ScarletModelData, parent_footprints, render_model_data
 from ..network import Detector, ModelPackage
 from .algorithms import FindNewSourcesTask
 from .coadds import DEFAULT_BAD_MASK_PLANES, read_legacy_coadd_file, read_patch
-from .connections import PatchCoaddConnections
+from .connections import FirstPassDeblendInputConnections
 from .datasets import PATCH_DIMENSIONS
 from .validation import validate_band_list
 
@@ -65,19 +65,7 @@ _FLAVOR_STORAGE = {
 }
 
 
-class ResidualDetectionConnections(PatchCoaddConnections):
-    deblendCatalog = cT.Input(
-        doc="First-pass deblend catalog (existing sources).",
-        name="object_deblend",
-        storageClass="ArrowAstropy",
-        dimensions=PATCH_DIMENSIONS,
-    )
-    scarletModels = cT.Input(
-        doc="First-pass Scarlet model data.",
-        name="object_scarlet_models",
-        storageClass="ResidualScarletModelData",
-        dimensions=PATCH_DIMENSIONS,
-    )
+class ResidualDetectionConnections(FirstPassDeblendInputConnections):
     modelPackage = cT.PrerequisiteInput(
         doc="Trained network (model package zip).",
         name="residual_model_package",
