@@ -17,14 +17,23 @@ source is given as a peak and the scene is deblended. Reported:
   is a peak.
 
 Baselines measured in the same run: our own initialisation without any
-iteration (``max_iter=0``), and scarlet2 (the JAX scarlet on PyPI, install
+iteration (``max_iter=0``), scarlet2 (the JAX scarlet on PyPI, install
 with ``pip install -e '.[bench]'``) fitted to the same scenes and peaks, when
-it is importable.
+it is importable, and the turn-before deblender: today's deblending package
+with the operators and fit loop it had before the speed work
+(`BEFORE_FILES` as committed in `BEFORE_COMMIT`, read with ``git show`` into
+a temporary copy of the package), on the same scenes and truth peaks, for
+the time ratio at equal reduced chi^2 and flux accuracy.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,6 +44,10 @@ WITHHELD_FRACTION = 0.1
 WITHHELD_MIN_SNR = 20.0
 SCARLET2_MAX_ITER = 300
 SCARLET2_E_REL = 1e-4
+BEFORE_COMMIT = "dc5ed5ee04d0b716d619bb8f03d448d19e74755f"
+"""The last commit with the deblender's operators and fit loop before the speed work (issue 9)."""
+BEFORE_FILES = ("monotonicity.py", "convolution.py", "adaprox.py", "blend.py", "component.py")
+"""The files of the deblending package that the speed work changed."""
 
 
 def _scenes(quick: bool):
@@ -112,12 +125,64 @@ def _residual_snr(scene, residual: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return np.array(values)
 
 
-def _ours(scene, props, config) -> dict:
-    from lsst.meas.extensions.residual.deblending import deblend, detections_from_positions
+def _deblender_before(workdir: Path):
+    """Today's deblending package with `BEFORE_FILES` from `BEFORE_COMMIT`, imported from ``workdir``.
+
+    Returns the package module, or a sentence saying why it is unavailable
+    (no git checkout, the commit is not in it, or its files no longer fit
+    the rest of the package).
+    """
+    from lsst.meas.extensions.residual import deblending
+
+    source = Path(deblending.__file__).parent
+    repo = Path(__file__).resolve().parents[1]
+    relative = source.resolve().relative_to(repo) if source.resolve().is_relative_to(repo) else None
+    if relative is None:
+        return f"not run: the package at {source} is not in the checkout {repo}"
+    target = workdir / "deblending_before"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in BEFORE_FILES:
+        try:
+            text = subprocess.run(
+                ["git", "-C", str(repo), "show", f"{BEFORE_COMMIT}:{(relative / name).as_posix()}"],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        except (OSError, subprocess.CalledProcessError) as err:
+            detail = getattr(err, "stderr", "") or str(err)
+            return f"not run: cannot read {name} at {BEFORE_COMMIT[:10]} ({detail.strip()})"
+        (target / name).write_text(text)
+    # A sibling of the real package: its relative imports (..geometry, ...) resolve to the same modules.
+    name = f"{deblending.__name__.rpartition('.')[0]}._deblending_before"
+    spec = importlib.util.spec_from_file_location(
+        name, target / "__init__.py", submodule_search_locations=[str(target)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except (ImportError, AttributeError) as err:  # today's other files need what the old ones lack
+        _forget_modules(name)
+        return f"not run: the files of {BEFORE_COMMIT[:10]} do not fit today's package ({err})"
+    return module
+
+
+def _forget_modules(package: str) -> None:
+    """Remove ``package`` and its submodules from `sys.modules`."""
+    for name in [n for n in sys.modules if n == package or n.startswith(f"{package}.")]:
+        del sys.modules[name]
+
+
+def _ours(scene, props, config, package=None) -> dict:
+    """Deblend at the true positions with ``package`` (default: ours) and measure the result."""
+    if package is None:
+        from lsst.meas.extensions.residual import deblending as package
+    from lsst.meas.extensions.residual.deblending import detections_from_positions
 
     detections = detections_from_positions(scene, scene.truth.xy)
     start = time.perf_counter()
-    result = deblend(scene, detections, config)
+    result = package.deblend(scene, detections, config)
     seconds = time.perf_counter() - start
     row_of = {int(p): k for k, p in enumerate(result.catalog["peak_id"])}
     rows = np.array([row_of[i + 1] for i in range(len(scene.truth))])  # truth order: peak id = index + 1
@@ -125,6 +190,8 @@ def _ours(scene, props, config) -> dict:
     return {
         "result": result,
         "seconds": seconds,
+        # Initialisation, fit and flux shares of the blends, without the catalog and the patch model.
+        "fit_seconds": float(result.timing.get("fit", np.nan)),
         "chi2": _footprint_chi2(scene, result.model, detections.footprints),
         "model_flux": _flux_errors(props, np.asarray(result.catalog["flux"])[rows, band]),
         "conserved_flux": _flux_errors(props, np.asarray(result.catalog["conserved_flux"])[rows, band]),
@@ -274,13 +341,20 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         detections_from_positions,
         plot_deblend,
     )
+    from lsst.meas.extensions.residual.deblending.monotonicity import Monotonicity
     from lsst.meas.extensions.residual.detection import detect_peaks
 
     out_dir.mkdir(parents=True, exist_ok=True)
     config = DeblendConfig(show_progress=False)
     scarlet2_missing = _scarlet2_available()
     scarlet2_scenes = 1 if quick else 2
-    ours, initial, theirs, per_scene = [], [], [], []
+    # The compiled monotonicity pass is built (or loaded from numba's cache) once per process: not timed.
+    start = time.perf_counter()
+    Monotonicity()(np.ones((3, 3)), (1, 1))
+    jit_seconds = time.perf_counter() - start
+    workdir = tempfile.TemporaryDirectory(prefix="bench-deblend-")
+    before = _deblender_before(Path(workdir.name))
+    ours, initial, theirs, befores, per_scene = [], [], [], [], []
     withheld_snr, complete_snr = [], []
     for index, (seed, kind, scene) in enumerate(_scenes(quick)):
         props = _truth_properties(scene)
@@ -291,6 +365,16 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         }
         mine["snr"] = sample_snr
         ours.append(mine)
+        if not isinstance(before, str):
+            previous = _ours(scene, props, before.DeblendConfig(show_progress=False), before)
+            previous["snr"] = sample_snr
+            previous["kind"] = kind
+            # Largest model difference in noise sigma: round-off if the two fits are the same.
+            sigma_weights = np.sqrt(scene.weights())
+            previous["model_difference_sigma"] = float(
+                np.max(np.abs(mine["result"].model - previous["result"].model) * sigma_weights)
+            )
+            befores.append(previous)
         init = _ours(scene, props, DeblendConfig(show_progress=False, max_iter=0))
         init["snr"] = sample_snr
         initial.append(init)
@@ -333,6 +417,12 @@ def run(out_dir: Path, quick: bool = False) -> dict:
             "median_iterations": float(np.median(mine["n_iter"])),
             "median_footprint_reduced_chi2": round(float(np.median(mine["chi2"])), 4),
         }
+        if befores and len(befores) == len(ours):
+            entry["before_seconds_truth_peaks"] = round(befores[-1]["seconds"], 2)
+            entry["before_over_ours_time"] = round(befores[-1]["seconds"] / mine["seconds"], 2)
+            entry["before_over_ours_fit_time"] = round(befores[-1]["fit_seconds"] / mine["fit_seconds"], 2)
+            entry["before_median_footprint_reduced_chi2"] = round(float(np.median(befores[-1]["chi2"])), 4)
+            entry["max_model_difference_sigma"] = float(f"{befores[-1]['model_difference_sigma']:.2e}")
         if scarlet2_missing is None and index < scarlet2_scenes:
             other = _scarlet2(scene, props, mine["footprints"], 50 if quick else SCARLET2_MAX_ITER)
             other["snr"] = sample_snr
@@ -379,6 +469,27 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         summary["ours_on_scarlet2_scenes"] = _summarise(ours[: len(theirs)])
     else:
         summary["scarlet2"] = f"not run: {scarlet2_missing}"
+    summary["monotonicity_first_call_seconds"] = round(jit_seconds, 2)
+    if befores:
+        summary["before"] = _summarise(befores)
+        summary["before"]["commit"] = BEFORE_COMMIT
+        summary["before"]["files"] = list(BEFORE_FILES)
+        summary["before"]["max_model_difference_sigma"] = float(
+            f"{max(b['model_difference_sigma'] for b in befores):.2e}"
+        )
+        for key, name in (("seconds", "before_over_ours_time"), ("fit_seconds", "before_over_ours_fit_time")):
+            summary[name] = {
+                kind: round(
+                    sum(b[key] for b in befores if b["kind"] == kind)
+                    / sum(o[key] for o, b in zip(ours, befores, strict=True) if b["kind"] == kind),
+                    2,
+                )
+                for kind in ("sparse", "dense")
+            }
+        _forget_modules(before.__name__)
+    else:
+        summary["before"] = before
+    workdir.cleanup()
 
     runs = {"ours": (ours, "o"), "init only": (initial, "x")}
     if theirs:
@@ -424,5 +535,28 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         )
     else:
         print(f"scarlet2 baseline {summary['scarlet2']}")
+    if befores:
+        b, ratio, fit = (
+            summary["before"],
+            summary["before_over_ours_time"],
+            summary["before_over_ours_fit_time"],
+        )
+        flux = {
+            sample: f"{b[f'conserved_flux_{sample}_median_rel_error']} vs "
+            f"{o[f'conserved_flux_{sample}_median_rel_error']}"
+            for sample in ("isolated", "blended")
+        }
+        print(
+            f"turn-before deblender ({BEFORE_COMMIT[:10]}: {', '.join(BEFORE_FILES)}), same scenes, peaks: "
+            f"time before/ours {ratio['sparse']}x on sparse scenes, {ratio['dense']}x on dense ones "
+            f"(target >= 2; the blends' fits alone {fit['sparse']}x and {fit['dense']}x); "
+            f"chi2 {b['median_footprint_reduced_chi2']:.4f} vs ours "
+            f"{o['median_footprint_reduced_chi2']:.4f}; conserved flux isolated {flux['isolated']}, "
+            f"blended {flux['blended']}; largest model difference {b['max_model_difference_sigma']:.1e} σ; "
+            f"first monotonicity call (numba compile or cache load, once per process) "
+            f"{summary['monotonicity_first_call_seconds']} s"
+        )
+    else:
+        print(f"turn-before deblender {summary['before']}")
     (out_dir / "deblend.json").write_text(json.dumps(summary, indent=2))
     return {k: v for k, v in summary.items() if k != "per_scene"}

@@ -119,8 +119,12 @@ def test_lsst_spellings_and_excluded_fields():
         "setSpectra",
         "maxNumberOfPeaks",
     )
+    assert (names["max_footprint_area"], names["max_area_times_peaks"]) == (
+        "maxFootprintArea",
+        "maxAreaTimesPeaks",
+    )
     assert "show_progress" not in names and DeblendFieldsConfig().to_model().show_progress is False
-    assert len(DeblendFieldsConfig().keys()) == len(DeblendConfig.model_fields) - 1 == 20
+    assert len(DeblendFieldsConfig().keys()) == len(DeblendConfig.model_fields) - 1
     isolated = DeblendFieldsConfig._fields["isolated"]
     assert set(isolated.allowed) == {"fit", "footprint"} and isolated.default == "fit"
     assert InferenceFieldsConfig._fields["scoreThreshold"].optional

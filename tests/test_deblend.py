@@ -298,10 +298,13 @@ def test_too_many_peaks_are_flagged_and_not_modelled(small_scene):
     detections = detections_from_positions(small_scene, small_scene.truth.xy)
     counts = np.bincount(detections.peaks["footprint_id"])
     assert counts.max() >= 2
-    result = deblend(small_scene, detections, DeblendConfig(show_progress=False, max_number_of_peaks=1))
+    # As in meas_extensions_scarlet, a blend beyond max_number_of_peaks is skipped whole
+    # (tests/test_footprint_limits.py covers the other limits and the split into sub-blends).
+    config = DeblendConfig(show_progress=False, max_number_of_peaks=1, split_large_footprints=False)
+    result = deblend(small_scene, detections, config)
     skipped = result.catalog[result.catalog["skipped"]]
-    assert len(skipped) == int(np.sum(np.clip(counts - 1, 0, None)))
-    assert np.all(np.isnan(skipped["flux"]))
+    assert len(skipped) == int(np.sum(counts[counts >= 2]))
+    assert np.all(skipped["skipped_too_many_peaks"]) and np.all(np.isnan(skipped["flux"]))
     modelled = {k for blend in result.model_data.blends.values() for k in blend.sources}
     assert not modelled & set(int(i) for i in skipped["id"])
 

@@ -62,8 +62,13 @@ DEBLEND_COLUMNS = (
     "n_iter",
     "n_components",
     "n_peaks",
+    "n_blend_peaks",
     "isolated",
     "skipped",
+    "skipped_too_large",
+    "skipped_area_times_peaks",
+    "skipped_too_many_peaks",
+    "skipped_no_data",
     "zero_flux",
     "found_by",
 )

@@ -130,9 +130,22 @@ def write_run(folder: Path, scene, result, plot: bool) -> None:
 
 
 def run_summary(scene_path, model, device: str, result) -> dict:
-    """Counts and timings of one `run_chain` result (``summary.json`` less its manifest)."""
+    """Counts and timings of one `run_chain` result (``summary.json`` less its manifest).
+
+    Besides the counts of sources: ``skipped_sources`` (final catalog rows
+    the deblender did not fit), ``skipped_footprints`` (for each reason of
+    `~lsst.meas.extensions.residual.deblending.SKIP_REASONS`, the footprints
+    with sources skipped for it) and ``split_footprints`` (footprints beyond
+    the deblender's limits that were cut into sub-blends).
+    """
+    import numpy as np
+
+    from ..deblending import SKIP_REASONS
+
     catalog = result.outputs.catalog
     new_parents = {int(p) for p in catalog["parent"][catalog["found_by"] == "residual"]}
+    parents = np.asarray(catalog["parent"])
+    split = np.asarray(catalog["n_blend_peaks"]) < np.asarray(catalog["n_peaks"])
     return {
         "scene": str(scene_path),
         "model": str(model),
@@ -143,6 +156,12 @@ def run_summary(scene_path, model, device: str, result) -> dict:
         "dropped_on_existing_peaks": result.new_sources.n_matched,
         "blends_with_new_sources": len(new_parents),
         "final_sources": len(catalog),
+        "skipped_sources": int(np.sum(catalog["skipped"])),
+        "skipped_footprints": {
+            reason: len(np.unique(parents[np.asarray(catalog[f"skipped_{reason}"])]))
+            for reason in SKIP_REASONS
+        },
+        "split_footprints": len(np.unique(parents[split])),
         "seconds": {k: round(v, 2) for k, v in result.timing.items()},
     }
 

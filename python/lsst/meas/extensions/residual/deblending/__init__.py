@@ -16,3 +16,4 @@ from .plot import *  # noqa: F401,F403
 from .psf import *  # noqa: F401,F403
 from .render import *  # noqa: F401,F403
 from .scarlet_io import *  # noqa: F401,F403
+from .sub_blends import *  # noqa: F401,F403

@@ -62,8 +62,29 @@ class DeblendConfig(StrictModel):
     """Skip the spectrum fit when box pixels × sources exceeds this
     (``maxSpectrumCutoff``; <= 0: no limit)."""
     max_number_of_peaks: int = 600
-    """Only the brightest peaks of a footprint are deblended; the others are
-    flagged ``skipped`` (``maxNumberOfPeaks``; <= 0: unlimited)."""
+    """Most peaks in one blend (``maxNumberOfPeaks``; <= 0: unlimited). As
+    in meas_extensions_scarlet, a blend with more is not fitted at all
+    (fitting only the brightest peaks leaves the others' light to them);
+    with ``split_large_footprints`` its footprint is cut into sub-blends
+    instead."""
+    max_footprint_area: int = 2_000_000
+    """Most pixels in the bounding box of one blend (``maxFootprintArea``,
+    which LSST also measures on the bounding box; <= 0: unlimited)."""
+    max_area_times_peaks: int = 1_000_000_000
+    """Most bounding-box pixels × peaks of one blend, the measure of its
+    fitting time and memory (``maxAreaTimesPeaks``; <= 0: unlimited)."""
+    split_large_footprints: bool = True
+    """A footprint beyond one of the three limits above is cut along the
+    valleys of the detection image into independent sub-blends within them
+    (`split_footprint`), instead of being skipped as LSST does; only a
+    single peak's basin that is itself beyond a limit is then skipped.
+    Footprints within the limits are one blend either way."""
+    sub_blend_area_times_peaks: int = pydantic.Field(default=1_000_000, ge=0)
+    """Size of the sub-blends a footprint beyond the limits is cut into:
+    their basins merge while a sub-blend's bounding-box pixels × peaks stays
+    within this (and within the three limits); 0: only as fine as the
+    limits require. The default equals ``max_spectrum_cutoff``, so every
+    sub-blend gets its spectra fitted at initialisation."""
     adaprox_morph_step: float = pydantic.Field(default=1e-2, gt=0.0)
     """Proximal ADAM step of the morphology (its peak is normalised to 1)."""
     adaprox_spectrum_factor: float = pydantic.Field(default=1e-2, gt=0.0)
@@ -75,6 +96,12 @@ class DeblendConfig(StrictModel):
     missed; ``"footprint"`` is LSST's cheap way (``processSingles=False``):
     the model is the image inside the footprint, persisted as an
     ``isolated`` source with its span array, and its residual is zero."""
+    second_pass_start: Literal["warm", "cold"] = "warm"
+    """How the second pass starts a blend that gained sources: ``"warm"``
+    starts its existing sources from their first-pass components and
+    initialises only the new ones (and any without a fitted first-pass
+    model); ``"cold"`` initialises every source from the image again, as the
+    first pass did. Both stop on the same convergence rule."""
     conserve_flux: bool = True
     """Also measure fluxes by redistributing the image among the sources in
     proportion to their models, as meas_extensions_scarlet does."""

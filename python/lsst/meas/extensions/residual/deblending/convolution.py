@@ -4,16 +4,38 @@ The fit needs two linear maps per iteration: the forward convolution of the
 model-frame cube with the difference kernels (cropped to the blend box, like
 ``mode="same"``) and its adjoint (correlation, to carry the likelihood
 gradient back to the model frame). Both reuse one cached transform of the
-kernels per box shape; the padding is large enough that nothing wraps around,
-so the result equals the direct linear convolution.
+kernels per box shape, and transform all bands (and any leading axes, e.g.
+one per component) in one ``rfft2`` call.
+
+Sizes. Only the box (H, W) of the result is kept, so the transform need not
+hold the whole linear convolution (H + K − 1): with the kernel stored centred
+on the origin (wrapped), a cyclic convolution of length N ≥ H + K // 2
+already equals the linear one on the box, because the terms that wrap
+around land only outside it (for a box narrower than the kernel, the kernel
+folds onto itself, harmlessly for the same reason). N is then rounded up to
+a size with small prime factors (`scipy.fft.next_fast_len`). The adjoint is
+the same product with the conjugate transform (the mirrored kernel), again
+with the box at the origin, so neither map pads or shifts anything in real
+space. `BoxConvolver.convolve_full`, which keeps the whole support, uses its
+own transform of size ≥ H + K − 1. Each transform is made on first use.
 """
 
 from __future__ import annotations
 
-__all__ = ["BoxConvolver"]
+__all__ = ["BoxConvolver", "same_fft_shape"]
+
+import functools
 
 import numpy as np
 from scipy import fft
+
+
+def same_fft_shape(shape: tuple[int, int], kernel_shape: tuple[int, int]) -> tuple[int, int]:
+    """Fast transform shape for a convolution cropped to ``shape`` (odd ``kernel_shape``)."""
+    return (
+        fft.next_fast_len(int(shape[0]) + kernel_shape[0] // 2, real=True),
+        fft.next_fast_len(int(shape[1]) + kernel_shape[1] // 2, real=True),
+    )
 
 
 class BoxConvolver:
@@ -33,42 +55,62 @@ class BoxConvolver:
         self.shape = (int(shape[0]), int(shape[1]))
         self.half = (kh // 2, kw // 2)
         self.kernel_shape = (kh, kw)
-        # Linear (full) convolution has H + K - 1 rows: no wrap-around in this size.
-        self.fft_shape = (
+        self._kernels = kernels
+        self.fft_shape = same_fft_shape(self.shape, self.kernel_shape)
+        self.full_fft_shape = (
             fft.next_fast_len(self.shape[0] + kh - 1, real=True),
             fft.next_fast_len(self.shape[1] + kw - 1, real=True),
         )
-        padded = np.zeros((self.nbands, *self.fft_shape))
-        padded[:, :kh, :kw] = kernels
-        self._kernel_fft = fft.rfft2(padded)
-        self._kernel_fft_conj = np.conj(self._kernel_fft)
+
+    # The kernel transforms are made on first use: the fit uses only the "same" pair, rendering
+    # only the full one.
+    @functools.cached_property
+    def _kernel_fft(self) -> np.ndarray:
+        # The kernel centred on pixel (0, 0), offset d stored at d mod N. For a box narrower than the
+        # kernel, N < K and offsets fold onto one another: the folded terms only ever meet pixels
+        # outside the box, so the sum stays exact there.
+        kh, kw = self.kernel_shape
+        rows = (np.arange(kh) - self.half[0]) % self.fft_shape[0]
+        cols = (np.arange(kw) - self.half[1]) % self.fft_shape[1]
+        centred = np.zeros((self.nbands, *self.fft_shape))
+        np.add.at(centred, (slice(None), rows[:, None], cols[None, :]), self._kernels)
+        return fft.rfft2(centred)
+
+    @functools.cached_property
+    def _kernel_fft_conj(self) -> np.ndarray:
+        return np.conj(self._kernel_fft)
+
+    @functools.cached_property
+    def _full_kernel_fft(self) -> np.ndarray:
+        kh, kw = self.kernel_shape
+        padded = np.zeros((self.nbands, *self.full_fft_shape))
+        padded[:, :kh, :kw] = self._kernels
+        return fft.rfft2(padded)
 
     @property
     def full_shape(self) -> tuple[int, int]:
         """(H + K - 1, W + K - 1): the support of the full convolution."""
         return self.shape[0] + self.kernel_shape[0] - 1, self.shape[1] + self.kernel_shape[1] - 1
 
-    def _transform(self, cube: np.ndarray) -> np.ndarray:
-        return fft.rfft2(cube, s=self.fft_shape)
+    def _apply(self, cube: np.ndarray, kernel_fft: np.ndarray) -> np.ndarray:
+        product = fft.rfft2(cube, s=self.fft_shape)
+        product *= kernel_fft
+        result = fft.irfft2(product, s=self.fft_shape)
+        return result[..., : self.shape[0], : self.shape[1]]
 
     def convolve(self, cube: np.ndarray) -> np.ndarray:
         """(..., nbands, H, W) convolution cropped to the input box ("same").
 
         Leading axes (e.g. one per component) are broadcast.
         """
-        full = fft.irfft2(self._transform(cube) * self._kernel_fft, s=self.fft_shape)
-        hy, hx = self.half
-        return full[..., hy : hy + self.shape[0], hx : hx + self.shape[1]]
+        return self._apply(cube, self._kernel_fft)
+
+    def adjoint(self, cube: np.ndarray) -> np.ndarray:
+        """Adjoint of `convolve`: correlation of a (..., nbands, H, W) cube with the kernels."""
+        return self._apply(cube, self._kernel_fft_conj)
 
     def convolve_full(self, cube: np.ndarray) -> np.ndarray:
         """(..., nbands, H + K - 1, W + K - 1) full convolution: the box grown by K // 2 on each side."""
-        full = fft.irfft2(self._transform(cube) * self._kernel_fft, s=self.fft_shape)
+        shape = self.full_fft_shape
+        full = fft.irfft2(fft.rfft2(cube, s=shape) * self._full_kernel_fft, s=shape)
         return full[..., : self.full_shape[0], : self.full_shape[1]]
-
-    def adjoint(self, cube: np.ndarray) -> np.ndarray:
-        """Adjoint of `convolve`: correlation of a (nbands, H, W) cube with the kernels."""
-        hy, hx = self.half
-        padded = np.zeros((cube.shape[0], *self.fft_shape))
-        padded[:, hy : hy + self.shape[0], hx : hx + self.shape[1]] = cube
-        result = fft.irfft2(fft.rfft2(padded) * self._kernel_fft_conj, s=self.fft_shape)
-        return result[:, : self.shape[0], : self.shape[1]]

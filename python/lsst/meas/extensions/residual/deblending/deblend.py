@@ -4,17 +4,23 @@
 fitted on its own (`fit_blend`); single-peak footprints are fitted the same
 way or, with ``isolated="footprint"``, handled LSST's cheap way. The result
 holds the per-source catalog, the observed-PSF model of the patch rendered
-from the scarlet model data, and the residual.
+from the scarlet model data, and the residual. A footprint beyond LSST's
+limits (``max_footprint_area``, ``max_area_times_peaks``,
+``max_number_of_peaks``) is cut into independent sub-blends within them
+(`split_footprint`), or, where that cannot help or is turned off, not
+fitted: its peaks keep their rows, flagged with the reason (`SKIP_REASONS`).
 
 `deblend_with_new_peaks` is the second pass: from the first pass's peaks,
 catalog and model data it adds new peaks to the first-pass footprints (or
 gives them new ones), re-fits only the blends that changed and copies
-everything else.
+everything else. With ``second_pass_start="warm"`` (the default) a re-fitted
+blend's existing sources start from their first-pass components and only the
+new sources are initialised (`warm_start`); ``"cold"`` initialises them all.
 """
 
 from __future__ import annotations
 
-__all__ = ["deblend", "deblend_with_new_peaks", "DeblendResult"]
+__all__ = ["deblend", "deblend_with_new_peaks", "DeblendResult", "SKIP_REASONS"]
 
 import dataclasses
 import logging
@@ -26,12 +32,12 @@ from astropy.table import Table, vstack
 from ..detection import Detections
 from ..geometry import Box
 from ..scene import Scene
-from .blend import fit_blend
+from .blend import BlendFit, fit_blend
 from .component import FactorizedComponent
 from .config import DeblendConfig
 from .context import DeblendContext
 from .flux import SourceShare, conserved_fluxes, source_shares, weighted_sums
-from .initialization import fit_spectra, initialize_sources
+from .initialization import BlendObservation
 from .model_data import (
     BlendData,
     FactorizedComponentData,
@@ -42,6 +48,8 @@ from .model_data import (
 )
 from .peaks import check_positions, detections_from_positions
 from .render import render_model_data
+from .sub_blends import SubBlend, split_footprint
+from .warm_start import first_pass_sources, fit_fresh_spectra, start_sources
 
 _log = logging.getLogger(__name__)
 
@@ -62,9 +70,12 @@ class DeblendResult:
         source's share of the image), ``chi2`` and ``reduced_chi2`` (the
         residual χ² of the pixels weighted by the source's share),
         ``blend_reduced_chi2``, ``converged``, ``n_iter``, ``n_components``,
-        ``n_peaks`` (in the blend), flags ``isolated`` (single-peak
-        footprint), ``skipped`` (not deblended: beyond ``max_number_of_peaks``
-        or no usable pixel; fluxes NaN), ``zero_flux``, and ``found_by``
+        ``n_peaks`` (in the footprint), ``n_blend_peaks`` (in the blend it
+        was fitted in: fewer when the footprint was cut into sub-blends),
+        flags ``isolated`` (single-peak footprint), ``skipped`` (not
+        deblended; fluxes NaN) with one ``skipped_<reason>`` flag saying why
+        (`SKIP_REASONS`: ``too_large``, ``area_times_peaks``,
+        ``too_many_peaks``, ``no_data``), ``zero_flux``, and ``found_by``
         (``"first_pass"`` or ``"residual"``).
     model : `numpy.ndarray`
         (nbands, H, W) float32 observed-PSF model of the patch, rendered from
@@ -139,6 +150,13 @@ def _empty_rows(nbands: int) -> dict[str, list]:
     return {name: [] for name in _COLUMNS}
 
 
+#: Why a blend was not fitted, each a ``skipped_<reason>`` catalog flag (meas_extensions_scarlet's
+#: ``deblend_skipped_*`` in brackets): ``too_large``, its box is beyond ``max_footprint_area``, and
+#: ``area_times_peaks``, beyond ``max_area_times_peaks`` (both ``parentTooBig``); ``too_many_peaks``,
+#: more than ``max_number_of_peaks`` (``tooManyPeaks``); ``no_data``, no pixel with weight.
+SKIP_REASONS = ("too_large", "area_times_peaks", "too_many_peaks", "no_data")
+
+
 _COLUMNS = (
     "id",
     "parent_id",
@@ -154,8 +172,10 @@ _COLUMNS = (
     "n_iter",
     "n_components",
     "n_peaks",
+    "n_blend_peaks",
     "isolated",
     "skipped",
+    *(f"skipped_{reason}" for reason in SKIP_REASONS),
     "zero_flux",
     "found_by",
 )
@@ -173,9 +193,9 @@ def _rows_to_table(rows: dict[str, list], nbands: int) -> Table:
     table["conserved_flux"] = np.asarray(rows["conserved_flux"], dtype=np.float64).reshape(n, nbands)
     for name in ("chi2", "reduced_chi2", "blend_reduced_chi2"):
         table[name] = np.asarray(rows[name], dtype=np.float64)
-    for name in ("converged", "isolated", "skipped", "zero_flux"):
+    for name in ("converged", "isolated", "skipped", *(f"skipped_{r}" for r in SKIP_REASONS), "zero_flux"):
         table[name] = np.asarray(rows[name], dtype=bool)
-    for name in ("n_iter", "n_components", "n_peaks"):
+    for name in ("n_iter", "n_components", "n_peaks", "n_blend_peaks"):
         table[name] = np.asarray(rows[name], dtype=np.int32)
     table["found_by"] = np.asarray(rows["found_by"], dtype="U10")
     return table
@@ -202,6 +222,7 @@ def _deblend_footprint(
     slices: tuple[slice, slice],
     footprints: np.ndarray,
     found_by: dict[int, str],
+    first_pass: dict[int, SourceData] | None = None,
 ) -> _BlendOutcome:
     config = context.config
     nbands = context.scene.nbands
@@ -217,17 +238,17 @@ def _deblend_footprint(
     )
     peaks = peaks[order]
     n_peaks = len(peaks)
-    keep = n_peaks if config.max_number_of_peaks <= 0 else min(n_peaks, config.max_number_of_peaks)
     isolated = n_peaks == 1
     centers = [(int(np.floor(p["y"] + 0.5)), int(np.floor(p["x"] + 0.5))) for p in peaks]
 
-    def add_row(peak, **values):
+    def add_row(peak, n_blend_peaks: int, **values):
         rows["id"].append(int(peak["id"]))
         rows["parent_id"].append(blend_id)
         rows["peak_id"].append(int(peak["id"]))
         rows["x"].append(float(peak["x"]))
         rows["y"].append(float(peak["y"]))
         rows["n_peaks"].append(n_peaks)
+        rows["n_blend_peaks"].append(n_blend_peaks)
         rows["isolated"].append(isolated)
         rows["found_by"].append(found_by.get(int(peak["id"]), FIRST_PASS))
         defaults = dict(
@@ -240,24 +261,28 @@ def _deblend_footprint(
             n_iter=0,
             n_components=0,
             skipped=False,
+            **{f"skipped_{reason}": False for reason in SKIP_REASONS},
             zero_flux=False,
         )
         defaults.update(values)
         for key, value in defaults.items():
             rows[key].append(value)
 
-    obs = context.observation(box, footprint)
-    start = time.perf_counter()
-    if not np.any(obs.weights > 0):
-        for peak in peaks:
-            add_row(peak, skipped=True)
-        return _BlendOutcome(blend_id, None, rows, box, footprint, None, [], 0.0)
+    def skip(skipped_peaks: Table, reason: str) -> None:
+        # Every peak keeps its row: flagged, with NaN fluxes, and no model (LSST stores none either).
+        for peak in skipped_peaks:
+            add_row(peak, len(skipped_peaks), skipped=True, **{f"skipped_{reason}": True})
 
+    start = time.perf_counter()
     if isolated and config.isolated == "footprint":
+        obs = context.observation(box, footprint)
+        if not np.any(obs.weights > 0):
+            skip(peaks, "no_data")
+            return _BlendOutcome(blend_id, None, rows, box, footprint, None, [], 0.0)
         data = np.where(obs.weights > 0, obs.image, 0.0)
         flux = (data * footprint[None]).sum(axis=(1, 2))
         peak = peaks[0]
-        add_row(peak, flux=flux, conserved_flux=flux, converged=True, zero_flux=bool(np.all(flux <= 0)))
+        add_row(peak, 1, flux=flux, conserved_flux=flux, converged=True, zero_flux=bool(np.all(flux <= 0)))
         entry = IsolatedSourceData(
             origin=box.origin,
             peak=(float(centers[0][0]), float(centers[0][1])),
@@ -266,46 +291,121 @@ def _deblend_footprint(
         )
         return _BlendOutcome(blend_id, entry, rows, box, footprint, None, [], 0.0)
 
-    sources = initialize_sources(obs, centers[:keep], config, context.monotonicity)
+    parts = [SubBlend(box, footprint, np.arange(n_peaks))]
+    if config.split_large_footprints and _skip_reason(config, box, n_peaks) is not None:
+        parts = split_footprint(
+            context.detect[slices],
+            footprint,
+            box,
+            np.array(centers, dtype=int).reshape(-1, 2),
+            max_area_times_peaks=_tighter(config.sub_blend_area_times_peaks, config.max_area_times_peaks),
+            max_peaks=config.max_number_of_peaks,
+            max_area=config.max_footprint_area,
+        )
+    split = len(parts) > 1
+    children: dict[int, BlendData] = {}
+    shares: list[SourceShare] = []
+    fitted_rows = []
+    for part in parts:
+        part_peaks = peaks[part.peaks]
+        reason = _skip_reason(config, part.box, len(part_peaks))
+        obs = None if reason is not None else context.observation(part.box, part.mask)
+        if obs is not None and not np.any(obs.weights > 0):
+            reason = "no_data"
+        if reason is not None:
+            skip(part_peaks, reason)
+            continue
+        if split:
+            # Beyond the valley the neighbouring sub-blend models the light: start the morphologies
+            # on this sub-blend's own pixels, or they would claim (and the patch model count twice)
+            # the neighbours' light where this fit has no data to correct them.
+            obs.detect = np.where(part.mask, obs.detect, 0.0)
+        sources, fit, part_shares, conserved = _fit_sources(
+            context, obs, part_peaks, [centers[i] for i in part.peaks], first_pass
+        )
+        children_sources = {}
+        for index, peak in enumerate(part_peaks):
+            flux = sum(c.flux for c in sources[index])
+            fitted_rows.append(len(rows["id"]))
+            add_row(
+                peak,
+                len(part_peaks),
+                flux=flux,
+                conserved_flux=conserved[index],
+                converged=fit.converged,
+                n_iter=fit.n_iter,
+                n_components=len(sources[index]),
+                # A flux a million times below one pixel's noise is the spectrum floor, not light.
+                zero_flux=bool(np.all(flux < 1e-6 * context.noise_rms)),
+            )
+            children_sources[int(peak["id"])] = SourceData(
+                components=[_component_data(c) for c in sources[index]],
+                metadata={"peak_id": int(peak["id"]), "id": int(peak["id"])},
+            )
+        shares.extend(part_shares)
+        # A footprint fitted whole is its own child (LSST: the deconvolved parent); a sub-blend is
+        # named by its most significant peak.
+        child_id = int(part_peaks[0]["id"]) if split else blend_id
+        children[child_id] = BlendData(origin=part.box.origin, shape=part.box.shape, sources=children_sources)
+    fit_seconds = time.perf_counter() - start
+    if not children:
+        return _BlendOutcome(blend_id, None, rows, box, footprint, None, [], fit_seconds)
+    entry = HierarchicalBlendData(
+        children=children, metadata={"spans": footprint.copy(), "origin": box.origin}
+    )
+    return _BlendOutcome(blend_id, entry, rows, box, footprint, shares, fitted_rows, fit_seconds)
+
+
+def _tighter(limit: int, other: int) -> int:
+    """The smaller of two limits where <= 0 means none."""
+    return min(limit, other) if limit > 0 and other > 0 else max(limit, other)
+
+
+def _skip_reason(config: DeblendConfig, box: Box, n_peaks: int) -> str | None:
+    """Which limit a blend of ``n_peaks`` peaks in ``box`` is beyond (LSST's order), or None."""
+    area = box.height * box.width
+    if config.max_footprint_area > 0 and area > config.max_footprint_area:
+        return "too_large"
+    if config.max_area_times_peaks > 0 and area * n_peaks > config.max_area_times_peaks:
+        return "area_times_peaks"
+    if config.max_number_of_peaks > 0 and n_peaks > config.max_number_of_peaks:
+        return "too_many_peaks"
+    return None
+
+
+def _fit_sources(
+    context: DeblendContext,
+    obs: BlendObservation,
+    peaks: Table,
+    centers: list[tuple[int, int]],
+    first_pass: dict[int, SourceData] | None,
+) -> tuple[list[list[FactorizedComponent]], BlendFit, list[SourceShare], np.ndarray]:
+    """Initialise (or warm-start) and fit the sources of one blend; their shares and conserved fluxes."""
+    config = context.config
+    box = obs.box
+    # Sources with a first-pass model (second pass, warm start) start from it; the others from the image.
+    peak_ids = [int(i) for i in peaks["id"]]
+    sources, warm = start_sources(obs, peak_ids, centers, config, context.monotonicity, first_pass or {})
     components = [c for source in sources for c in source]
     if config.spectrum_init and (
         config.max_spectrum_cutoff <= 0 or box.height * box.width * len(sources) <= config.max_spectrum_cutoff
     ):
-        fit_spectra(obs, components)
+        fit_fresh_spectra(
+            obs,
+            [c for source, w in zip(sources, warm, strict=True) if not w for c in source],
+            [c for source, w in zip(sources, warm, strict=True) if w for c in source],
+        )
     fit = fit_blend(obs, components, config)
     shares = source_shares(obs, sources)
+    # Each source's share of the pixels stops at its blend's own (a sub-blend's neighbours have theirs).
+    for share in shares:
+        share.fraction *= obs.footprint[share.box.slices(box)][None]
     conserved = (
-        conserved_fluxes(obs, shares) if config.conserve_flux else np.full((len(sources), nbands), np.nan)
+        conserved_fluxes(obs, shares)
+        if config.conserve_flux
+        else np.full((len(sources), context.scene.nbands), np.nan)
     )
-    fit_seconds = time.perf_counter() - start
-
-    children_sources = {}
-    fitted_rows = []
-    for index, peak in enumerate(peaks):
-        if index >= keep:
-            add_row(peak, skipped=True)
-            continue
-        flux = sum(c.flux for c in sources[index])
-        fitted_rows.append(len(rows["id"]))
-        add_row(
-            peak,
-            flux=flux,
-            conserved_flux=conserved[index],
-            converged=fit.converged,
-            n_iter=fit.n_iter,
-            n_components=len(sources[index]),
-            # A flux a million times below one pixel's noise is the spectrum floor, not light.
-            zero_flux=bool(np.all(flux < 1e-6 * context.noise_rms)),
-        )
-        children_sources[int(peak["id"])] = SourceData(
-            components=[_component_data(c) for c in sources[index]],
-            metadata={"peak_id": int(peak["id"]), "id": int(peak["id"])},
-        )
-    child = BlendData(origin=box.origin, shape=box.shape, sources=children_sources)
-    entry = HierarchicalBlendData(
-        children={blend_id: child}, metadata={"spans": footprint.copy(), "origin": box.origin}
-    )
-    return _BlendOutcome(blend_id, entry, rows, box, footprint, shares, fitted_rows, fit_seconds)
+    return sources, fit, shares, conserved
 
 
 def _component_data(component: FactorizedComponent) -> FactorizedComponentData:
@@ -329,7 +429,12 @@ def _base_model_data(scene: Scene, context: DeblendContext) -> ScarletModelData:
 
 
 def _run_footprints(
-    context: DeblendContext, detections: Detections, footprint_ids, found_by: dict[int, str], desc: str
+    context: DeblendContext,
+    detections: Detections,
+    footprint_ids,
+    found_by: dict[int, str],
+    desc: str,
+    first_pass: ScarletModelData | None = None,
 ) -> list[_BlendOutcome]:
     from tqdm.auto import tqdm
 
@@ -351,6 +456,7 @@ def _run_footprints(
                 slices[blend_id],
                 detections.footprints,
                 found_by,
+                None if first_pass is None else first_pass_sources(first_pass, blend_id),
             )
         )
     outcomes.sort(key=lambda o: o.blend_id)
@@ -466,11 +572,18 @@ def deblend_with_new_peaks(
 
     Each new position (x, y) joins the first-pass footprint that contains it;
     a position outside every footprint gets a new small footprint (see
-    `detections_from_positions`). The blends that gained peaks are
-    initialised and fitted again with all their peaks; every other blend's
-    model data entry and catalog rows are copied unchanged from the first
-    pass. New sources have ``found_by == "residual"``. The first-pass model
-    cube is not needed (nor rendered): only the new patch model is.
+    `detections_from_positions`). The blends that gained peaks are fitted
+    again with all their peaks: with ``config.second_pass_start == "warm"``
+    their existing sources start from their first-pass components in
+    ``model_data`` and only the others (new peaks, and peaks without a
+    fitted factorised first-pass model) are initialised, their spectra
+    fitted with the existing sources held fixed; with ``"cold"`` every
+    source is initialised from the image as in the first pass. Either way
+    the fit stops on the first pass's rule (``max_iter``, ``min_iter``,
+    ``relative_error``). Every other blend's model data entry and catalog
+    rows are copied unchanged from the first pass. New sources have
+    ``found_by == "residual"``. The first-pass model cube is not needed (nor
+    rendered): only the new patch model is.
 
     Parameters
     ----------
@@ -497,6 +610,13 @@ def deblend_with_new_peaks(
     config = DeblendConfig() if config is None else config
     if tuple(detections.bands) != tuple(scene.bands):
         raise ValueError(f"The first pass has bands {detections.bands}; the scene has {scene.bands}.")
+    model_bands = (model_data.metadata or {}).get("bands")
+    if model_bands is not None and tuple(model_bands) != tuple(scene.bands):
+        # The warm start reads the first-pass spectra band by band.
+        raise ValueError(
+            f"The first-pass model data has bands {','.join(model_bands)}; "
+            f"the scene has {','.join(scene.bands)}."
+        )
     new_peaks_xy = check_positions(new_peaks_xy, scene.shape, "new peak")
     start = time.perf_counter()
     detections = detections_from_positions(scene, new_peaks_xy, base=detections, ids=new_peak_ids)
@@ -513,7 +633,10 @@ def deblend_with_new_peaks(
         }
     )
     context = DeblendContext.build(scene, config)
-    outcomes = _run_footprints(context, detections, touched, found_by, "re-deblend")
+    warm = config.second_pass_start == "warm"
+    outcomes = _run_footprints(
+        context, detections, touched, found_by, "re-deblend", model_data if warm else None
+    )
 
     updated = _base_model_data(scene, context)
     updated.metadata = model_data.metadata

@@ -4,7 +4,8 @@ meas_extensions_scarlet measures deblended sources on "flux-redistributed"
 images: each pixel of the data (inside the footprint) is split among the
 sources in proportion to their observed-PSF models there. The fluxes then
 add up to the data even where the model is imperfect. Negative model pixels
-(difference-kernel ringing) are clipped first, as LSST does.
+(difference-kernel ringing) are clipped first, as LSST does, and so is the
+round-off of the FFT convolution where a source has no light.
 
 Each source's share is kept only on its own box (its components' boxes grown
 by the kernel radius), so memory grows with the sources' areas, not with
@@ -23,6 +24,9 @@ from ..geometry import Box
 from .component import FactorizedComponent
 from .convolution import BoxConvolver
 from .initialization import BlendObservation
+
+_ROUND_OFF = 1e-9
+"""Convolved model values below this fraction of the source's peak in the band are not model flux."""
 
 
 @dataclasses.dataclass
@@ -53,7 +57,10 @@ def source_shares(obs: BlendObservation, sources: list[list[FactorizedComponent]
         cube = np.zeros((nbands, *box.shape))
         for component in components:
             cube[:, *component.box.slices(box)] += component.model()
-        convolved = np.clip(BoxConvolver(obs.kernels, box.shape).convolve(cube), 0.0, None)
+        convolved = BoxConvolver(obs.kernels, box.shape).convolve(cube)
+        # Beyond the reach of a source's light the FFT leaves round-off (~1e-16 of its peak, either
+        # sign); counting it as model flux would let that sign decide who gets those pixels.
+        convolved[convolved <= _ROUND_OFF * np.abs(convolved).max(axis=(1, 2), keepdims=True)] = 0.0
         total[:, *box.slices(obs.box)] += convolved
         shares.append(SourceShare(box, convolved.astype(np.float32)))
     for share in shares:

@@ -9,26 +9,36 @@ minimum of its value and that reference::
 
     m[p] = min(x[p], Σ_n w[p, n] m[n])      (n closer to the peak than p)
 
-scarlet_lite does this with a C++ loop over the pixels sorted by distance.
-Here the same result is computed with whole-array numpy operations: the
-equations above define ``m`` as the unique fixed point of the map
-``F(m) = min(x, W m)``, because every pixel depends only on pixels strictly
-closer to the peak (a directed acyclic graph). Iterating ``m ← F(m)`` from
-``m = x`` decreases ``m`` monotonically and reaches the fixed point exactly
-after at most the depth of that graph; in practice, during a fit, the
-morphology is already almost monotonic and two or three sweeps suffice,
-each a handful of vectorised multiply-adds over the box. The loop stops as
-soon as a sweep changes nothing, so the result is exact, not approximate.
+This is what scarlet_lite's C++ operator computes: one pass over the pixels
+in order of distance from the peak, each pixel reading only pixels already
+final. It is inherently sequential (a pixel's reference depends on the
+projected values of its inner neighbours), so whole-array numpy can only
+reach the same result by sweeping the fixed point ``m ← min(x, W m)`` until
+nothing changes, which takes as many sweeps as the longest chain of clipped
+pixels (about 17 on average in a fit, each ~20 array operations on the box).
+Here the single pass is compiled with numba instead: no sweeps, no
+temporaries, a few nanoseconds per pixel, and bit for bit the sum the sweeps
+compute (same weights, same order of the eight terms).
+
+The order "by distance from the peak" needs no sort per call: the offsets
+of the weight grid are sorted by squared distance once, and the pass walks
+that list, skipping offsets outside the box, until it passes the box's
+farthest corner. Pixels at the same distance never depend on one another
+(weights are non-zero only for strictly closer neighbours), so ties may be
+taken in any order.
 """
 
 from __future__ import annotations
 
 __all__ = ["Monotonicity", "refine_peak"]
 
+import numba
 import numpy as np
 
 # Offsets of the eight neighbours, (dy, dx).
 _OFFSETS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0))
+_OFFSET_Y = np.array([dy for dy, _ in _OFFSETS], dtype=np.int64)
+_OFFSET_X = np.array([dx for _, dx in _OFFSETS], dtype=np.int64)
 
 
 def refine_peak(image: np.ndarray, center: tuple[int, int], radius: int = 1) -> tuple[int, int]:
@@ -40,6 +50,41 @@ def refine_peak(image: np.ndarray, center: tuple[int, int], radius: int = 1) -> 
         raise ValueError(f"Peak {center} lies outside the morphology of shape {image.shape}.")
     iy, ix = np.unravel_index(int(np.argmax(window)), window.shape)
     return y0 + int(iy), x0 + int(ix)
+
+
+@numba.njit(cache=True, nogil=True)
+def _project(morph, peak_y, peak_x, weights, centre, order_y, order_x, order_r2, offset_y, offset_x):
+    """Project ``morph`` (H, W, float64, modified in place) about (peak_y, peak_x).
+
+    ``weights`` is the (S, S, 8) grid whose middle pixel ``centre`` is the
+    peak (the eight weights of a pixel side by side); ``order_*`` list the
+    grid's offsets from the peak by increasing squared distance
+    ``order_r2``. Neighbours outside the box count as zero.
+    """
+    height, width = morph.shape
+    far_y = max(peak_y, height - 1 - peak_y)
+    far_x = max(peak_x, width - 1 - peak_x)
+    farthest = far_y * far_y + far_x * far_x
+    for n in range(1, order_y.shape[0]):  # entry 0 is the peak itself: it keeps its value
+        if order_r2[n] > farthest:
+            break
+        y = peak_y + order_y[n]
+        x = peak_x + order_x[n]
+        if y < 0 or y >= height or x < 0 or x >= width:
+            continue
+        pixel_weights = weights[centre + order_y[n], centre + order_x[n]]
+        reference = 0.0
+        if 0 < y < height - 1 and 0 < x < width - 1:
+            for k in range(8):
+                reference += pixel_weights[k] * morph[y + offset_y[k], x + offset_x[k]]
+        else:  # on the edge of the box: the neighbours outside it are zero
+            for k in range(8):
+                ny = y + offset_y[k]
+                nx = x + offset_x[k]
+                if 0 <= ny < height and 0 <= nx < width:
+                    reference += pixel_weights[k] * morph[ny, nx]
+        if reference < morph[y, x]:
+            morph[y, x] = reference
 
 
 class Monotonicity:
@@ -75,47 +120,56 @@ class Monotonicity:
             weights[k] = np.where(closer, cosine, 0.0)
         total = weights.sum(axis=0)
         total[c, c] = 1.0  # the peak has no reference
-        self._weights = weights / total
+        # (S, S, 8): the pass reads a pixel's eight weights together.
+        self._weights = np.ascontiguousarray(np.moveaxis(weights / total, 0, -1))
         self._size = size
+        # Offsets from the peak by increasing distance (the peak first): the order of the pass.
+        order = np.argsort(r2.ravel(), kind="stable")
+        oy, ox = np.divmod(order, size)
+        self._order_y = (oy - c).astype(np.int64)
+        self._order_x = (ox - c).astype(np.int64)
+        self._order_r2 = r2.ravel()[order].astype(np.int64)
 
     @property
     def size(self) -> int:
         """Side of the current weight grid."""
         return self._size
 
-    def weights(self, shape: tuple[int, int], peak: tuple[int, int]) -> np.ndarray:
-        """(8, H, W) neighbour weights of a box of ``shape`` whose peak is at ``peak`` (y, x)."""
+    def _fit(self, shape: tuple[int, int], peak: tuple[int, int]) -> None:
+        """Grow the weight grid until a box of ``shape`` with its peak at ``peak`` fits."""
         h, w = shape
         py, px = peak
         need = 2 * max(py, px, h - 1 - py, w - 1 - px) + 1
         if need > self._size:
             self._build(need + 20)
-        c = self._size // 2
-        return self._weights[:, c - py : c - py + h, c - px : c - px + w]
 
-    def __call__(
-        self, morph: np.ndarray, center: tuple[int, int], max_sweeps: int | None = None
-    ) -> np.ndarray:
+    def weights(self, shape: tuple[int, int], peak: tuple[int, int]) -> np.ndarray:
+        """(8, H, W) neighbour weights of a box of ``shape`` whose peak is at ``peak`` (y, x)."""
+        self._fit(shape, peak)
+        h, w = shape
+        py, px = peak
+        c = self._size // 2
+        return np.moveaxis(self._weights[c - py : c - py + h, c - px : c - px + w], -1, 0)
+
+    def __call__(self, morph: np.ndarray, center: tuple[int, int]) -> np.ndarray:
         """Monotonic projection of ``morph`` (H, W) about ``center`` (y, x).
 
-        Returns a new array; ``morph`` is not modified. Pixels outside the
-        box count as zero, as in scarlet_lite.
+        Returns a new float64 array; ``morph`` is not modified. Pixels outside
+        the box count as zero, as in scarlet_lite.
         """
-        h, w = morph.shape
         peak = refine_peak(morph, center, self.fit_radius)
-        weights = self.weights((h, w), peak)
-        target = np.asarray(morph, dtype=np.float64)
-        current = target.copy()
-        padded = np.zeros((h + 2, w + 2))
-        limit = h * h + w * w if max_sweeps is None else max_sweeps
-        for _ in range(limit):
-            padded[1:-1, 1:-1] = current
-            reference = weights[0] * padded[0:h, 0:w]
-            for k, (dy, dx) in enumerate(_OFFSETS[1:], start=1):
-                reference += weights[k] * padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
-            reference[peak] = np.inf
-            updated = np.minimum(target, reference)
-            if np.array_equal(updated, current):
-                break
-            current = updated
-        return current
+        self._fit(morph.shape, peak)
+        result = np.array(morph, dtype=np.float64, order="C")  # a copy: the pass works in place
+        _project(
+            result,
+            peak[0],
+            peak[1],
+            self._weights,
+            self._size // 2,
+            self._order_y,
+            self._order_x,
+            self._order_r2,
+            _OFFSET_Y,
+            _OFFSET_X,
+        )
+        return result

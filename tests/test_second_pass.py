@@ -1,0 +1,235 @@
+"""The second deblending pass: warm start from the first-pass components, and the cold option."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import numpy as np
+import pytest
+from lsst.meas.extensions.residual.cli.options import add_model_options
+from lsst.meas.extensions.residual.deblending import (
+    CubeComponentData,
+    DeblendConfig,
+    FactorizedComponentData,
+    SourceData,
+    deblend,
+    deblend_with_new_peaks,
+    detections_from_positions,
+)
+from lsst.meas.extensions.residual.deblending.context import DeblendContext
+from lsst.meas.extensions.residual.deblending.warm_start import first_pass_sources, start_sources
+from lsst.meas.extensions.residual.geometry import Box
+from lsst.meas.extensions.residual.simulation import SimulationConfig, simulate_scene
+from lsst.meas.extensions.residual.tasks.config_fields import DeblendFieldsConfig
+
+FAST = DeblendConfig(show_progress=False)
+WARM = FAST.replace(second_pass_start="warm")
+COLD = FAST.replace(second_pass_start="cold")
+
+
+def _snr(scene) -> np.ndarray:
+    values = []
+    for index in range(len(scene.truth)):
+        stamp, (sy, sx) = scene.truth.isolated_image(index, scene.shape)
+        values.append(np.sqrt(np.sum(stamp**2 / scene.variance[:, sy, sx])))
+    return np.array(values)
+
+
+SEEDS = (11, 13, 15, 16)
+"""128x128 scenes whose first pass misses bright sources in blends of three or more."""
+
+
+def _withheld_first_pass(seed: int):
+    """Scene, first pass without up to four bright sources in blends of three or more, and those."""
+    scene = simulate_scene(seed, SimulationConfig(height=128, width=128))
+    xy = scene.truth.xy
+    everything = detections_from_positions(scene, xy)
+    footprint_of = np.asarray(everything.peaks["footprint_id"])
+    crowded = np.bincount(footprint_of)[footprint_of] >= 3
+    snr = _snr(scene)
+    withheld = [i for i in np.argsort(-snr)[1:] if crowded[i] and snr[i] > 20][:4]  # not the brightest
+    kept = np.setdiff1d(np.arange(len(xy)), withheld)
+    first = deblend(scene, detections_from_positions(scene, xy[kept]), FAST)
+    return scene, first, xy[withheld]
+
+
+@pytest.fixture(scope="module")
+def refits():
+    """For each seed: scene, first pass, new positions, warm and cold second passes."""
+    cases = []
+    for seed in SEEDS:
+        scene, first, new_xy = _withheld_first_pass(seed)
+        warm = _second(scene, first, new_xy, WARM)
+        cold = _second(scene, first, new_xy, COLD)
+        cases.append((scene, first, new_xy, warm, cold))
+    return cases
+
+
+@pytest.fixture(scope="module")
+def first_pass(refits):
+    scene, first, new_xy, _, _ = refits[0]
+    return scene, first, new_xy
+
+
+def _refitted(first, second) -> set[int]:
+    """First-pass blends that gained a source."""
+    new_rows = second.catalog[second.catalog["found_by"] == "residual"]
+    return {int(p) for p in new_rows["parent_id"]} & set(first.model_data.blends)
+
+
+def _second(scene, first, new_xy, config):
+    return deblend_with_new_peaks(scene, first.detections, first.catalog, first.model_data, new_xy, config)
+
+
+def test_existing_sources_start_from_their_first_pass_components(first_pass):
+    scene, first, new_xy = first_pass
+    warm = _second(scene, first, new_xy, WARM.replace(max_iter=0))
+    cold = _second(scene, first, new_xy, COLD.replace(max_iter=0))
+    refitted = _refitted(first, warm)
+    assert refitted and refitted == _refitted(first, cold)
+    n_existing = 0
+    for blend_id in refitted:
+        before = first_pass_sources(first.model_data, blend_id)
+        warm_sources = first_pass_sources(warm.model_data, blend_id)
+        cold_sources = first_pass_sources(cold.model_data, blend_id)
+        assert len(warm_sources) > len(before)
+        for peak_id, source in before.items():
+            n_existing += 1
+            for old, new in zip(source.components, warm_sources[peak_id].components, strict=True):
+                assert new.origin == old.origin and new.peak == old.peak
+                np.testing.assert_array_equal(new.spectrum, old.spectrum)
+                np.testing.assert_array_equal(new.morph, old.morph)
+            # A cold start initialises the source from the image instead.
+            old_model = [(c.origin, c.morph.shape, c.spectrum) for c in source.components]
+            cold_model = [(c.origin, c.morph.shape, c.spectrum) for c in cold_sources[peak_id].components]
+            assert len(old_model) != len(cold_model) or any(
+                o[:2] != c[:2] or not np.allclose(o[2], c[2], rtol=1e-3)
+                for o, c in zip(old_model, cold_model, strict=True)
+            ), f"cold start of source {peak_id} kept its first-pass model"
+    assert n_existing >= 3
+    # The new sources are initialised as the first pass would, with light of their own.
+    new_rows = warm.catalog[warm.catalog["found_by"] == "residual"]
+    assert len(new_rows) == len(new_xy)
+    assert np.all(np.asarray(new_rows["flux"]).sum(axis=1) > 0) and not np.any(new_rows["zero_flux"])
+    assert np.all(new_rows["n_components"] >= 1)
+
+
+def _per_blend(result, blend_ids, column) -> np.ndarray:
+    return np.array(
+        [result.catalog[column][result.catalog["parent_id"] == b][0] for b in blend_ids], dtype=float
+    )
+
+
+def test_warm_refit_needs_fewer_iterations_than_cold_and_fits_as_well(refits):
+    iterations = {"warm": [], "cold": []}
+    chi2 = {"first": [], "warm": [], "cold": []}
+    for _, first, _, warm, cold in refits:
+        refitted = sorted(_refitted(first, warm))
+        assert refitted == sorted(_refitted(first, cold))
+        chi2["first"].append(_per_blend(first, refitted, "blend_reduced_chi2"))
+        for name, result in (("warm", warm), ("cold", cold)):
+            assert np.all(_per_blend(result, refitted, "converged"))
+            iterations[name].append(_per_blend(result, refitted, "n_iter"))
+            chi2[name].append(_per_blend(result, refitted, "blend_reduced_chi2"))
+            new_rows = result.catalog[result.catalog["found_by"] == "residual"]
+            assert np.all(np.asarray(new_rows["conserved_flux"]).sum(axis=1) > 0)
+    iterations = {k: np.concatenate(v) for k, v in iterations.items()}
+    chi2 = {k: np.median(np.concatenate(v)) for k, v in chi2.items()}
+    assert len(iterations["warm"]) >= 5
+    assert np.all(iterations["warm"] >= FAST.min_iter + 1)  # the same stopping rule applies
+    assert iterations["warm"].sum() < 0.75 * iterations["cold"].sum()
+    assert chi2["warm"] <= 1.02 * chi2["cold"]
+    # Both re-fits take the new sources: their blends fit better than in the first pass.
+    assert chi2["warm"] < chi2["first"] and chi2["cold"] < chi2["first"]
+
+
+def test_blends_that_gained_nothing_are_copied_unchanged(refits):
+    _, first, _, warm, cold = refits[0]
+    for second in (warm, cold):
+        untouched = set(first.model_data.blends) - _refitted(first, second)
+        assert untouched
+        for blend_id in untouched:
+            assert second.model_data.blends[blend_id] is first.model_data.blends[blend_id]
+            before = first.catalog[first.catalog["parent_id"] == blend_id]
+            now = second.catalog[second.catalog["parent_id"] == blend_id]
+            for column in before.colnames:
+                np.testing.assert_array_equal(np.asarray(now[column]), np.asarray(before[column]))
+
+
+def test_sources_without_a_fitted_first_pass_model_are_initialised_from_the_image(small_scene):
+    # First pass the cheap way: single-peak footprints are isolated sources, with no components.
+    xy = small_scene.truth.xy
+    everything = detections_from_positions(small_scene, xy)
+    counts = np.bincount(np.asarray(everything.peaks["footprint_id"]))
+    single = np.flatnonzero(counts[np.asarray(everything.peaks["footprint_id"])] == 1)
+    assert len(single)
+    cheap = FAST.replace(isolated="footprint")
+    first = deblend(small_scene, everything, cheap)
+    parent = int(everything.peaks["footprint_id"][single[0]])
+    assert parent in first.model_data.isolated
+    # A new peak two pixels away joins that footprint, which must now be fitted as a blend of two.
+    ys, xs = np.nonzero(everything.footprints == parent)
+    distance = np.hypot(xs - xy[single[0], 0], ys - xy[single[0], 1])
+    pick = int(np.argmin(np.abs(distance - 2.0)))
+    new_xy = np.array([[xs[pick], ys[pick]]], dtype=float)
+    warm = _second(small_scene, first, new_xy, cheap.replace(second_pass_start="warm"))
+    cold = _second(small_scene, first, new_xy, cheap.replace(second_pass_start="cold"))
+    assert parent not in warm.model_data.isolated and parent in warm.model_data.blends
+    for name in ("flux", "n_iter"):
+        np.testing.assert_array_equal(
+            warm.catalog[name][warm.catalog["parent_id"] == parent],
+            cold.catalog[name][cold.catalog["parent_id"] == parent],
+        )
+    rows = warm.catalog[warm.catalog["parent_id"] == parent]
+    assert len(rows) == 2 and np.all(rows["n_components"] >= 1)
+
+
+def test_start_sources_falls_back_for_cube_and_missing_components(first_pass):
+    scene, first, _ = first_pass
+    context = DeblendContext.build(scene, FAST)
+    blend_id = next(b for b in first.model_data.blends if len(first_pass_sources(first.model_data, b)) >= 2)
+    sources = first_pass_sources(first.model_data, blend_id)
+    (a, source_a), (b, _) = list(sources.items())[:2]
+    footprint = first.detections.footprints == blend_id
+    ys, xs = np.nonzero(footprint)
+    box = Box(ys.min(), xs.min(), ys.max() - ys.min() + 1, xs.max() - xs.min() + 1)
+    obs = context.observation(box, footprint[box.slices()])
+    component = source_a.components[0]
+    assert isinstance(component, FactorizedComponentData)
+    cube = CubeComponentData(component.origin, component.peak, component.model())
+    peaks = first.detections.peaks
+    centers = [
+        tuple(
+            int(np.floor(v + 0.5)) for v in (peaks["y"][peaks["id"] == i][0], peaks["x"][peaks["id"] == i][0])
+        )
+        for i in (a, b)
+    ]
+    started, warm = start_sources(
+        obs, [a, b], centers, FAST, context.monotonicity, {a: source_a, b: SourceData([cube])}
+    )
+    assert warm == [True, False] and len(started) == 2
+    np.testing.assert_array_equal(started[0][0].spectrum, component.spectrum)
+    _, warm = start_sources(obs, [a, b], centers, FAST, context.monotonicity, {})
+    assert warm == [False, False]
+    with pytest.raises(ValueError, match="2 peak ids for 1"):
+        start_sources(obs, [a, b], centers[:1], FAST, context.monotonicity, {})
+
+
+def test_the_start_is_an_option_of_the_config_the_tasks_and_the_command_line():
+    assert DeblendConfig().second_pass_start == "warm"
+    with pytest.raises(ValueError, match="second_pass_start"):
+        DeblendConfig(second_pass_start="lukewarm")
+    field = DeblendFieldsConfig._fields[DeblendFieldsConfig.field_names["second_pass_start"]]
+    assert set(field.allowed) == {"warm", "cold"} and field.default == "warm"
+    parser = argparse.ArgumentParser()
+    add_model_options(parser, DeblendConfig)
+    assert parser.parse_args(["--second-pass-start", "cold"]).second_pass_start == "cold"
+
+
+def test_model_data_of_other_bands_is_refused(first_pass):
+    scene, first, new_xy = first_pass
+    metadata = dict(first.model_data.metadata, bands=("g", "r", "i", "z", "y", "u"))
+    other = dataclasses.replace(first.model_data, metadata=metadata)
+    with pytest.raises(ValueError, match="model data has bands g,r,i,z,y,u; the scene has u,g,r,i,z,y"):
+        deblend_with_new_peaks(scene, first.detections, first.catalog, other, new_xy, WARM)
