@@ -38,6 +38,12 @@ def model_frame(obs: BlendObservation, components: list[FactorizedComponent]) ->
     return model
 
 
+def log_likelihood(obs: BlendObservation, components: list[FactorizedComponent]) -> float:
+    """Gaussian log-likelihood (up to a constant) of the components' model of the blend's data."""
+    residual = obs.convolver.convolve(model_frame(obs, components)) - obs.image
+    return -0.5 * float(np.einsum("bhw,bhw->", obs.weights * residual, residual))
+
+
 def fit_blend(
     obs: BlendObservation, components: list[FactorizedComponent], config: DeblendConfig
 ) -> BlendFit:

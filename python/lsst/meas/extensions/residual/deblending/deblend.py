@@ -32,7 +32,7 @@ from astropy.table import Table, vstack
 from ..detection import Detections
 from ..geometry import Box
 from ..scene import Scene
-from .blend import BlendFit, fit_blend
+from .blend import BlendFit, fit_blend, log_likelihood
 from .component import FactorizedComponent
 from .config import DeblendConfig
 from .context import DeblendContext
@@ -373,6 +373,12 @@ def _skip_reason(config: DeblendConfig, box: Box, n_peaks: int) -> str | None:
     return None
 
 
+def _fit_spectra_first(config: DeblendConfig, box: Box, n_sources: int) -> bool:
+    """Whether initial spectra are fitted by least squares (LSST's ``setSpectra``, ``maxSpectrumCutoff``)."""
+    cutoff = config.max_spectrum_cutoff
+    return config.spectrum_init and (cutoff <= 0 or box.height * box.width * n_sources <= cutoff)
+
+
 def _fit_sources(
     context: DeblendContext,
     obs: BlendObservation,
@@ -387,15 +393,26 @@ def _fit_sources(
     peak_ids = [int(i) for i in peaks["id"]]
     sources, warm = start_sources(obs, peak_ids, centers, config, context.monotonicity, first_pass or {})
     components = [c for source in sources for c in source]
-    if config.spectrum_init and (
-        config.max_spectrum_cutoff <= 0 or box.height * box.width * len(sources) <= config.max_spectrum_cutoff
-    ):
+    if _fit_spectra_first(config, box, len(sources)):
         fit_fresh_spectra(
             obs,
             [c for source, w in zip(sources, warm, strict=True) if not w for c in source],
             [c for source, w in zip(sources, warm, strict=True) if w for c in source],
         )
     fit = fit_blend(obs, components, config)
+    warm_end = log_likelihood(obs, components) if any(warm) and fit.log_likelihood else None
+    if warm_end is not None and warm_end < fit.log_likelihood[0]:
+        # The optimizer's first steps from a converged start (its moments begin at zero, so each
+        # step has the full step size) can throw the fit out of the first pass's basin, and it
+        # then stops in a worse one. Such a blend is also fitted cold, and the better fit is kept.
+        _log.debug("Warm start of the blend at %s ended worse than it began; fitting it cold.", box.origin)
+        cold, _ = start_sources(obs, peak_ids, centers, config, context.monotonicity, {})
+        cold_components = [c for source in cold for c in source]
+        if _fit_spectra_first(config, box, len(cold)):
+            fit_fresh_spectra(obs, cold_components, [])
+        cold_fit = fit_blend(obs, cold_components, config)
+        if log_likelihood(obs, cold_components) > warm_end:
+            sources, components, fit = cold, cold_components, cold_fit
     shares = source_shares(obs, sources)
     # Each source's share of the pixels stops at its blend's own (a sub-blend's neighbours have theirs).
     for share in shares:
