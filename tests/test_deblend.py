@@ -373,3 +373,22 @@ def test_no_peaks_gives_an_empty_catalog_and_the_image_as_residual(small_scene):
         result.config,
     )
     assert list(second.catalog["found_by"]) == ["residual"]
+
+
+def test_the_result_keeps_one_cube_and_computes_its_residual_when_asked(small_scene, truth_result):
+    import dataclasses
+
+    # A patch's deblend keeps its model only: the residual is made from the scene when read, and
+    # is the same each time (image − model, zero at bad pixels).
+    assert truth_result.scene is small_scene
+    first, again = truth_result.residual, truth_result.residual
+    assert first is not again
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(
+        first, np.where(small_scene.good, small_scene.image - truth_result.model, 0)
+    )
+    # A residual given is kept as given; without one and without the scene there is nothing to compute.
+    given = dataclasses.replace(truth_result, residual=np.zeros_like(first), scene=None)
+    assert np.all(given.residual == 0)
+    with pytest.raises(ValueError, match="neither a residual"):
+        _ = dataclasses.replace(truth_result, scene=None, residual=None).residual

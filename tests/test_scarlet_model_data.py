@@ -367,3 +367,52 @@ def test_a_pre_schema_v29_dict_migrates_to_what_the_current_reader_expects(share
     assert ScarletModelData.from_dict(migrated).as_dict() == expected
     with pytest.raises(ScarletModelDataError, match="Unknown scarlet model data schema version '0.0.0'"):
         ScarletModelData.from_dict(raw)
+
+
+def test_a_patch_is_rendered_blend_by_blend_into_one_float32_cube():
+    import tracemalloc
+
+    # 144 small blends over a 2-band 384² patch: the rendering may hold the output cube and one
+    # blend's cube at a time, not a float64 patch, a list of every blend's cube, or a copy of the image.
+    rng = np.random.default_rng(1)
+    shape = (384, 384)
+    metadata = {
+        "model_psf": integrated_gaussian_psf(0.8, 15).astype(np.float32),
+        "psf": _psfs(),
+        "bands": ("g", "r"),
+        "patch_shape": list(shape),
+    }
+    blends, isolated = {}, {}
+    for index, (y0, x0) in enumerate((y, x) for y in range(4, 370, 32) for x in range(4, 370, 32)):
+        component = FactorizedComponentData(
+            origin=(y0, x0),
+            peak=(y0 + 4.0, x0 + 4.0),
+            spectrum=rng.random(2).astype(np.float32) + 1,
+            morph=rng.random((9, 9)).astype(np.float32),
+        )
+        child = BlendData(origin=(y0, x0), shape=(9, 9), sources={index: SourceData([component])})
+        blends[index + 1] = HierarchicalBlendData(children={index: child})
+        isolated[1000 + index] = IsolatedSourceData(
+            origin=(y0 + 16, x0 + 16), peak=(y0 + 17.0, x0 + 17.0), span_array=np.ones((3, 3), np.float32)
+        )
+    data = ScarletModelData(blends=blends, isolated=isolated, metadata=metadata)
+    image = rng.normal(size=(2, *shape)).astype(np.float32)
+    cube_bytes = image.nbytes
+    tracemalloc.start()
+    try:
+        patch = render_model_data(data, image=image)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert patch.dtype == np.float32 and patch.shape == image.shape
+    assert peak < 1.5 * cube_bytes, f"rendering peaked at {peak / cube_bytes:.2f} patch cubes"
+    # Streaming changes nothing: the same as summing each blend's own rendering.
+    pad = 16  # the PSF wings of the blends at the edge reach beyond the patch
+    expected = np.zeros((2, shape[0] + 2 * pad, shape[1] + 2 * pad))
+    for blend in blends.values():
+        cube, (y0, x0) = render_blend(blend, data)
+        expected[:, pad + y0 : pad + y0 + cube.shape[1], pad + x0 : pad + x0 + cube.shape[2]] += cube
+    for source in isolated.values():
+        y0, x0 = source.origin
+        expected[:, pad + y0 : pad + y0 + 3, pad + x0 : pad + x0 + 3] += image[:, y0 : y0 + 3, x0 : x0 + 3]
+    np.testing.assert_allclose(patch, expected[:, pad:-pad, pad:-pad], rtol=1e-6, atol=1e-6)

@@ -105,3 +105,13 @@ def test_truncated_file(small_scene, tmp_path):
     path.write_bytes(data[: len(data) // 3])
     with pytest.raises(SceneFormatError):
         read_scene(path)
+
+
+def test_truth_can_be_left_unread(small_scene, tmp_path):
+    # A scene read for processing only need not hold the truth's per-source stamps.
+    path = tmp_path / "scene.fits"
+    write_scene(small_scene, path)
+    scene = read_scene(path, truth=False)
+    assert scene.truth is None and read_scene(path).truth is not None
+    np.testing.assert_array_equal(scene.image, small_scene.image)
+    np.testing.assert_array_equal(scene.variance, small_scene.variance)

@@ -199,9 +199,9 @@ class Scene:
 
     def weights(self) -> np.ndarray:
         """(nbands, H, W) inverse variance, zero at bad pixels."""
-        good = self.good
         weights = np.zeros_like(self.variance)
-        weights[good] = 1.0 / self.variance[good]
+        # In place: no copies of the good pixels' variances (a full patch's largest temporaries).
+        np.divide(1.0, self.variance, out=weights, where=self.good)
         return weights
 
     def clean_image(self) -> np.ndarray:
@@ -277,12 +277,14 @@ def write_scene(scene: Scene, path: str | os.PathLike, overwrite: bool = False) 
     fits.HDUList(hdus).writeto(os.fspath(path), overwrite=overwrite)
 
 
-def read_scene(path: str | os.PathLike) -> Scene:
+def read_scene(path: str | os.PathLike, *, truth: bool = True) -> Scene:
     """Read a scene FITS file.
 
     A ``TRUTH`` table this package cannot read as its truth (another
     schema, or a band count other than the scene's) is ignored with a
-    logged warning; the scene is read without truth.
+    logged warning; the scene is read without truth. With ``truth=False``
+    it is not read at all: its per-source stamps take as much memory as
+    the image on a simulated patch, and processing a scene needs no truth.
 
     Raises
     ------
@@ -325,8 +327,10 @@ def read_scene(path: str | os.PathLike) -> Scene:
             image = _read_data(hdul, "IMAGE", path)
             variance = _read_data(hdul, "VARIANCE", path)
             psf = _read_data(hdul, "PSF", path)
-            mask = hdul["MASK"].data if "MASK" in names else None
-            truth = _read_truth(hdul, path, len(bands)) if "TRUTH" in names else None
+            mask = np.array(hdul["MASK"].data) if "MASK" in names else None
+            if mask is not None:
+                del hdul["MASK"].data
+            scene_truth = _read_truth(hdul, path, len(bands)) if truth and "TRUTH" in names else None
         except (TypeError, ValueError, OSError) as err:
             if isinstance(err, SceneFormatError):
                 raise
@@ -337,8 +341,8 @@ def read_scene(path: str | os.PathLike) -> Scene:
             variance=variance,
             psf=psf,
             bands=bands,
-            mask=None if mask is None else np.array(mask),
-            truth=truth,
+            mask=mask,
+            truth=scene_truth,
             metadata=metadata,
         )
     except SceneFormatError as err:
@@ -367,4 +371,7 @@ def _read_data(hdul: fits.HDUList, name: str, path: str) -> np.ndarray:
     data = hdul[name].data
     if data is None:
         raise SceneFormatError(f"{path!r}: extension {name} has no data.")
-    return np.array(data, dtype=np.float32)
+    array = np.array(data, dtype=np.float32)
+    # Drop the HDU's own (big-endian) copy now: a full patch would otherwise hold each plane twice.
+    del data, hdul[name].data
+    return array

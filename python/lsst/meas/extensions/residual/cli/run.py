@@ -100,8 +100,12 @@ def write_cube(path: Path, cube, bands, name: str) -> None:
     fits.HDUList([primary, fits.ImageHDU(cube, name=name)]).writeto(path)
 
 
-def write_run(folder: Path, scene, result, plot: bool) -> None:
-    """Write the outputs of `run_chain` (all but ``summary.json``) into ``folder``."""
+def write_run(folder: Path, scene, result, plot: bool, truth_xy=None) -> None:
+    """Write the outputs of `run_chain` (all but ``summary.json``) into ``folder``.
+
+    ``truth_xy`` ((N, 2) true positions, x and y) are marked on the figure;
+    default: the scene's truth, if it has one.
+    """
     import numpy as np
 
     from ..chain.plots import plot_patch_chain
@@ -125,7 +129,7 @@ def write_run(folder: Path, scene, result, plot: bool) -> None:
             folder / "run.png",
             f"{len(first)} first-pass sources, {len(result.new_sources)} new, "
             f"{len(result.second_pass.catalog)} after the second pass",
-            truth_xy=None if scene.truth is None else scene.truth.xy,
+            truth_xy=truth_xy if truth_xy is not None or scene.truth is None else scene.truth.xy,
         )
 
 
@@ -171,11 +175,15 @@ def _run_scene(scene_path, detector, metadata, config, folder, plot: bool, start
     from ..chain import run_chain
     from ..scene import read_scene
 
-    scene = read_scene(scene_path)
+    # The chain needs no truth; the figure needs its positions only. Its per-source stamps are not
+    # kept (not even read without a figure): on a simulated 4k patch they are as large as the image.
+    scene = read_scene(scene_path, truth=plot)
     metadata.check_data(scene.bands, has_model=True)
+    truth_xy = None if scene.truth is None else scene.truth.xy
+    scene.truth = None
     result = run_chain(scene, detector, config, progress=True)
     with folder.staging() as staged:
-        write_run(staged.path, scene, result, plot=plot)
+        write_run(staged.path, scene, result, plot=plot, truth_xy=truth_xy)
         staged.summary.update(run_summary(scene_path, detector.package.path, detector.device, result))
         staged.summary["wall_seconds"] = round(time.perf_counter() - start, 2)
     return {k: v for k, v in staged.summary.items() if k != "outputs"}

@@ -23,12 +23,11 @@ from .psf import difference_kernels, integrated_gaussian_psf
 class DeblendContext:
     """Scene-level arrays shared by all blends.
 
+    The image and its weights are cut from the scene blend by blend
+    (`pixels`): a full patch holds no cleaned copy of either cube.
+
     Attributes
     ----------
-    image : `numpy.ndarray`
-        (nbands, H, W) float32 image, zero at bad pixels.
-    weights : `numpy.ndarray`
-        (nbands, H, W) float32 inverse variance, zero at bad pixels.
     noise_rms : `numpy.ndarray`
         (nbands,) mean noise σ over the good pixels (scarlet_lite's ``noise_rms``).
     detect : `numpy.ndarray`
@@ -44,8 +43,6 @@ class DeblendContext:
 
     scene: Scene
     config: DeblendConfig
-    image: np.ndarray
-    weights: np.ndarray
     noise_rms: np.ndarray
     detect: np.ndarray
     significance: np.ndarray
@@ -56,27 +53,35 @@ class DeblendContext:
 
     @classmethod
     def build(cls, scene: Scene, config: DeblendConfig) -> DeblendContext:
+        # First the detection images, whose temporaries are the largest: the cubes below come after.
+        significance, psf_flux = detection_image(scene)
         good = scene.good
-        image = scene.clean_image()
-        weights = scene.weights()
-        sigma = np.sqrt(np.where(good, scene.variance, np.nan))
         with np.errstate(invalid="ignore"):
-            noise_rms = np.nanmean(sigma.reshape(scene.nbands, -1), axis=1)
+            # Band by band: no patch-sized σ cube.
+            noise_rms = np.array(
+                [
+                    np.nanmean(np.sqrt(np.where(band_good, band_variance, np.nan)))
+                    for band_good, band_variance in zip(good, scene.variance, strict=True)
+                ]
+            )
         if not np.all(np.isfinite(noise_rms)):
             bad = [b for b, v in zip(scene.bands, noise_rms, strict=True) if not np.isfinite(v)]
             raise ValueError(f"Band(s) {','.join(bad)} have no usable pixel (all masked or non-finite).")
         model_psf = integrated_gaussian_psf(config.model_psf_sigma, config.model_psf_size)
         kernels = difference_kernels(scene.psf, model_psf)
         inverse = 1.0 / noise_rms**2
-        chi = np.tensordot(inverse, image.astype(np.float64), axes=1)
+        # By blocks of rows: a float64 copy of the whole image cube would be a patch's largest temporary.
+        chi = np.empty(scene.shape, dtype=np.float64)
+        for y0 in range(0, scene.shape[0], 256):
+            rows = slice(y0, y0 + 256)
+            image = np.where(good[:, rows], scene.image[:, rows], np.float32(0))  # `Scene.clean_image`
+            chi[rows] = np.tensordot(inverse, image.astype(np.float64), axes=1)
+        del good
         detect = fftconvolve(chi, model_psf, mode="same")
         detect /= np.sqrt(inverse.sum() * np.sum(model_psf**2))
-        significance, psf_flux = detection_image(scene)
         return cls(
             scene=scene,
             config=config,
-            image=image,
-            weights=weights,
             noise_rms=noise_rms.astype(np.float64),
             detect=detect.astype(np.float32),
             significance=significance,
@@ -86,14 +91,29 @@ class DeblendContext:
             monotonicity=Monotonicity() if config.monotonic else None,
         )
 
+    def pixels(self, box: Box) -> tuple[np.ndarray, np.ndarray]:
+        """(nbands, h, w) float32 image and inverse variance in ``box``, both zero at bad pixels.
+
+        The same as `Scene.clean_image` and `Scene.weights` cut to the box (a
+        pixel is bad as `Scene.good` says).
+        """
+        sl = (slice(None), *box.slices())
+        image, variance = self.scene.image[sl], self.scene.variance[sl]
+        good = np.isfinite(image) & np.isfinite(variance) & (variance > 0)
+        if self.scene.mask is not None:
+            good &= self.scene.mask[sl] == 0
+        weights = np.zeros_like(variance)
+        np.divide(1.0, variance, out=weights, where=good)
+        return np.where(good, image, np.float32(0)), weights
+
     def observation(self, box: Box, footprint: np.ndarray) -> BlendObservation:
         """The `BlendObservation` of a footprint (``footprint``: (h, w) bool in ``box``)."""
         sl = box.slices()
-        weights = self.weights[:, sl[0], sl[1]].astype(np.float64) * footprint[None]
+        image, weights = self.pixels(box)
         return BlendObservation(
             box=box,
-            image=self.image[:, sl[0], sl[1]].astype(np.float64),
-            weights=weights,
+            image=image.astype(np.float64),
+            weights=weights.astype(np.float64) * footprint[None],
             footprint=footprint,
             detect=self.detect[sl].astype(np.float64),
             significance=self.significance[sl].astype(np.float64),

@@ -57,6 +57,41 @@ FIRST_PASS = "first_pass"
 RESIDUAL = "residual"
 
 
+def _residual_of(scene: Scene, model: np.ndarray) -> np.ndarray:
+    """(nbands, H, W) float32 ``scene.image − model``, zero at the scene's bad pixels (never NaN).
+
+    In place, so that a full patch holds the one residual cube and, besides, only a boolean mask.
+    """
+    residual = np.subtract(scene.image, model).astype(np.float32, copy=False)
+    bad = np.logical_not(scene.good)
+    residual[bad] = 0.0
+    return residual
+
+
+class _Residual:
+    """`DeblendResult.residual`: the cube it was given, or else one computed from its scene and model.
+
+    A full patch's chain keeps only the models: each residual is a patch-sized cube, made when it
+    is asked for (to write it, say) and not kept.
+    """
+
+    def __set_name__(self, owner, name):
+        self.attribute = f"_{name}"
+
+    def __get__(self, result, owner=None):
+        if result is None:
+            raise AttributeError("residual")  # a dataclass field without a default
+        stored = getattr(result, self.attribute)
+        if stored is not None:
+            return stored
+        if result.scene is None:
+            raise ValueError("This DeblendResult has neither a residual cube nor the scene to compute it.")
+        return _residual_of(result.scene, result.model)
+
+    def __set__(self, result, value):
+        setattr(result, self.attribute, None if value is None else np.asarray(value))
+
+
 @dataclasses.dataclass
 class DeblendResult:
     """Output of `deblend` / `deblend_with_new_peaks`.
@@ -82,6 +117,8 @@ class DeblendResult:
         ``model_data`` (isolated footprints: the image inside them).
     residual : `numpy.ndarray`
         (nbands, H, W) float32 image − model; zero at bad pixels, never NaN.
+        Given as None (as `deblend` and `deblend_with_new_peaks` do), it is
+        computed from ``scene`` and ``model`` each time it is read.
     model_data : `ScarletModelData`
         The models in LSST's scarlet model data format.
     detections : `Detections`
@@ -92,16 +129,19 @@ class DeblendResult:
         The configuration used.
     timing : `dict`
         Seconds spent (``total``, ``fit``).
+    scene : `Scene`, optional
+        The scene that was deblended (needed when ``residual`` is None).
     """
 
     catalog: Table
     model: np.ndarray
-    residual: np.ndarray
+    residual: np.ndarray | None = _Residual()
     model_data: ScarletModelData
     detections: Detections
     bands: tuple[str, ...]
     config: DeblendConfig
     timing: dict = dataclasses.field(default_factory=dict)
+    scene: Scene | None = dataclasses.field(default=None, repr=False)
 
     def normalized_residual(self, scene: Scene) -> np.ndarray:
         """(nbands, H, W) float32 residual / σ, zero at bad pixels (finite everywhere)."""
@@ -480,28 +520,38 @@ def _run_footprints(
     return outcomes
 
 
+def _add_isolated(model: np.ndarray, source: IsolatedSourceData, context: DeblendContext) -> None:
+    """Add an isolated source's model (the image inside its span, as `render_model_data`) to ``model``."""
+    source_box = Box(int(source.origin[0]), int(source.origin[1]), *source.shape)
+    inside = source_box.intersect(Box(0, 0, *model.shape[1:]))
+    if inside.empty:
+        return
+    image, _ = context.pixels(inside)  # cut from the scene: no patch-sized clean image
+    span = source.span_array[inside.slices(source_box)] > 0
+    model[(slice(None), *inside.slices())] += np.where(span, image.astype(np.float64), 0.0)
+
+
 def _finish(
     scene: Scene,
     context: DeblendContext,
     model_data: ScarletModelData,
     outcomes: list[_BlendOutcome],
     kept_rows: Table | None,
-) -> tuple[Table, np.ndarray, np.ndarray]:
-    """Render the patch model, the residual, the χ² columns and the catalog."""
-    model = render_model_data(model_data, scene.shape, image=context.image, bands=scene.bands)
-    good = scene.good
-    residual = np.where(good, scene.image - model, np.float32(0)).astype(np.float32)
-    weights = context.weights
+) -> tuple[Table, np.ndarray]:
+    """Render the patch model (blend by blend, into one cube); the χ² columns and the catalog."""
+    model = render_model_data(model_data, scene.shape, bands=scene.bands, include_isolated=False)
+    for source in model_data.isolated.values():
+        _add_isolated(model, source, context)
     nbands = scene.nbands
     tables = [] if kept_rows is None else [kept_rows]
     for outcome in outcomes:
         sl = outcome.box.slices()
-        chi = (
-            residual[:, sl[0], sl[1]].astype(np.float64) ** 2
-            * weights[:, sl[0], sl[1]]
-            * outcome.footprint[None]
-        )
-        used = (weights[:, sl[0], sl[1]] > 0) & outcome.footprint[None]
+        # The residual blend by blend: the patch's residual cube is never made here.
+        image, weights = context.pixels(outcome.box)
+        residual = np.subtract(image, model[:, sl[0], sl[1]]).astype(np.float32)
+        residual[weights == 0] = 0.0
+        chi = residual.astype(np.float64) ** 2 * weights * outcome.footprint[None]
+        used = (weights > 0) & outcome.footprint[None]
         n_used = int(used.sum())
         blend_chi2 = float(chi.sum()) / n_used if n_used else np.nan
         rows = outcome.rows
@@ -521,7 +571,7 @@ def _finish(
         catalog = catalog[np.lexsort((np.asarray(catalog["id"]), np.asarray(catalog["parent_id"])))]
     if scene.metadata.get("BUNIT"):
         catalog["flux"].unit = catalog["conserved_flux"].unit = str(scene.metadata["BUNIT"])
-    return catalog, model, residual
+    return catalog, model
 
 
 def deblend(scene: Scene, detections: Detections, config: DeblendConfig | None = None) -> DeblendResult:
@@ -558,7 +608,7 @@ def deblend(scene: Scene, detections: Detections, config: DeblendConfig | None =
     model_data = _base_model_data(scene, context)
     for outcome in outcomes:
         _add_entry(model_data, outcome)
-    catalog, model, residual = _finish(scene, context, model_data, outcomes, None)
+    catalog, model = _finish(scene, context, model_data, outcomes, None)
     timing = {"total": time.perf_counter() - start, "fit": sum(o.fit_seconds for o in outcomes)}
     _log.info(
         "Deblended %d peaks in %d footprints in %.1f s.",
@@ -566,7 +616,9 @@ def deblend(scene: Scene, detections: Detections, config: DeblendConfig | None =
         len(footprint_ids),
         timing["total"],
     )
-    return DeblendResult(catalog, model, residual, model_data, detections, tuple(scene.bands), config, timing)
+    return DeblendResult(
+        catalog, model, None, model_data, detections, tuple(scene.bands), config, timing, scene
+    )
 
 
 def _add_entry(model_data: ScarletModelData, outcome: _BlendOutcome) -> None:
@@ -667,11 +719,11 @@ def deblend_with_new_peaks(
     for outcome in outcomes:
         _add_entry(updated, outcome)
     kept = catalog[~np.isin(np.asarray(catalog["parent_id"]), list(touched_set))]
-    new_catalog, model, residual = _finish(scene, context, updated, outcomes, kept)
+    new_catalog, model = _finish(scene, context, updated, outcomes, kept)
     timing = {"total": time.perf_counter() - start, "fit": sum(o.fit_seconds for o in outcomes)}
     _log.info(
         "Re-deblended %d blend(s) with %d new peak(s) in %.1f s.", len(touched), len(new_ids), timing["total"]
     )
     return DeblendResult(
-        new_catalog, model, residual, updated, detections, tuple(scene.bands), config, timing
+        new_catalog, model, None, updated, detections, tuple(scene.bands), config, timing, scene
     )

@@ -187,6 +187,10 @@ def render_model_data(
         source is the image inside its span.
     include_isolated : `bool`
         If True (default), isolated sources are rendered, which needs ``image``.
+    dtype : `numpy.dtype`
+        Type of the output, in which the blends are summed. With a known
+        ``shape`` the blends are rendered one at a time into the output, so a
+        patch needs little more memory than the output itself.
 
     Returns
     -------
@@ -201,26 +205,34 @@ def render_model_data(
     """
     out_bands = tuple(bands) if bands is not None else model_data.bands
     wanted = None if blend_ids is None else {int(b) for b in blend_ids}
-    rendered = []
-    for blend_id, blend in model_data.blends.items():
-        if wanted is not None and blend_id not in wanted:
-            continue
-        for child in _children(blend):
-            _, psf, child_bands = blend_psfs(child, model_data)
-            cube, cube_origin = render_blend(child, model_data)
-            if out_bands is None:
-                out_bands = child_bands
-            if child_bands is not None and out_bands is not None and tuple(child_bands) != tuple(out_bands):
-                missing = [b for b in out_bands if b not in child_bands]
-                if missing:
-                    raise ScarletModelDataError(f"Blend {blend_id} has no band(s) {missing}.")
-                cube = cube[[list(child_bands).index(b) for b in out_bands]]
-            elif out_bands is not None and cube.shape[0] != len(out_bands):
-                raise ScarletModelDataError(
-                    f"Blend {blend_id} has {cube.shape[0]} PSF bands "
-                    f"but the model has {len(out_bands)} bands."
-                )
-            rendered.append((cube, cube_origin))
+
+    def rendered_blends():
+        """Each child blend's (cube, origin), rendered one at a time in ``out_bands``' order."""
+        nonlocal out_bands
+        for blend_id, blend in model_data.blends.items():
+            if wanted is not None and blend_id not in wanted:
+                continue
+            for child in _children(blend):
+                _, psf, child_bands = blend_psfs(child, model_data)
+                cube, cube_origin = render_blend(child, model_data)
+                if out_bands is None:
+                    out_bands = child_bands
+                if (
+                    child_bands is not None
+                    and out_bands is not None
+                    and tuple(child_bands) != tuple(out_bands)
+                ):
+                    missing = [b for b in out_bands if b not in child_bands]
+                    if missing:
+                        raise ScarletModelDataError(f"Blend {blend_id} has no band(s) {missing}.")
+                    cube = cube[[list(child_bands).index(b) for b in out_bands]]
+                elif out_bands is not None and cube.shape[0] != len(out_bands):
+                    raise ScarletModelDataError(
+                        f"Blend {blend_id} has {cube.shape[0]} PSF bands "
+                        f"but the model has {len(out_bands)} bands."
+                    )
+                yield cube, cube_origin
+
     isolated = [
         (key, source)
         for key, source in model_data.isolated.items()
@@ -229,6 +241,8 @@ def render_model_data(
     if shape is None and model_data.metadata and "patch_shape" in model_data.metadata:
         shape = tuple(int(s) for s in model_data.metadata["patch_shape"])
     if shape is None:
+        # The output's extent is the union of the rendered boxes, so they are all rendered first.
+        rendered = list(rendered_blends())
         boxes = [(o, c.shape[1:]) for c, o in rendered] + [(s.origin, s.shape) for _, s in isolated]
         if not boxes:
             raise ScarletModelDataError("Nothing to render: no blends and no shape given.")
@@ -236,12 +250,19 @@ def render_model_data(
         y1 = max(b[0][0] + b[1][0] for b in boxes)
         x1 = max(b[0][1] + b[1][1] for b in boxes)
         origin, shape = (y0, x0), (y1 - y0, x1 - x0)
-    nbands = len(out_bands) if out_bands is not None else (rendered[0][0].shape[0] if rendered else 0)
-    if nbands == 0 and image is not None:
-        nbands = image.shape[0]
-    canvas = np.zeros((nbands, *shape), dtype=np.float64)
+    else:
+        # Blend by blend into the one output cube: a full patch never holds more than one blend's cube.
+        rendered = rendered_blends()
+    canvas = None
     for cube, cube_origin in rendered:
+        if canvas is None:
+            canvas = np.zeros((cube.shape[0], *shape), dtype=dtype)
         _add_clipped(canvas, cube, cube_origin, origin)
+    if canvas is None:
+        nbands = len(out_bands) if out_bands is not None else 0
+        if nbands == 0 and image is not None:
+            nbands = image.shape[0]
+        canvas = np.zeros((nbands, *shape), dtype=dtype)
     if isolated:
         if image is None:
             raise ScarletModelDataError(
@@ -250,7 +271,6 @@ def render_model_data(
             )
         if image.shape != canvas.shape:
             raise ScarletModelDataError(f"image has shape {image.shape}; the rendering is {canvas.shape}.")
-        clean = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         canvas_box = Box(int(origin[0]), int(origin[1]), *shape)
         for _, source in isolated:
             source_box = Box(int(source.origin[0]), int(source.origin[1]), *source.shape)
@@ -258,5 +278,9 @@ def render_model_data(
             if not inside.empty:
                 span = source.span_array[inside.slices(source_box)] > 0
                 pixels = (slice(None), *inside.slices(canvas_box))
-                canvas[pixels] += np.where(span, clean[pixels], 0.0)
-    return canvas.astype(dtype, copy=False)
+                # Cleaned source by source: no patch-sized copy of the image.
+                clean = np.nan_to_num(
+                    np.asarray(image[pixels], dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0
+                )
+                canvas[pixels] += np.where(span, clean, 0.0)
+    return canvas

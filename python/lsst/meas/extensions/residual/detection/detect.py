@@ -90,20 +90,43 @@ def psf_sigma_pixels(psf: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip(r2, 0.0, None) / 2.0)
 
 
-def _matched_filter(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band PSF-smoothed image and its noise σ, with bad pixels given no weight."""
-    good = scene.good
-    image = np.where(good, scene.image, 0.0).astype(np.float64)
-    variance = np.where(good, scene.variance, 0.0).astype(np.float64)
-    kernel = scene.psf[:, ::-1, ::-1].astype(np.float64)  # correlation with the PSF
-    smoothed = fftconvolve(image, kernel, mode="same", axes=(1, 2))
-    smoothed_var = fftconvolve(variance, kernel**2, mode="same", axes=(1, 2))
-    sigma = np.sqrt(np.clip(smoothed_var, 0.0, None))
-    return smoothed, sigma
+def _band_good(scene: Scene, band: int) -> np.ndarray:
+    """(H, W) `Scene.good` of one band (without the scene-sized boolean cube)."""
+    image, variance = scene.image[band], scene.variance[band]
+    good = np.isfinite(image) & np.isfinite(variance) & (variance > 0)
+    if scene.mask is not None:
+        good &= scene.mask[band] == 0
+    return good
+
+
+def _matched_filter(scene: Scene, band: int) -> tuple[np.ndarray, np.ndarray]:
+    """One band's PSF-smoothed image and the inverse of its noise variance (float64, 0 where none).
+
+    Bad pixels are given no weight. Each temporary is freed as soon as it is used, and the
+    inverse variance is made in place: on a full patch these are the step's largest arrays.
+    """
+    good = _band_good(scene, band)
+    kernel = scene.psf[band, ::-1, ::-1].astype(np.float64)  # correlation with the PSF
+    smoothed = fftconvolve(np.where(good, scene.image[band], 0.0).astype(np.float64), kernel, mode="same")
+    variance = np.where(good, scene.variance[band], 0.0).astype(np.float64)
+    del good
+    inverse = fftconvolve(variance, kernel**2, mode="same")
+    del variance
+    np.clip(inverse, 0.0, None, out=inverse)
+    np.sqrt(inverse, out=inverse)  # σ of the smoothed image
+    positive = inverse > 0
+    np.square(inverse, out=inverse)
+    np.divide(1.0, inverse, out=inverse, where=positive)
+    inverse[~positive] = 0.0
+    return smoothed, inverse
 
 
 def detection_image(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
     """Multi-band S/N image (unit noise) and per-band PSF-flux image.
+
+    The bands are filtered one at a time and the sums made in place: a
+    patch-sized float64 cube (and its FFTs) would be most of the chain's
+    peak memory on a full patch.
 
     Returns
     -------
@@ -113,13 +136,23 @@ def detection_image(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
         (nbands, H, W) flux of a point source centred on each pixel,
         estimated by the matched filter (smoothed / Σ psf²).
     """
-    smoothed, sigma = _matched_filter(scene)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inv_var = np.where(sigma > 0, 1.0 / sigma**2, 0.0)
-        weight_sum = inv_var.sum(axis=0)
-        significance = np.where(weight_sum > 0, (smoothed * inv_var).sum(axis=0) / np.sqrt(weight_sum), 0.0)
-    psf_flux = smoothed / np.sum(scene.psf.astype(np.float64) ** 2, axis=(1, 2))[:, None, None]
-    return significance.astype(np.float32), psf_flux.astype(np.float32)
+    psf_norm = np.sum(scene.psf.astype(np.float64) ** 2, axis=(1, 2))
+    psf_flux = np.empty(scene.image.shape, dtype=np.float32)
+    weighted = np.zeros(scene.shape, dtype=np.float64)
+    weight_sum = np.zeros(scene.shape, dtype=np.float64)
+    for band in range(scene.nbands):
+        smoothed, inverse = _matched_filter(scene, band)
+        np.divide(smoothed, psf_norm[band], out=psf_flux[band], casting="same_kind")
+        weight_sum += inverse
+        np.multiply(smoothed, inverse, out=smoothed)
+        weighted += smoothed
+        del smoothed, inverse
+    # S/N = Σ smoothed/σ² ÷ √(Σ 1/σ²), where any band has weight.
+    has_weight = weight_sum > 0
+    np.sqrt(weight_sum, out=weight_sum)
+    np.divide(weighted, weight_sum, out=weighted, where=has_weight)
+    weighted[~has_weight] = 0.0
+    return weighted.astype(np.float32), psf_flux
 
 
 def _footprints(significance: np.ndarray, config: DetectionConfig, grow: int) -> np.ndarray:

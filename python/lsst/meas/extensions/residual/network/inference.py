@@ -242,7 +242,8 @@ class Detector:
         """``inference`` completed with the package's values and this device's batch size."""
         settings = (inference or InferenceConfig()).over(self.metadata.inference)
         if settings.batch_size is None:
-            settings = settings.replace(batch_size=16 if self.device.startswith("cuda") else 4)
+            # On CPU a batch of 4 512² tiles costs ~0.6 GB more peak memory than one and is no faster.
+            settings = settings.replace(batch_size=16 if self.device.startswith("cuda") else 1)
         return settings
 
     def find_channels(
