@@ -104,7 +104,7 @@ def test_cell_coadds_round_trip_to_the_scene_in_lsst_band_order(small_scene, coa
     np.testing.assert_array_equal(patch.scene.variance, small_scene.variance)
     np.testing.assert_allclose(patch.scene.psf, small_scene.psf, atol=1e-7)
     assert (patch.x0, patch.y0) == (96, 96)
-    ra, dec = patch.sky(np.array([0.0]), np.array([0.0]))
+    ra, dec = patch.placement(0, 3).sky(np.array([0.0]), np.array([0.0]))
     expected = SKYMAP.pixel_to_sky(np.array([96.0]), np.array([96.0]))
     np.testing.assert_allclose([ra[0], dec[0]], [expected[0][0], expected[1][0]], atol=1e-9)
 

@@ -47,32 +47,19 @@ import numpy as np
 from astropy.table import Table
 
 from ..bands import LSST_BANDS
+from ..deblending import CATALOG_COLUMNS
 from ..detection import Detections
 from ..network import SourceDetections
 from ..scene import Scene, SceneFormatError
 from .ids import IdMap, unpack_ids
 from .placement import PatchPlacement
 
-#: The deblender's per-source diagnostics, copied from its catalog as they are.
-DEBLEND_COLUMNS = (
-    "chi2",
-    "reduced_chi2",
-    "blend_reduced_chi2",
-    "converged",
-    "n_iter",
-    "n_components",
-    "n_peaks",
-    "n_blend_peaks",
-    "isolated",
-    "skipped",
-    "skipped_too_large",
-    "skipped_area_times_peaks",
-    "skipped_too_many_peaks",
-    "skipped_no_data",
-    "zero_flux",
-    "found_by",
-)
 _DEBLEND_PER_BAND = ("flux", "conserved_flux")
+#: The deblender's per-source diagnostics and flags, copied from its catalog as they are (every
+#: column but the ids, positions and per-band fluxes, which are converted).
+DEBLEND_COLUMNS = tuple(
+    c for c in CATALOG_COLUMNS if c not in ("id", "parent_id", "peak_id", "x", "y", *_DEBLEND_PER_BAND)
+)
 
 
 def per_band_columns(table: Table, name: str, values: np.ndarray, bands, unit: str | None = None) -> None:

@@ -20,7 +20,7 @@ new sources are initialised (`warm_start`); ``"cold"`` initialises them all.
 
 from __future__ import annotations
 
-__all__ = ["deblend", "deblend_with_new_peaks", "DeblendResult", "SKIP_REASONS"]
+__all__ = ["deblend", "deblend_with_new_peaks", "DeblendResult", "SKIP_REASONS", "CATALOG_COLUMNS"]
 
 import dataclasses
 import logging
@@ -187,7 +187,7 @@ def _check_inputs(scene: Scene, detections: Detections) -> None:
 
 
 def _empty_rows(nbands: int) -> dict[str, list]:
-    return {name: [] for name in _COLUMNS}
+    return {name: [] for name in CATALOG_COLUMNS}
 
 
 #: Why a blend was not fitted, each a ``skipped_<reason>`` catalog flag (meas_extensions_scarlet's
@@ -197,7 +197,8 @@ def _empty_rows(nbands: int) -> dict[str, list]:
 SKIP_REASONS = ("too_large", "area_times_peaks", "too_many_peaks", "no_data")
 
 
-_COLUMNS = (
+#: Columns of `DeblendResult.catalog`, in order.
+CATALOG_COLUMNS = (
     "id",
     "parent_id",
     "peak_id",

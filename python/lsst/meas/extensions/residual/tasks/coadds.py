@@ -106,14 +106,6 @@ class PatchImages:
             tract=int(tract), patch=int(patch), x0=self.x0, y0=self.y0, pixel_to_sky=self.pixel_to_sky
         )
 
-    def sky(self, x_patch: np.ndarray, y_patch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(ra, dec) of patch pixels; NaN if the coadds carry no WCS."""
-        sky = self.placement(0, 0).sky(x_patch, y_patch)
-        if sky is None:
-            shape = np.shape(x_patch)
-            return np.full(shape, np.nan), np.full(shape, np.nan)
-        return sky
-
 
 def label_image(labels: np.ndarray, patch: PatchImages):
     """An int32 `lsst.images.Image` of a (H, W) label array over the patch's tract bbox."""

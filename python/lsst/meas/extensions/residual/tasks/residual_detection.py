@@ -250,8 +250,7 @@ class ResidualDetectionTask(pipeBase.PipelineTask):
             ``newSources`` (`astropy.table.Table`), ``newFootprints``
             (`SourceDetections`, patch pixels, ids as in ``newSources``),
             and for inspection ``patch_images``, ``model`` (first-pass model
-            cube), ``residual`` and ``n_matched`` (detections dropped as
-            existing peaks).
+            cube) and ``n_matched`` (detections dropped as existing peaks).
 
         Raises
         ------
@@ -305,7 +304,6 @@ class ResidualDetectionTask(pipeBase.PipelineTask):
             newFootprints=sources,
             patch_images=patch_images,
             model=model,
-            residual=np.where(scene.good, scene.image - model, np.float32(0)).astype(np.float32),
             n_matched=new.n_matched,
         )
 
