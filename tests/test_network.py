@@ -352,7 +352,7 @@ def _blob_network(detector: Detector, threshold: float = 3.0):
     from scipy import ndimage
     from torchvision.ops import roi_align
 
-    def run_batch(tiles, class_nms_iou=None):
+    def run_batch(tiles, class_nms_iou=None, score_threshold=0.0):
         outputs = []
         for tile in tiles:
             labels, n = ndimage.label(tile[0] > threshold)

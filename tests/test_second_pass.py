@@ -210,6 +210,11 @@ def test_start_sources_falls_back_for_cube_and_missing_components(first_pass):
     )
     assert warm == [True, False] and len(started) == 2
     np.testing.assert_array_equal(started[0][0].spectrum, component.spectrum)
+    # A warm-started source takes scaled steps; a freshly initialised one the first pass's.
+    assert started[0][0].morph_step == pytest.approx(FAST.warm_step_scale * FAST.adaprox_morph_step)
+    assert started[0][0].spectrum_factor == pytest.approx(FAST.warm_step_scale * FAST.adaprox_spectrum_factor)
+    assert started[1][0].morph_step == FAST.adaprox_morph_step
+    assert FAST.warm_step_scale < 1.0
     _, warm = start_sources(obs, [a, b], centers, FAST, context.monotonicity, {})
     assert warm == [False, False]
     with pytest.raises(ValueError, match="2 peak ids for 1"):

@@ -49,9 +49,22 @@ class FactorizedComponent:
         Thresholds and step sizes.
     monotonicity : `Monotonicity` or None
         Shared monotonicity operator (None: no monotonicity).
+    step_scale : `float`
+        Factor on both step sizes (``config.warm_step_scale`` for a source
+        started from a fitted model).
     """
 
-    def __init__(self, spectrum, morph, box: Box, peak, noise_rms, config, monotonicity: Monotonicity | None):
+    def __init__(
+        self,
+        spectrum,
+        morph,
+        box: Box,
+        peak,
+        noise_rms,
+        config,
+        monotonicity: Monotonicity | None,
+        step_scale: float = 1.0,
+    ):
         self.spectrum = np.asarray(spectrum, dtype=np.float64).copy()
         self.morph = np.asarray(morph, dtype=np.float64).copy()
         if self.morph.shape != box.shape:
@@ -62,8 +75,8 @@ class FactorizedComponent:
         self.peak = (int(peak[0]), int(peak[1]))
         self.noise_rms = np.asarray(noise_rms, dtype=np.float64)
         self.bg_cut = config.background_thresh * self.noise_rms
-        self.morph_step = config.adaprox_morph_step
-        self.spectrum_factor = config.adaprox_spectrum_factor
+        self.morph_step = step_scale * config.adaprox_morph_step
+        self.spectrum_factor = step_scale * config.adaprox_spectrum_factor
         self.padding = config.component_padding
         self.monotonicity = monotonicity
         self._spectrum_adam = AdaproxState(self.spectrum.shape)

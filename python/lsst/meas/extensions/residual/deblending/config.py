@@ -102,6 +102,12 @@ class DeblendConfig(StrictModel):
     initialises only the new ones (and any without a fitted first-pass
     model); ``"cold"`` initialises every source from the image again, as the
     first pass did. Both stop on the same convergence rule."""
+    warm_step_scale: float = pydantic.Field(default=0.3, gt=0.0, le=1.0)
+    """Step sizes (``adaprox_morph_step``, ``adaprox_spectrum_factor``) of a
+    warm-started source, as a fraction of a fresh one's. The optimizer's
+    moments start afresh, so its first steps have the full step size in
+    every pixel: from a converged start that throws the source off its
+    optimum and costs the iterations to come back (1: no scaling)."""
     conserve_flux: bool = True
     """Also measure fluxes by redistributing the image among the sources in
     proportion to their models, as meas_extensions_scarlet does."""

@@ -544,7 +544,7 @@ def _finish(
     for source in model_data.isolated.values():
         _add_isolated(model, source, context)
     nbands = scene.nbands
-    tables = [] if kept_rows is None else [kept_rows]
+    fitted = _empty_rows(nbands)  # every outcome's rows, made into one table at the end
     for outcome in outcomes:
         sl = outcome.box.slices()
         # The residual blend by blend: the patch's residual cube is never made here.
@@ -566,8 +566,11 @@ def _finish(
         elif isinstance(outcome.entry, IsolatedSourceData):
             rows["chi2"][0] = float(chi.sum())
             rows["reduced_chi2"][0] = blend_chi2
-        tables.append(_rows_to_table(rows, nbands))
-    catalog = vstack(tables, join_type="exact") if tables else _rows_to_table(_empty_rows(nbands), nbands)
+        for name, values in rows.items():
+            fitted[name].extend(values)
+    catalog = _rows_to_table(fitted, nbands)
+    if kept_rows is not None:
+        catalog = vstack([kept_rows, catalog], join_type="exact")
     if len(catalog):
         catalog = catalog[np.lexsort((np.asarray(catalog["id"]), np.asarray(catalog["parent_id"])))]
     if scene.metadata.get("BUNIT"):
@@ -689,7 +692,14 @@ def deblend_with_new_peaks(
         )
     new_peaks_xy = check_positions(new_peaks_xy, scene.shape, "new peak")
     start = time.perf_counter()
-    detections = detections_from_positions(scene, new_peaks_xy, base=detections, ids=new_peak_ids)
+    context = DeblendContext.build(scene, config)
+    detections = detections_from_positions(
+        scene,
+        new_peaks_xy,
+        base=detections,
+        ids=new_peak_ids,
+        detection=(context.significance, context.psf_flux),
+    )
     n_new = len(new_peaks_xy)
     new_rows = slice(len(detections.peaks) - n_new, len(detections.peaks))
     new_ids = np.asarray(detections.peaks["id"][new_rows])
@@ -702,7 +712,6 @@ def deblend_with_new_peaks(
             if p in touched
         }
     )
-    context = DeblendContext.build(scene, config)
     warm = config.second_pass_start == "warm"
     outcomes = _run_footprints(
         context, detections, touched, found_by, "re-deblend", model_data if warm else None

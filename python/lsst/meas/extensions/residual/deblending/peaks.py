@@ -69,6 +69,7 @@ def detections_from_positions(
     min_pixels: int = 5,
     min_radius: int = 3,
     ids: np.ndarray | None = None,
+    detection: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Detections:
     """Detections whose peaks are the given positions.
 
@@ -95,6 +96,9 @@ def detections_from_positions(
     ids : `numpy.ndarray`, optional
         Peak ids of the positions (positive, unique, not used by ``base``);
         default: the ids after the largest id of ``base`` (from 1 without).
+    detection : `tuple` [`numpy.ndarray`, `numpy.ndarray`], optional
+        The scene's ``detection_image`` (S/N and PSF-flux images) where the
+        caller has it already; default: made here.
 
     Returns
     -------
@@ -108,7 +112,7 @@ def detections_from_positions(
         If a position is off the image or the base does not match the scene.
     """
     xy = check_positions(xy, scene.shape)
-    significance, psf_flux = detection_image(scene)
+    significance, psf_flux = detection_image(scene) if detection is None else detection
     grow = int(round(grow_psf_sigma * float(np.median(psf_sigma_pixels(scene.psf)))))
     if base is None:
         footprints = _significance_footprints(significance, threshold, grow, min_pixels)

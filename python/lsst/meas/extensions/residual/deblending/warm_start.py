@@ -3,7 +3,8 @@
 When new peaks join a blend, the sources it already had are started from
 their first-pass components, read back from the model data
 (`FactorizedComponentData` → `FactorizedComponent`: same box, peak, spectrum
-and morphology; the optimizer's moments start afresh). Only the sources
+and morphology; the optimizer's moments start afresh, with the step sizes
+scaled by ``warm_step_scale``). Only the sources
 without a usable first-pass model are initialised as the first pass
 initialises them (`initialize_sources` on their centres): the new peaks, and
 existing peaks whose first-pass entry is missing (skipped, or the footprint
@@ -81,7 +82,14 @@ def _warm_components(
             return None
         components.append(
             FactorizedComponent(
-                spectrum, morph[inside.slices(box)], inside, peak, obs.noise_rms, config, monotonicity
+                spectrum,
+                morph[inside.slices(box)],
+                inside,
+                peak,
+                obs.noise_rms,
+                config,
+                monotonicity,
+                step_scale=config.warm_step_scale,
             )
         )
     return components

@@ -139,8 +139,29 @@ class Detector:
             :, None, None
         ]
 
-    def _run_batch(self, tiles: list[np.ndarray], class_nms_iou: float) -> list[dict[str, np.ndarray]]:
-        """Network outputs (tile coordinates) for a batch of equal-size channel tiles."""
+    def _run_batch(
+        self, tiles: list[np.ndarray], class_nms_iou: float, score_threshold: float
+    ) -> list[dict[str, np.ndarray]]:
+        """Network outputs (tile coordinates) for a batch of equal-size channel tiles.
+
+        Only detections scoring at least ``score_threshold`` come out, and only
+        theirs get masks: torchvision's own score cut (``box_score_thresh``) is
+        raised to it for the call. The boxes and scores that pass are those
+        of a run with the lower cut, since neither the per-class NMS nor the
+        cross-class one below lets a lower-scoring box remove a higher one;
+        the mask head, the dearest part on a CPU, then runs on fewer boxes.
+        """
+        roi_heads = self.model.roi_heads
+        own_cut = getattr(roi_heads, "score_thresh", None)  # None: heads other than torchvision's
+        if own_cut is None:
+            return self._forward(tiles, class_nms_iou)
+        roi_heads.score_thresh = max(own_cut, score_threshold)
+        try:
+            return self._forward(tiles, class_nms_iou)
+        finally:
+            roi_heads.score_thresh = own_cut
+
+    def _forward(self, tiles: list[np.ndarray], class_nms_iou: float) -> list[dict[str, np.ndarray]]:
         import torch
         from torchvision.models.detection.image_list import ImageList
         from torchvision.ops import nms
@@ -288,7 +309,9 @@ class Detector:
             batches = tqdm(batches, desc="tiles", unit="batch", total=len(batches))
         for start in batches:
             chunk = tiles[start : start + batch_size]
-            outputs = self._run_batch([make_tile(y0, x0) for y0, x0 in chunk], settings.class_nms_iou)
+            outputs = self._run_batch(
+                [make_tile(y0, x0) for y0, x0 in chunk], settings.class_nms_iou, threshold
+            )
             for tile_index, ((y0, x0), out) in enumerate(zip(chunk, outputs, strict=False), start=start):
                 candidates.extend(
                     self._to_image(out, tile_index, y0, x0, tile_size, (height, width), threshold)
