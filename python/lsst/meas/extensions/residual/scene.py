@@ -16,7 +16,10 @@ On disk a scene is a multi-extension FITS file (format version 1):
 ``VARIANCE``
     float32 (nbands, H, W), per-pixel variance of ``IMAGE``.
 ``MASK`` (optional)
-    integer (nbands, H, W); nonzero marks a bad pixel.
+    integer (nbands, H, W). Its header may declare LSST mask planes as afw
+    does (``MP_SAT = 1``...; `lsst.meas.extensions.residual.masks`): a pixel
+    is then bad if it has a bit of a bad plane (BAD, CR, NO_DATA, SAT,
+    SUSPECT, EDGE, STREAK). Without such cards, nonzero marks a bad pixel.
 ``PSF``
     float32 (nbands, K, K), K odd, each PSF normalised to sum 1, centred on
     the central pixel (flux-weighted centroid within `PSF_CENTROID_TOLERANCE`
@@ -26,6 +29,13 @@ On disk a scene is a multi-extension FITS file (format version 1):
     See `lsst.meas.extensions.residual.truth`. A ``TRUTH`` table of another
     schema is ignored with a warning: nothing but evaluation and training
     needs the truth.
+``ARTEFACTS`` and ``ARTEFACT_PIXELS`` (simulated scenes with artefacts only)
+    Binary table, one row per artefact (`ARTEFACT_COLUMNS`, of a type in
+    `ARTEFACT_TYPES`), with the footprint geometry columns of
+    `~lsst.meas.extensions.residual.packing.FOOTPRINT_COLUMNS`; uint8, 1-D:
+    each row's footprint mask, packed (`pack_footprints`). In memory
+    `Scene.artefacts` is the table with a ``footprint`` column of
+    `~lsst.meas.extensions.residual.geometry.Footprint` instead.
 
 See ``doc/lsst.meas.extensions.residual/scene-format.rst``.
 """
@@ -41,6 +51,8 @@ __all__ = [
     "PSF_CENTROID_TOLERANCE",
     "PSF_NEGATIVE_PIXEL_TOLERANCE",
     "PSF_NEGATIVE_FLUX_TOLERANCE",
+    "ARTEFACT_TYPES",
+    "ARTEFACT_COLUMNS",
 ]
 
 import dataclasses
@@ -50,12 +62,56 @@ from typing import Any
 
 import numpy as np
 from astropy.io import fits
+from astropy.table import Table
 
 from .bands import check_band_order
 from .errors import InputError, MissingInputError
+from .geometry import Footprint
+from .masks import (
+    MaskPlaneError,
+    bad_pixels,
+    check_planes,
+    plane_bits,
+    planes_from_header,
+    planes_to_header,
+)
+from .packing import FOOTPRINT_COLUMNS, pack_footprints, unpack_footprints
 from .truth import Truth, TruthSchemaError
 
 _log = logging.getLogger(__name__)
+
+#: Types of the rows of a scene's artefact table (``doc/.../scene-format.rst`` describes each).
+ARTEFACT_TYPES: tuple[str, ...] = (
+    "saturated_core",
+    "bleed_trail",
+    "diffraction_spike",
+    "psf_wing",
+    "satellite_trail",
+    "no_data",
+    "chip_gap",
+    "cosmic_ray",
+)
+
+#: Columns of `Scene.artefacts` (on disk ``footprint`` is `FOOTPRINT_COLUMNS` + ``ARTEFACT_PIXELS``).
+ARTEFACT_COLUMNS: tuple[str, ...] = (
+    "id",
+    "type",
+    "source_id",
+    "band",
+    "masked",
+    "mask_plane",
+    "x",
+    "y",
+    "x_end",
+    "y_end",
+    "length",
+    "angle",
+    "width",
+    "flux",
+    "footprint",
+)
+# Text columns, which FITS hands back as bytes.
+_ARTEFACT_TEXT_COLUMNS = ("type", "band", "mask_plane")
 
 FORMAT_VERSION = 1
 
@@ -97,11 +153,18 @@ class Scene:
     bands : `tuple` [`str`]
         Band names, in LSST wavelength order, one per image plane.
     mask : `numpy.ndarray`, optional
-        (nbands, H, W) integer mask; nonzero marks a bad pixel.
+        (nbands, H, W) integer mask: LSST mask-plane bits if ``mask_planes``
+        declares them, else nonzero marks a bad pixel.
+    mask_planes : `dict` [`str`, `int`], optional
+        Mask plane name → bit number (the MASK header's ``MP_*`` cards).
     truth : `Truth`, optional
         Truth of a simulated scene.
     metadata : `dict`, optional
         Scalar metadata (``PIXSCALE``, ``BUNIT``, ``SEED``, ...).
+    artefacts : `astropy.table.Table`, optional
+        Truth of a simulated scene's artefacts: one row per artefact with
+        the columns `ARTEFACT_COLUMNS` (``footprint``: a
+        `~lsst.meas.extensions.residual.geometry.Footprint` per row).
 
     Raises
     ------
@@ -116,6 +179,8 @@ class Scene:
     mask: np.ndarray | None = None
     truth: Truth | None = None
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    mask_planes: dict[str, int] | None = None
+    artefacts: Table | None = None
 
     def __post_init__(self) -> None:
         self.image = np.asarray(self.image, dtype=np.float32)
@@ -125,6 +190,13 @@ class Scene:
             self.mask = np.asarray(self.mask)
             if not np.issubdtype(self.mask.dtype, np.integer) and self.mask.dtype != bool:
                 raise SceneFormatError(f"MASK must be an integer array, not {self.mask.dtype}.")
+        if self.mask_planes is not None:
+            if self.mask is None:
+                raise SceneFormatError("Mask planes are declared but the scene has no MASK.")
+            try:
+                self.mask_planes = check_planes(self.mask_planes)
+            except MaskPlaneError as err:
+                raise SceneFormatError(str(err)) from None
         try:
             self.bands = check_band_order(tuple(self.bands), "Scene bands")
         except ValueError as err:
@@ -170,6 +242,8 @@ class Scene:
             )
         if not np.any(self.good):
             raise SceneFormatError("Every pixel of the scene is masked or non-finite.")
+        if self.artefacts is not None:
+            _check_artefacts(self.artefacts, self.bands)
 
     @property
     def nbands(self) -> int:
@@ -189,13 +263,36 @@ class Scene:
     def good(self) -> np.ndarray:
         """(nbands, H, W) boolean: pixels usable in a fit.
 
-        A pixel is bad if it is masked, its image or variance is not finite,
-        or its variance is not positive.
+        A pixel is bad if it is masked (in a bad plane, `masks.bad_pixels`),
+        its image or variance is not finite, or its variance is not positive.
         """
         good = np.isfinite(self.image) & np.isfinite(self.variance) & (self.variance > 0)
         if self.mask is not None:
-            good &= self.mask == 0
+            good &= ~bad_pixels(self.mask, self.mask_planes)
         return good
+
+    def bad_mask(self, index=slice(None)) -> np.ndarray | None:
+        """Bool array of ``mask[index]``: pixels masked in a bad plane (None without a MASK).
+
+        The mask's own verdict only; `good` adds non-finite and non-positive-variance pixels.
+        """
+        if self.mask is None:
+            return None
+        return bad_pixels(self.mask[index], self.mask_planes)
+
+    def good_at(self, index) -> np.ndarray:
+        """`good` of ``[index]`` (a band, or a band and box slices) without the whole cube."""
+        image, variance = self.image[index], self.variance[index]
+        good = np.isfinite(image) & np.isfinite(variance) & (variance > 0)
+        if self.mask is not None:
+            good &= ~self.bad_mask(index)
+        return good
+
+    def plane(self, *names: str) -> np.ndarray | None:
+        """(nbands, H, W) bool: pixels with any of the named mask planes, or None without planes."""
+        if self.mask is None or self.mask_planes is None:
+            return None
+        return np.bitwise_and(self.mask, plane_bits(self.mask_planes, names)) != 0
 
     def weights(self) -> np.ndarray:
         """(nbands, H, W) inverse variance, zero at bad pixels."""
@@ -222,7 +319,76 @@ class Scene:
             mask=None if self.mask is None else self.mask[index],
             truth=None if self.truth is None else self.truth.band_subset(index),
             metadata=dict(self.metadata),
+            mask_planes=self.mask_planes,
+            artefacts=None
+            if self.artefacts is None
+            else _artefacts_band_subset(self.artefacts, index, bands),
         )
+
+
+def _check_artefacts(table: Table, bands: tuple[str, ...]) -> None:
+    """Refuse an artefact table without the columns, types, bands or footprints of the format."""
+    missing = [name for name in ARTEFACT_COLUMNS if name not in table.colnames]
+    if missing:
+        raise SceneFormatError(f"The artefact table has no {', '.join(missing)} column(s).")
+    unknown = sorted(set(np.asarray(table["type"], dtype=str)) - set(ARTEFACT_TYPES))
+    if unknown:
+        raise SceneFormatError(
+            f"The artefact table has unknown type(s) {', '.join(unknown)}; "
+            f"known: {', '.join(ARTEFACT_TYPES)}."
+        )
+    other_bands = sorted(set(np.asarray(table["band"], dtype=str)) - {"", *bands})
+    if other_bands:
+        raise SceneFormatError(f"The artefact table names band(s) {', '.join(other_bands)} not in the scene.")
+    if table["flux"].shape != (len(table), len(bands)):
+        raise SceneFormatError(
+            f"The artefact table's flux has shape {table['flux'].shape}, not ({len(table)}, {len(bands)})."
+        )
+    if not all(isinstance(footprint, Footprint) for footprint in table["footprint"]):
+        raise SceneFormatError("The artefact table's footprint column must hold Footprint objects.")
+
+
+def _artefacts_band_subset(table: Table, index: list[int], bands: tuple[str, ...]) -> Table:
+    """The rows of all bands or of one of ``bands``, with the fluxes of the bands ``index``."""
+    kept = np.isin(np.asarray(table["band"], dtype=str), ["", *bands])
+    subset = table[kept]
+    subset["flux"] = np.asarray(subset["flux"])[:, index]
+    subset["flux"].unit = table["flux"].unit
+    return subset
+
+
+def _artefact_hdus(table: Table) -> list[fits.hdu.base.ExtensionHDU]:
+    """The ``ARTEFACTS`` table (footprint geometry in `FOOTPRINT_COLUMNS`) and ``ARTEFACT_PIXELS``."""
+    columns, flat = pack_footprints(list(table["footprint"]), np.uint8)
+    stored = table.copy(copy_data=False)
+    stored.remove_column("footprint")
+    for name, values in columns.items():
+        stored[name] = values
+    table_hdu = fits.table_to_hdu(stored)
+    table_hdu.name = "ARTEFACTS"
+    return [table_hdu, fits.ImageHDU(flat, name="ARTEFACT_PIXELS")]
+
+
+def _read_artefacts(hdul: fits.HDUList, path: str) -> Table:
+    """The ``ARTEFACTS`` table of an open scene file, with its ``footprint`` column."""
+    if "ARTEFACT_PIXELS" not in hdul:
+        raise SceneFormatError(f"{path!r} has an ARTEFACTS table but no ARTEFACT_PIXELS extension.")
+    table = Table.read(hdul["ARTEFACTS"])
+    data = hdul["ARTEFACT_PIXELS"].data
+    try:
+        footprints = unpack_footprints(
+            table, None if data is None else np.asarray(data, dtype=np.uint8), "ARTEFACT_PIXELS"
+        )
+    except InputError as err:
+        raise SceneFormatError(f"{path!r}: {err}") from None
+    table.remove_columns(list(FOOTPRINT_COLUMNS))
+    for name in _ARTEFACT_TEXT_COLUMNS:
+        if name in table.colnames and table[name].dtype.kind == "S":
+            table[name] = table[name].astype(str)
+    column = np.empty(len(footprints), dtype=object)
+    column[:] = footprints
+    table["footprint"] = column
+    return table
 
 
 def _check_psf_shape(psf: np.ndarray, band: str) -> None:
@@ -270,10 +436,15 @@ def write_scene(scene: Scene, path: str | os.PathLike, overwrite: bool = False) 
         fits.ImageHDU(scene.variance, name="VARIANCE"),
     ]
     if scene.mask is not None:
-        hdus.append(fits.ImageHDU(scene.mask.astype(np.int32), name="MASK"))
+        mask_hdu = fits.ImageHDU(scene.mask.astype(np.int32), name="MASK")
+        for key, bit, comment in planes_to_header(scene.mask_planes or {}):
+            mask_hdu.header[key if len(key) <= 8 else f"HIERARCH {key}"] = (bit, comment)
+        hdus.append(mask_hdu)
     hdus.append(fits.ImageHDU(scene.psf, name="PSF"))
     if scene.truth is not None:
         hdus.extend(scene.truth.to_hdus())
+    if scene.artefacts is not None:
+        hdus.extend(_artefact_hdus(scene.artefacts))
     fits.HDUList(hdus).writeto(os.fspath(path), overwrite=overwrite)
 
 
@@ -285,6 +456,7 @@ def read_scene(path: str | os.PathLike, *, truth: bool = True) -> Scene:
     logged warning; the scene is read without truth. With ``truth=False``
     it is not read at all: its per-source stamps take as much memory as
     the image on a simulated patch, and processing a scene needs no truth.
+    The ``ARTEFACTS`` table is truth too: it is read with the truth.
 
     Raises
     ------
@@ -328,9 +500,15 @@ def read_scene(path: str | os.PathLike, *, truth: bool = True) -> Scene:
             variance = _read_data(hdul, "VARIANCE", path)
             psf = _read_data(hdul, "PSF", path)
             mask = np.array(hdul["MASK"].data) if "MASK" in names else None
+            mask_planes = None
             if mask is not None:
+                try:
+                    mask_planes = planes_from_header(hdul["MASK"].header)
+                except MaskPlaneError as err:
+                    raise SceneFormatError(f"{path!r}: the MASK header's plane cards: {err}") from None
                 del hdul["MASK"].data
             scene_truth = _read_truth(hdul, path, len(bands)) if truth and "TRUTH" in names else None
+            artefacts = _read_artefacts(hdul, path) if truth and "ARTEFACTS" in names else None
         except (TypeError, ValueError, OSError) as err:
             if isinstance(err, SceneFormatError):
                 raise
@@ -344,6 +522,8 @@ def read_scene(path: str | os.PathLike, *, truth: bool = True) -> Scene:
             mask=mask,
             truth=scene_truth,
             metadata=metadata,
+            mask_planes=mask_planes,
+            artefacts=artefacts,
         )
     except SceneFormatError as err:
         raise SceneFormatError(f"{path!r}: {err}") from None

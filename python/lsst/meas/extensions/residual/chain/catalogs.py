@@ -12,8 +12,9 @@ first-pass peaks (`detections_to_catalog`; ``object_detection_merged``)
     ``significance``, ``{band}_psf_flux``.
 deblend catalog (`deblend_to_catalog`; ``object_deblend``)
     ``id``, ``parent`` (its blend), ``x``, ``y``, [``ra``, ``dec``],
-    ``{band}_flux``, ``{band}_conserved_flux``, then the deblender's
-    diagnostics (`DEBLEND_COLUMNS`) ending with ``found_by``.
+    ``{band}_flux``, ``{band}_conserved_flux``, ``{band}_masked_fraction``,
+    ``{band}_mostly_masked``, then the deblender's diagnostics and flags
+    (`DEBLEND_COLUMNS`, e.g. ``near_bright_star``) ending with ``found_by``.
 final catalog (`final_catalog`; ``catalog.fits``, ``object_residual_deblend``)
     The deblend catalog of the second pass plus the network's ``class`` and
     ``score`` for the sources it found (``""`` and NaN for the others). A new
@@ -47,24 +48,34 @@ import numpy as np
 from astropy.table import Table
 
 from ..bands import LSST_BANDS
-from ..deblending import CATALOG_COLUMNS
+from ..deblending import CATALOG_COLUMNS, PER_BAND_COLUMNS
 from ..detection import Detections
 from ..network import SourceDetections
 from ..scene import Scene, SceneFormatError
 from .ids import IdMap, unpack_ids
 from .placement import PatchPlacement
 
-_DEBLEND_PER_BAND = ("flux", "conserved_flux")
+_PER_BAND_TYPES = {
+    "flux": (np.float64, "nJy"),
+    "conserved_flux": (np.float64, "nJy"),
+    "masked_fraction": (np.float32, None),
+    "mostly_masked": (np.bool_, None),
+}
+#: The deblender's per-band columns, written as ``{band}_{name}``: name → (dtype, unit). (A new
+#: per-band column of the deblender without a type here fails at import, not in a table.)
+_DEBLEND_PER_BAND = {name: _PER_BAND_TYPES[name] for name in PER_BAND_COLUMNS}
 #: The deblender's per-source diagnostics and flags, copied from its catalog as they are (every
-#: column but the ids, positions and per-band fluxes, which are converted).
+#: column but the ids, positions and per-band values, which are converted).
 DEBLEND_COLUMNS = tuple(
     c for c in CATALOG_COLUMNS if c not in ("id", "parent_id", "peak_id", "x", "y", *_DEBLEND_PER_BAND)
 )
 
 
-def per_band_columns(table: Table, name: str, values: np.ndarray, bands, unit: str | None = None) -> None:
+def per_band_columns(
+    table: Table, name: str, values: np.ndarray, bands, unit: str | None = None, dtype=np.float64
+) -> None:
     """Add ``{band}_{name}`` columns from an (N, nbands) array."""
-    values = np.asarray(values, dtype=np.float64).reshape(len(table), len(bands))
+    values = np.asarray(values, dtype=dtype).reshape(len(table), len(bands))
     for index, band in enumerate(bands):
         column = f"{band}_{name}"
         table[column] = values[:, index]
@@ -72,8 +83,8 @@ def per_band_columns(table: Table, name: str, values: np.ndarray, bands, unit: s
             table[column].unit = unit
 
 
-def _per_band_array(catalog: Table, name: str, bands) -> np.ndarray:
-    return np.column_stack([np.asarray(catalog[f"{b}_{name}"], dtype=np.float64) for b in bands]).reshape(
+def _per_band_array(catalog: Table, name: str, bands, dtype=np.float64) -> np.ndarray:
+    return np.column_stack([np.asarray(catalog[f"{b}_{name}"], dtype=dtype) for b in bands]).reshape(
         len(catalog), len(bands)
     )
 
@@ -169,8 +180,8 @@ def deblend_to_catalog(catalog: Table, bands, placement: PatchPlacement, id_map:
     out["id"] = id_map.global_sources(np.asarray(catalog["id"], dtype=np.int64))
     out["parent"] = id_map.global_parents(np.asarray(catalog["parent_id"], dtype=np.int64))
     _add_positions(out, catalog["x"], catalog["y"], placement)
-    for name in _DEBLEND_PER_BAND:
-        per_band_columns(out, name, np.asarray(catalog[name]), bands, unit="nJy")
+    for name, (dtype, unit) in _DEBLEND_PER_BAND.items():
+        per_band_columns(out, name, np.asarray(catalog[name]), bands, unit=unit, dtype=dtype)
     for name in DEBLEND_COLUMNS:
         out[name] = catalog[name]
     return out
@@ -195,8 +206,8 @@ def deblend_from_catalog(catalog: Table, bands, placement: PatchPlacement, id_ma
     out["peak_id"] = out["id"]
     out["x"] = np.asarray(catalog["x"], dtype=np.float64) - placement.x0
     out["y"] = np.asarray(catalog["y"], dtype=np.float64) - placement.y0
-    for name in _DEBLEND_PER_BAND:
-        out[name] = _per_band_array(catalog, name, bands)
+    for name, (dtype, _) in _DEBLEND_PER_BAND.items():
+        out[name] = _per_band_array(catalog, name, bands, dtype)
     for name in DEBLEND_COLUMNS:
         out[name] = catalog[name]
     return out

@@ -36,11 +36,15 @@ class NewSources:
         source's pixel (0: none).
     n_matched : `int`
         Detections dropped because they sit on a first-pass peak.
+    n_masked : `int`
+        Detections dropped because their centre pixel has no data in any
+        band (masked pixels never make sources).
     """
 
     detections: SourceDetections
     parents: np.ndarray
     n_matched: int
+    n_masked: int = 0
 
     def __len__(self) -> int:
         return len(self.detections)
@@ -112,15 +116,26 @@ def find_new_sources(
         scene.variance,
         scene.bands,
         first_pass_model,
-        scene.mask,
+        scene.bad_mask(),
         inference=inference,
         progress=progress,
     )
     config = NewSourcesConfig() if config is None else config
+    x, y = _pixels(found, scene.shape)
+    with_data = np.zeros(len(found), dtype=bool)
+    for band in range(scene.nbands):
+        with_data |= scene.good_at(band)[y, x]
+    found = found.select(with_data)
     new, n_matched = select_new_sources(found, existing_xy, config.match_radius)
     new.table["id"] = np.arange(next_id, next_id + len(new), dtype=np.int64)
-    height, width = scene.shape
-    x = np.clip(np.floor(np.asarray(new.table["x"]) + 0.5).astype(int), 0, width - 1)
-    y = np.clip(np.floor(np.asarray(new.table["y"]) + 0.5).astype(int), 0, height - 1)
+    x, y = _pixels(new, scene.shape)
     parents = np.asarray(first_pass_parents)[y, x].astype(np.int64)
-    return NewSources(new, parents, n_matched)
+    return NewSources(new, parents, n_matched, int(np.sum(~with_data)))
+
+
+def _pixels(detections: SourceDetections, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Column and row of each detection's centre pixel, inside the image."""
+    height, width = shape
+    x = np.clip(np.floor(np.asarray(detections.table["x"]) + 0.5).astype(int), 0, width - 1)
+    y = np.clip(np.floor(np.asarray(detections.table["y"]) + 0.5).astype(int), 0, height - 1)
+    return x, y

@@ -158,6 +158,7 @@ def run_summary(scene_path, model, device: str, result) -> dict:
         "first_pass_footprints": int(result.first_pass.detections.footprints.max(initial=0)),
         "new_sources": len(result.new_sources),
         "dropped_on_existing_peaks": result.new_sources.n_matched,
+        "dropped_on_masked_pixels": result.new_sources.n_masked,
         "blends_with_new_sources": len(new_parents),
         "final_sources": len(catalog),
         "skipped_sources": int(np.sum(catalog["skipped"])),

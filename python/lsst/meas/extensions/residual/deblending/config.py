@@ -108,6 +108,16 @@ class DeblendConfig(StrictModel):
     moments start afresh, so its first steps have the full step size in
     every pixel: from a converged start that throws the source off its
     optimum and costs the iterations to come back (1: no scaling)."""
+    max_masked_fraction: float = pydantic.Field(default=0.5, ge=0.0, le=1.0)
+    """A source whose model inside its footprint lies more than this
+    fraction on pixels without data in a band is ``mostly_masked`` there,
+    and its fluxes in that band are NaN: they would be the model's
+    extrapolation into pixels nothing constrains."""
+    bright_star_zone_factor: float = pydantic.Field(default=8.0, gt=0.0)
+    """Sources within this many equivalent radii of a region of saturated
+    (SAT) pixels are flagged ``near_bright_star`` (`bright_star_zones`)."""
+    bright_star_zone_min_radius: float = pydantic.Field(default=16.0, ge=0.0)
+    """Smallest radius (pixels) of a bright star's zone."""
     conserve_flux: bool = True
     """Also measure fluxes by redistributing the image among the sources in
     proportion to their models, as meas_extensions_scarlet does."""

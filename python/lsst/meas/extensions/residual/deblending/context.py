@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 from scipy.signal import fftconvolve
 
-from ..detection import detection_image
+from ..detection import bright_star_zones, detection_image
 from ..geometry import Box
 from ..scene import Scene
 from .config import DeblendConfig
@@ -39,6 +39,8 @@ class DeblendContext:
         (k, k) model-frame PSF.
     kernels : `numpy.ndarray`
         (nbands, K, K) difference kernels.
+    near_bright_star : `numpy.ndarray`
+        (H, W) bool: bright stars' zones (`bright_star_zones`).
     """
 
     scene: Scene
@@ -50,6 +52,7 @@ class DeblendContext:
     model_psf: np.ndarray
     kernels: np.ndarray
     monotonicity: Monotonicity | None
+    near_bright_star: np.ndarray
 
     @classmethod
     def build(cls, scene: Scene, config: DeblendConfig) -> DeblendContext:
@@ -89,6 +92,9 @@ class DeblendContext:
             model_psf=model_psf,
             kernels=kernels,
             monotonicity=Monotonicity() if config.monotonic else None,
+            near_bright_star=bright_star_zones(
+                scene, config.bright_star_zone_factor, config.bright_star_zone_min_radius
+            ),
         )
 
     def pixels(self, box: Box) -> tuple[np.ndarray, np.ndarray]:
@@ -99,9 +105,7 @@ class DeblendContext:
         """
         sl = (slice(None), *box.slices())
         image, variance = self.scene.image[sl], self.scene.variance[sl]
-        good = np.isfinite(image) & np.isfinite(variance) & (variance > 0)
-        if self.scene.mask is not None:
-            good &= self.scene.mask[sl] == 0
+        good = self.scene.good_at(sl)
         weights = np.zeros_like(variance)
         np.divide(1.0, variance, out=weights, where=good)
         return np.where(good, image, np.float32(0)), weights

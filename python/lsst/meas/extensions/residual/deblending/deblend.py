@@ -20,7 +20,14 @@ new sources are initialised (`warm_start`); ``"cold"`` initialises them all.
 
 from __future__ import annotations
 
-__all__ = ["deblend", "deblend_with_new_peaks", "DeblendResult", "SKIP_REASONS", "CATALOG_COLUMNS"]
+__all__ = [
+    "deblend",
+    "deblend_with_new_peaks",
+    "DeblendResult",
+    "SKIP_REASONS",
+    "CATALOG_COLUMNS",
+    "PER_BAND_COLUMNS",
+]
 
 import dataclasses
 import logging
@@ -110,8 +117,13 @@ class DeblendResult:
         flags ``isolated`` (single-peak footprint), ``skipped`` (not
         deblended; fluxes NaN) with one ``skipped_<reason>`` flag saying why
         (`SKIP_REASONS`: ``too_large``, ``area_times_peaks``,
-        ``too_many_peaks``, ``no_data``), ``zero_flux``, and ``found_by``
-        (``"first_pass"`` or ``"residual"``).
+        ``too_many_peaks``, ``no_data``), ``zero_flux``, ``masked_fraction``
+        (nbands: the share of the source's model inside its footprint on
+        pixels without data; NaN if not fitted), ``mostly_masked`` (nbands:
+        ``masked_fraction`` above ``max_masked_fraction``; ``flux`` and
+        ``conserved_flux`` are NaN in those bands), ``near_bright_star``
+        (the peak lies in a bright star's zone, `bright_star_zones`), and
+        ``found_by`` (``"first_pass"`` or ``"residual"``).
     model : `numpy.ndarray`
         (nbands, H, W) float32 observed-PSF model of the patch, rendered from
         ``model_data`` (isolated footprints: the image inside them).
@@ -218,8 +230,13 @@ CATALOG_COLUMNS = (
     "skipped",
     *(f"skipped_{reason}" for reason in SKIP_REASONS),
     "zero_flux",
+    "masked_fraction",
+    "mostly_masked",
+    "near_bright_star",
     "found_by",
 )
+#: Catalog columns with one value per band ((N, nbands) arrays).
+PER_BAND_COLUMNS = ("flux", "conserved_flux", "masked_fraction", "mostly_masked")
 
 
 def _rows_to_table(rows: dict[str, list], nbands: int) -> Table:
@@ -236,6 +253,9 @@ def _rows_to_table(rows: dict[str, list], nbands: int) -> Table:
         table[name] = np.asarray(rows[name], dtype=np.float64)
     for name in ("converged", "isolated", "skipped", *(f"skipped_{r}" for r in SKIP_REASONS), "zero_flux"):
         table[name] = np.asarray(rows[name], dtype=bool)
+    table["masked_fraction"] = np.asarray(rows["masked_fraction"], dtype=np.float32).reshape(n, nbands)
+    table["mostly_masked"] = np.asarray(rows["mostly_masked"], dtype=bool).reshape(n, nbands)
+    table["near_bright_star"] = np.asarray(rows["near_bright_star"], dtype=bool)
     for name in ("n_iter", "n_components", "n_peaks", "n_blend_peaks"):
         table[name] = np.asarray(rows[name], dtype=np.int32)
     table["found_by"] = np.asarray(rows["found_by"], dtype="U10")
@@ -281,6 +301,8 @@ def _deblend_footprint(
     n_peaks = len(peaks)
     isolated = n_peaks == 1
     centers = [(int(np.floor(p["y"] + 0.5)), int(np.floor(p["x"] + 0.5))) for p in peaks]
+    centers_of = {int(p["id"]): c for p, c in zip(peaks, centers, strict=True)}
+    near_bright_star = context.near_bright_star
 
     def add_row(peak, n_blend_peaks: int, **values):
         rows["id"].append(int(peak["id"]))
@@ -304,7 +326,18 @@ def _deblend_footprint(
             skipped=False,
             **{f"skipped_{reason}": False for reason in SKIP_REASONS},
             zero_flux=False,
+            masked_fraction=np.full(nbands, np.nan),
+            mostly_masked=np.zeros(nbands, dtype=bool),
+            near_bright_star=bool(near_bright_star[centers_of[int(peak["id"])]]),
         )
+        if "masked_fraction" in values:
+            # The data do not see most of the source in these bands: its fluxes there would be
+            # the model's extrapolation (or a share of a few pixels), so they are NaN, flagged.
+            mostly = np.asarray(values["masked_fraction"]) > config.max_masked_fraction
+            values["mostly_masked"] = mostly
+            for name in ("flux", "conserved_flux"):
+                if name in values:
+                    values[name] = np.where(mostly, np.nan, values[name])
         defaults.update(values)
         for key, value in defaults.items():
             rows[key].append(value)
@@ -323,7 +356,16 @@ def _deblend_footprint(
         data = np.where(obs.weights > 0, obs.image, 0.0)
         flux = (data * footprint[None]).sum(axis=(1, 2))
         peak = peaks[0]
-        add_row(peak, 1, flux=flux, conserved_flux=flux, converged=True, zero_flux=bool(np.all(flux <= 0)))
+        unseen = ((obs.weights == 0) & footprint[None]).sum(axis=(1, 2)) / max(int(footprint.sum()), 1)
+        add_row(
+            peak,
+            1,
+            flux=flux,
+            conserved_flux=flux,
+            converged=True,
+            zero_flux=bool(np.all(flux <= 0)),
+            masked_fraction=unseen,
+        )
         entry = IsolatedSourceData(
             origin=box.origin,
             peak=(float(centers[0][0]), float(centers[0][1])),
@@ -373,6 +415,7 @@ def _deblend_footprint(
                 len(part_peaks),
                 flux=flux,
                 conserved_flux=conserved[index],
+                masked_fraction=part_shares[index].masked_fraction,
                 converged=fit.converged,
                 n_iter=fit.n_iter,
                 n_components=len(sources[index]),

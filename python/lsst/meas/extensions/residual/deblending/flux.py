@@ -36,6 +36,9 @@ class SourceShare:
     box: Box
     fraction: np.ndarray
     """(nbands, h, w) float32 in [0, 1]."""
+    masked_fraction: np.ndarray
+    """(nbands,) fraction of the source's observed model inside the footprint that falls on
+    pixels without data (zero weight) in each band: the part of its flux the data do not see."""
 
 
 def _source_box(obs: BlendObservation, components: list[FactorizedComponent]) -> Box:
@@ -62,7 +65,11 @@ def source_shares(obs: BlendObservation, sources: list[list[FactorizedComponent]
         # sign); counting it as model flux would let that sign decide who gets those pixels.
         convolved[convolved <= _ROUND_OFF * np.abs(convolved).max(axis=(1, 2), keepdims=True)] = 0.0
         total[:, *box.slices(obs.box)] += convolved
-        shares.append(SourceShare(box, convolved.astype(np.float32)))
+        inside = obs.footprint[box.slices(obs.box)][None] * convolved
+        unseen = np.where(obs.weights[:, *box.slices(obs.box)] > 0, 0.0, inside).sum(axis=(1, 2))
+        in_footprint = inside.sum(axis=(1, 2))
+        masked = np.divide(unseen, in_footprint, out=np.zeros_like(unseen), where=in_footprint > 0)
+        shares.append(SourceShare(box, convolved.astype(np.float32), masked))
     for share in shares:
         local_total = total[:, *share.box.slices(obs.box)]
         np.divide(share.fraction, local_total, out=share.fraction, where=local_total > 0)

@@ -13,12 +13,21 @@ detection image instead of per band:
    then touch;
 4. peaks are local maxima of the S/N image inside footprints; a peak is culled
    when its prominence (height above the highest saddle that joins it to a
-   brighter peak) is not significant.
+   brighter peak) is not significant; a peak on a pixel without data in any
+   band, or whose matched filter has too little weight on usable pixels
+   (``min_peak_support``, `peak_support`), is not kept.
 """
 
 from __future__ import annotations
 
-__all__ = ["DetectionConfig", "Detections", "detection_image", "detect_peaks", "psf_sigma_pixels"]
+__all__ = [
+    "DetectionConfig",
+    "Detections",
+    "detection_image",
+    "detect_peaks",
+    "peak_support",
+    "psf_sigma_pixels",
+]
 
 import dataclasses
 
@@ -47,6 +56,12 @@ class DetectionConfig(StrictModel):
     """... and at least this fraction of its own height above that saddle."""
     max_peaks_per_footprint: int = pydantic.Field(default=600, ge=1)
     """Keep at most this many (brightest) peaks per footprint (Scarlet's limit)."""
+    min_peak_support: float = pydantic.Field(default=0.5, ge=0.0, le=1.0)
+    """A peak needs at least this fraction of its matched filter's weight on
+    usable pixels (`peak_support`): near a mask edge the S/N image is made
+    from the few pixels on the good side, and a maximum there is a source's
+    wing seen through the edge, not a source. A peak on a pixel without data
+    in any band is never kept."""
 
 
 @dataclasses.dataclass
@@ -92,22 +107,63 @@ def psf_sigma_pixels(psf: np.ndarray) -> np.ndarray:
 
 def _band_good(scene: Scene, band: int) -> np.ndarray:
     """(H, W) `Scene.good` of one band (without the scene-sized boolean cube)."""
-    image, variance = scene.image[band], scene.variance[band]
-    good = np.isfinite(image) & np.isfinite(variance) & (variance > 0)
-    if scene.mask is not None:
-        good &= scene.mask[band] == 0
-    return good
+    return scene.good_at(band)
 
 
-def _matched_filter(scene: Scene, band: int) -> tuple[np.ndarray, np.ndarray]:
-    """One band's PSF-smoothed image and the inverse of its noise variance (float64, 0 where none).
+def peak_support(scene: Scene, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Fraction of the matched filter's weight on usable pixels at each (y, x).
 
-    Bad pixels are given no weight. Each temporary is freed as soon as it is used, and the
-    inverse variance is made in place: on a full patch these are the step's largest arrays.
+    For band b it is Σ good_b(q) psf_b(q − p)² / Σ psf_b², the share of a
+    point source's S/N at p that the band's usable pixels can carry; the
+    bands are combined with the weights of the detection image (their
+    typical inverse noise variance). 1: no bad pixel within the PSF of p.
+
+    Returns
+    -------
+    support : `numpy.ndarray`
+        (N,) values in [0, 1].
+    """
+    ys, xs = np.asarray(ys, dtype=int), np.asarray(xs, dtype=int)
+    size = scene.psf.shape[-1]
+    half = size // 2
+    total = np.zeros(len(ys))
+    weight_sum = 0.0
+    for band in range(scene.nbands):
+        good = scene.good_at(band)
+        if not good.any():
+            continue
+        weight = 1.0 / float(np.median(scene.variance[band][good]))
+        padded = np.pad(good, half, constant_values=True)  # off the image: as in `detection_image`
+        windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size))[ys, xs]
+        psf2 = scene.psf[band].astype(np.float64) ** 2
+        total += weight * np.einsum("nhw,hw->n", windows, psf2 / psf2.sum())
+        weight_sum += weight
+    return total / weight_sum if weight_sum > 0 else total
+
+
+#: Below this share of a band's matched filter on usable pixels, its PSF flux is not estimated (0).
+MIN_BAND_SUPPORT = 0.1
+
+
+def _matched_filter(scene: Scene, band: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One band's PSF-smoothed image, its inverse noise variance (float64, 0 where none), its support.
+
+    Bad pixels are given no weight. The support is the share of Σ psf² on
+    usable pixels at each pixel (None: 1 everywhere, the band has no bad
+    pixel; off the image counts as usable, the smoothing's zero padding
+    being harmless there). Each temporary is freed as soon as it is used,
+    and the inverse variance is made in place: on a full patch these are
+    the step's largest arrays.
     """
     good = _band_good(scene, band)
     kernel = scene.psf[band, ::-1, ::-1].astype(np.float64)  # correlation with the PSF
     smoothed = fftconvolve(np.where(good, scene.image[band], 0.0).astype(np.float64), kernel, mode="same")
+    support = None
+    if not good.all():
+        support = fftconvolve((~good).astype(np.float64), kernel**2, mode="same")
+        support /= -np.sum(kernel**2)
+        support += 1.0
+        np.clip(support, 0.0, 1.0, out=support)
     variance = np.where(good, scene.variance[band], 0.0).astype(np.float64)
     del good
     inverse = fftconvolve(variance, kernel**2, mode="same")
@@ -118,7 +174,7 @@ def _matched_filter(scene: Scene, band: int) -> tuple[np.ndarray, np.ndarray]:
     np.square(inverse, out=inverse)
     np.divide(1.0, inverse, out=inverse, where=positive)
     inverse[~positive] = 0.0
-    return smoothed, inverse
+    return smoothed, inverse, support
 
 
 def detection_image(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
@@ -128,26 +184,45 @@ def detection_image(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
     patch-sized float64 cube (and its FFTs) would be most of the chain's
     peak memory on a full patch.
 
+    Near bad pixels a band's smoothed image sees only part of a point
+    source (the share ``s`` of Σ psf² on usable pixels, its support): its
+    flux estimate is smoothed / (s Σ psf²), and the bands' estimates are
+    combined with weights ∝ s² / σ²_smoothed, the inverse variance of those
+    estimates. (Weighting by 1 / σ²_smoothed alone, which is the same where
+    ``s`` = 1, lets a band whose PSF barely reaches usable pixels — tiny
+    σ²_smoothed — dominate the sum with a few pixels' noise, and so turns a
+    mask's edge into peaks.)
+
     Returns
     -------
     significance : `numpy.ndarray`
         (H, W) inverse-variance-weighted S/N of the PSF-smoothed bands.
     psf_flux : `numpy.ndarray`
         (nbands, H, W) flux of a point source centred on each pixel,
-        estimated by the matched filter (smoothed / Σ psf²).
+        estimated by the matched filter (smoothed / (s Σ psf²)); 0 where the
+        band's support is below `MIN_BAND_SUPPORT`.
     """
     psf_norm = np.sum(scene.psf.astype(np.float64) ** 2, axis=(1, 2))
     psf_flux = np.empty(scene.image.shape, dtype=np.float32)
     weighted = np.zeros(scene.shape, dtype=np.float64)
     weight_sum = np.zeros(scene.shape, dtype=np.float64)
     for band in range(scene.nbands):
-        smoothed, inverse = _matched_filter(scene, band)
-        np.divide(smoothed, psf_norm[band], out=psf_flux[band], casting="same_kind")
-        weight_sum += inverse
+        smoothed, inverse, support = _matched_filter(scene, band)
+        if support is None:
+            np.divide(smoothed, psf_norm[band], out=psf_flux[band], casting="same_kind")
+        else:
+            seen = support >= MIN_BAND_SUPPORT
+            psf_flux[band] = 0.0
+            np.divide(smoothed, psf_norm[band] * support, out=psf_flux[band], where=seen, casting="same_kind")
+            np.multiply(inverse, support, out=inverse)  # now s/σ²: the numerator's weight
+            del seen
         np.multiply(smoothed, inverse, out=smoothed)
         weighted += smoothed
-        del smoothed, inverse
-    # S/N = Σ smoothed/σ² ÷ √(Σ 1/σ²), where any band has weight.
+        if support is not None:
+            np.multiply(inverse, support, out=inverse)  # s²/σ²
+        weight_sum += inverse
+        del smoothed, inverse, support
+    # S/N = Σ s·smoothed/σ² ÷ √(Σ s²/σ²), where any band has weight (s = 1 without bad pixels).
     has_weight = weight_sum > 0
     np.sqrt(weight_sum, out=weight_sum)
     np.divide(weighted, weight_sum, out=weighted, where=has_weight)
@@ -217,6 +292,12 @@ def detect_peaks(scene: Scene, config: DetectionConfig | None = None) -> Detecti
     )
     is_max &= footprints > 0
     ys, xs = np.nonzero(is_max)
+    # Masked pixels never make peaks (see ``min_peak_support``).
+    with_data = np.zeros(len(ys), dtype=bool)
+    for band in range(scene.nbands):
+        with_data |= _band_good(scene, band)[ys, xs]
+    keep = with_data & (peak_support(scene, ys, xs) >= config.min_peak_support)
+    ys, xs = ys[keep], xs[keep]
     rows = []
     fp_of_peak = footprints[ys, xs]
     for fp_id in np.unique(fp_of_peak):

@@ -41,11 +41,12 @@ import numpy as np
 
 from ..bands import LSST_BANDS, check_band_order
 from ..chain.placement import PatchPlacement, PixelToSky
+from ..masks import DEFAULT_BAD_PLANES
 from ..scene import Scene, SceneFormatError
 
-#: Mask planes that make a pixel unusable (LSST's Scarlet ``badMask`` default,
-#: in both the afw and the lsst-images spelling).
-DEFAULT_BAD_MASK_PLANES: tuple[str, ...] = ("BAD", "NO_DATA", "SAT", "SATURATED", "SUSPECT")
+#: Mask planes that make a pixel unusable: the core's (`masks.DEFAULT_BAD_PLANES`, LSST's Scarlet
+#: ``badMask`` and STREAK), with lsst-images' spelling of SAT as well.
+DEFAULT_BAD_MASK_PLANES: tuple[str, ...] = (*DEFAULT_BAD_PLANES, "SATURATED")
 
 
 class EmptyPatchError(SceneFormatError):
