@@ -242,31 +242,31 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         "n_new_peaks": int(sum(s["n_new_peaks"] for s in scenes)),
         "n_refitted_blends": int(sum(s["n_refitted_blends"] for s in scenes)),
         "first_pass_seconds": round(float(sum(s["first_pass_seconds"] for s in scenes)), 2),
-        "second_pass_seconds": {name: total("seconds", name) for name in tuple(VARIANTS)},
-        "second_pass_fit_seconds": {name: total("fit_seconds", name) for name in tuple(VARIANTS)},
+        "second_pass_seconds": {name: total("seconds", name) for name in VARIANTS},
+        "second_pass_fit_seconds": {name: total("fit_seconds", name) for name in VARIANTS},
         "iterations_per_refitted_blend": {
             name: {
                 "median": _median(_pooled(scenes, "iterations", name)),
                 "total": int(_pooled(scenes, "iterations", name).sum()),
                 "converged_fraction": _mean(_pooled(scenes, "converged", name)),
             }
-            for name in tuple(VARIANTS)
+            for name in VARIANTS
         },
         "median_reduced_chi2_refitted_blends": {
-            name: _median(_pooled(scenes, "chi2", name)) for name in ("first_pass", *tuple(VARIANTS))
+            name: _median(_pooled(scenes, "chi2", name)) for name in ("first_pass", *VARIANTS)
         },
         "conserved_flux_existing_sources": {
             "n": int(len(_pooled(scenes, "flux_error_existing", "first_pass"))),
             **{
                 f"{name}_median_abs_rel_error": _median(_pooled(scenes, "flux_error_existing", name), True)
-                for name in ("first_pass", *tuple(VARIANTS))
+                for name in ("first_pass", *VARIANTS)
             },
         },
         "conserved_flux_new_sources": {
             "n": int(len(_pooled(scenes, "flux_error_new", "warm"))),
             **{
                 f"{name}_median_abs_rel_error": _median(_pooled(scenes, "flux_error_new", name), True)
-                for name in tuple(VARIANTS)
+                for name in VARIANTS
             },
         },
     }
@@ -297,8 +297,8 @@ def run(out_dir: Path, quick: bool = False) -> dict:
             "n_new_peaks": s["n_new_peaks"],
             "n_refitted_blends": s["n_refitted_blends"],
             "first_pass_seconds": round(s["first_pass_seconds"], 2),
-            **{f"{name}_seconds": round(s["seconds"][name], 2) for name in tuple(VARIANTS)},
-            **{f"{name}_iterations": int(s["iterations"][name].sum()) for name in tuple(VARIANTS)},
+            **{f"{name}_seconds": round(s["seconds"][name], 2) for name in VARIANTS},
+            **{f"{name}_iterations": int(s["iterations"][name].sum()) for name in VARIANTS},
         }
         for s in scenes
     ]

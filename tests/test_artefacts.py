@@ -7,13 +7,12 @@ import hashlib
 import numpy as np
 import pytest
 from astropy.io import fits
+from lsst.meas.extensions.residual.artefact_truth import ARTEFACT_COLUMNS, ARTEFACT_TYPES
 from lsst.meas.extensions.residual.cli.main import main
 from lsst.meas.extensions.residual.configs import validate_config
 from lsst.meas.extensions.residual.errors import ConfigError
 from lsst.meas.extensions.residual.masks import DEFAULT_MASK_PLANES
 from lsst.meas.extensions.residual.scene import (
-    ARTEFACT_COLUMNS,
-    ARTEFACT_TYPES,
     Scene,
     SceneFormatError,
     read_scene,

@@ -86,3 +86,14 @@ def test_footprint_columns_round_trip():
         unpack_footprints({k: v for k, v in columns.items() if k != "fp_width"}, flat)
     with pytest.raises(InputError, match="has 6 values"):
         unpack_footprints(columns, flat[:-1])
+
+
+def test_bounding_box_and_footprint_of_a_mask():
+    pixels = np.zeros((6, 8), dtype=bool)
+    pixels[2, 3] = pixels[4, 6] = True
+    assert Box.bounding(pixels, (10, 20)) == Box(12, 23, 3, 4)
+    assert Box.bounding(np.zeros((3, 3), dtype=bool), (5, 5)).empty
+    footprint = Footprint.from_mask(pixels, (10, 20))
+    assert footprint.box == Box(12, 23, 3, 4) and footprint.area == 2
+    assert footprint.mask[0, 0] and footprint.mask[2, 3] and not footprint.mask[0, 3]
+    assert Footprint.from_mask(np.zeros((2, 2), dtype=bool)) is None

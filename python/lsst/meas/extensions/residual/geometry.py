@@ -73,6 +73,21 @@ class Box:
     def contains(self, y: int, x: int) -> bool:
         return self.y0 <= y < self.y1 and self.x0 <= x < self.x1
 
+    @classmethod
+    def bounding(cls, pixels: np.ndarray, origin: tuple[int, int] = (0, 0)) -> Box:
+        """The smallest box holding the True pixels of the (h, w) bool ``pixels`` (whose [0, 0] is
+        at ``origin``); an `empty` box at ``origin`` if there are none."""
+        rows = np.flatnonzero(pixels.any(axis=1))
+        if rows.size == 0:
+            return cls(int(origin[0]), int(origin[1]), 0, 0)
+        cols = np.flatnonzero(pixels.any(axis=0))
+        return cls(
+            int(origin[0] + rows[0]),
+            int(origin[1] + cols[0]),
+            int(rows[-1] - rows[0] + 1),
+            int(cols[-1] - cols[0] + 1),
+        )
+
 
 def _box_array(boxes: Sequence[Box] | np.ndarray) -> np.ndarray:
     """(N, 4) int64 rows (y0, x0, height, width) of a list of boxes or of such an array."""
@@ -126,6 +141,16 @@ class Footprint:
     def area(self) -> int:
         """Number of pixels in the footprint."""
         return int(np.count_nonzero(self.mask))
+
+    @classmethod
+    def from_mask(cls, pixels: np.ndarray, origin: tuple[int, int] = (0, 0)) -> Footprint | None:
+        """The True pixels of ``pixels`` ([0, 0] at ``origin``) cropped to their box; None if none."""
+        box = Box.bounding(pixels, origin)
+        if box.empty:
+            return None
+        return cls(
+            box.y0, box.x0, pixels[box.slices(Box(int(origin[0]), int(origin[1]), *pixels.shape))].copy()
+        )
 
     def cut(self, box: Box) -> np.ndarray:
         """The footprint's mask over ``box``: a ``box.shape`` bool array, False outside the footprint."""

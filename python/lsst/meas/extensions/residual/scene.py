@@ -30,8 +30,8 @@ On disk a scene is a multi-extension FITS file (format version 1):
     schema is ignored with a warning: nothing but evaluation and training
     needs the truth.
 ``ARTEFACTS`` and ``ARTEFACT_PIXELS`` (simulated scenes with artefacts only)
-    Binary table, one row per artefact (`ARTEFACT_COLUMNS`, of a type in
-    `ARTEFACT_TYPES`), with the footprint geometry columns of
+    Binary table, one row per artefact (see
+    `lsst.meas.extensions.residual.artefact_truth`), with the footprint geometry columns of
     `~lsst.meas.extensions.residual.packing.FOOTPRINT_COLUMNS`; uint8, 1-D:
     each row's footprint mask, packed (`pack_footprints`). In memory
     `Scene.artefacts` is the table with a ``footprint`` column of
@@ -51,8 +51,6 @@ __all__ = [
     "PSF_CENTROID_TOLERANCE",
     "PSF_NEGATIVE_PIXEL_TOLERANCE",
     "PSF_NEGATIVE_FLUX_TOLERANCE",
-    "ARTEFACT_TYPES",
-    "ARTEFACT_COLUMNS",
 ]
 
 import dataclasses
@@ -64,9 +62,15 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from .artefact_truth import (
+    ArtefactTableError,
+    artefact_table_band_subset,
+    artefact_table_from_hdus,
+    artefact_table_to_hdus,
+    check_artefact_table,
+)
 from .bands import check_band_order
 from .errors import InputError, MissingInputError
-from .geometry import Footprint
 from .masks import (
     MaskPlaneError,
     bad_pixels,
@@ -75,43 +79,9 @@ from .masks import (
     planes_from_header,
     planes_to_header,
 )
-from .packing import FOOTPRINT_COLUMNS, pack_footprints, unpack_footprints
 from .truth import Truth, TruthSchemaError
 
 _log = logging.getLogger(__name__)
-
-#: Types of the rows of a scene's artefact table (``doc/.../scene-format.rst`` describes each).
-ARTEFACT_TYPES: tuple[str, ...] = (
-    "saturated_core",
-    "bleed_trail",
-    "diffraction_spike",
-    "psf_wing",
-    "satellite_trail",
-    "no_data",
-    "chip_gap",
-    "cosmic_ray",
-)
-
-#: Columns of `Scene.artefacts` (on disk ``footprint`` is `FOOTPRINT_COLUMNS` + ``ARTEFACT_PIXELS``).
-ARTEFACT_COLUMNS: tuple[str, ...] = (
-    "id",
-    "type",
-    "source_id",
-    "band",
-    "masked",
-    "mask_plane",
-    "x",
-    "y",
-    "x_end",
-    "y_end",
-    "length",
-    "angle",
-    "width",
-    "flux",
-    "footprint",
-)
-# Text columns, which FITS hands back as bytes.
-_ARTEFACT_TEXT_COLUMNS = ("type", "band", "mask_plane")
 
 FORMAT_VERSION = 1
 
@@ -163,7 +133,7 @@ class Scene:
         Scalar metadata (``PIXSCALE``, ``BUNIT``, ``SEED``, ...).
     artefacts : `astropy.table.Table`, optional
         Truth of a simulated scene's artefacts: one row per artefact with
-        the columns `ARTEFACT_COLUMNS` (``footprint``: a
+        the columns `~lsst.meas.extensions.residual.artefact_truth.ARTEFACT_COLUMNS` (``footprint``: a
         `~lsst.meas.extensions.residual.geometry.Footprint` per row).
 
     Raises
@@ -243,7 +213,10 @@ class Scene:
         if not np.any(self.good):
             raise SceneFormatError("Every pixel of the scene is masked or non-finite.")
         if self.artefacts is not None:
-            _check_artefacts(self.artefacts, self.bands)
+            try:
+                check_artefact_table(self.artefacts, self.bands)
+            except ArtefactTableError as err:
+                raise SceneFormatError(str(err)) from None
 
     @property
     def nbands(self) -> int:
@@ -266,10 +239,7 @@ class Scene:
         A pixel is bad if it is masked (in a bad plane, `masks.bad_pixels`),
         its image or variance is not finite, or its variance is not positive.
         """
-        good = np.isfinite(self.image) & np.isfinite(self.variance) & (self.variance > 0)
-        if self.mask is not None:
-            good &= ~bad_pixels(self.mask, self.mask_planes)
-        return good
+        return self.good_at(slice(None))
 
     def bad_mask(self, index=slice(None)) -> np.ndarray | None:
         """Bool array of ``mask[index]``: pixels masked in a bad plane (None without a MASK).
@@ -287,6 +257,13 @@ class Scene:
         if self.mask is not None:
             good &= ~self.bad_mask(index)
         return good
+
+    def has_data(self) -> np.ndarray:
+        """(H, W) bool: pixels usable in at least one band (`good` of any band, made band by band)."""
+        usable = np.zeros(self.shape, dtype=bool)
+        for band in range(self.nbands):
+            usable |= self.good_at(band)
+        return usable
 
     def plane(self, *names: str) -> np.ndarray | None:
         """(nbands, H, W) bool: pixels with any of the named mask planes, or None without planes."""
@@ -322,73 +299,8 @@ class Scene:
             mask_planes=self.mask_planes,
             artefacts=None
             if self.artefacts is None
-            else _artefacts_band_subset(self.artefacts, index, bands),
+            else artefact_table_band_subset(self.artefacts, index, bands),
         )
-
-
-def _check_artefacts(table: Table, bands: tuple[str, ...]) -> None:
-    """Refuse an artefact table without the columns, types, bands or footprints of the format."""
-    missing = [name for name in ARTEFACT_COLUMNS if name not in table.colnames]
-    if missing:
-        raise SceneFormatError(f"The artefact table has no {', '.join(missing)} column(s).")
-    unknown = sorted(set(np.asarray(table["type"], dtype=str)) - set(ARTEFACT_TYPES))
-    if unknown:
-        raise SceneFormatError(
-            f"The artefact table has unknown type(s) {', '.join(unknown)}; "
-            f"known: {', '.join(ARTEFACT_TYPES)}."
-        )
-    other_bands = sorted(set(np.asarray(table["band"], dtype=str)) - {"", *bands})
-    if other_bands:
-        raise SceneFormatError(f"The artefact table names band(s) {', '.join(other_bands)} not in the scene.")
-    if table["flux"].shape != (len(table), len(bands)):
-        raise SceneFormatError(
-            f"The artefact table's flux has shape {table['flux'].shape}, not ({len(table)}, {len(bands)})."
-        )
-    if not all(isinstance(footprint, Footprint) for footprint in table["footprint"]):
-        raise SceneFormatError("The artefact table's footprint column must hold Footprint objects.")
-
-
-def _artefacts_band_subset(table: Table, index: list[int], bands: tuple[str, ...]) -> Table:
-    """The rows of all bands or of one of ``bands``, with the fluxes of the bands ``index``."""
-    kept = np.isin(np.asarray(table["band"], dtype=str), ["", *bands])
-    subset = table[kept]
-    subset["flux"] = np.asarray(subset["flux"])[:, index]
-    subset["flux"].unit = table["flux"].unit
-    return subset
-
-
-def _artefact_hdus(table: Table) -> list[fits.hdu.base.ExtensionHDU]:
-    """The ``ARTEFACTS`` table (footprint geometry in `FOOTPRINT_COLUMNS`) and ``ARTEFACT_PIXELS``."""
-    columns, flat = pack_footprints(list(table["footprint"]), np.uint8)
-    stored = table.copy(copy_data=False)
-    stored.remove_column("footprint")
-    for name, values in columns.items():
-        stored[name] = values
-    table_hdu = fits.table_to_hdu(stored)
-    table_hdu.name = "ARTEFACTS"
-    return [table_hdu, fits.ImageHDU(flat, name="ARTEFACT_PIXELS")]
-
-
-def _read_artefacts(hdul: fits.HDUList, path: str) -> Table:
-    """The ``ARTEFACTS`` table of an open scene file, with its ``footprint`` column."""
-    if "ARTEFACT_PIXELS" not in hdul:
-        raise SceneFormatError(f"{path!r} has an ARTEFACTS table but no ARTEFACT_PIXELS extension.")
-    table = Table.read(hdul["ARTEFACTS"])
-    data = hdul["ARTEFACT_PIXELS"].data
-    try:
-        footprints = unpack_footprints(
-            table, None if data is None else np.asarray(data, dtype=np.uint8), "ARTEFACT_PIXELS"
-        )
-    except InputError as err:
-        raise SceneFormatError(f"{path!r}: {err}") from None
-    table.remove_columns(list(FOOTPRINT_COLUMNS))
-    for name in _ARTEFACT_TEXT_COLUMNS:
-        if name in table.colnames and table[name].dtype.kind == "S":
-            table[name] = table[name].astype(str)
-    column = np.empty(len(footprints), dtype=object)
-    column[:] = footprints
-    table["footprint"] = column
-    return table
 
 
 def _check_psf_shape(psf: np.ndarray, band: str) -> None:
@@ -444,7 +356,7 @@ def write_scene(scene: Scene, path: str | os.PathLike, overwrite: bool = False) 
     if scene.truth is not None:
         hdus.extend(scene.truth.to_hdus())
     if scene.artefacts is not None:
-        hdus.extend(_artefact_hdus(scene.artefacts))
+        hdus.extend(artefact_table_to_hdus(scene.artefacts))
     fits.HDUList(hdus).writeto(os.fspath(path), overwrite=overwrite)
 
 
@@ -508,7 +420,12 @@ def read_scene(path: str | os.PathLike, *, truth: bool = True) -> Scene:
                     raise SceneFormatError(f"{path!r}: the MASK header's plane cards: {err}") from None
                 del hdul["MASK"].data
             scene_truth = _read_truth(hdul, path, len(bands)) if truth and "TRUTH" in names else None
-            artefacts = _read_artefacts(hdul, path) if truth and "ARTEFACTS" in names else None
+            artefacts = None
+            if truth and "ARTEFACTS" in names:
+                try:
+                    artefacts = artefact_table_from_hdus(hdul)
+                except ArtefactTableError as err:
+                    raise SceneFormatError(f"{path!r}: {err}") from None
         except (TypeError, ValueError, OSError) as err:
             if isinstance(err, SceneFormatError):
                 raise

@@ -122,9 +122,7 @@ def find_new_sources(
     )
     config = NewSourcesConfig() if config is None else config
     x, y = _pixels(found, scene.shape)
-    with_data = np.zeros(len(found), dtype=bool)
-    for band in range(scene.nbands):
-        with_data |= scene.good_at(band)[y, x]
+    with_data = scene.has_data()[y, x]
     found = found.select(with_data)
     new, n_matched = select_new_sources(found, existing_xy, config.match_radius)
     new.table["id"] = np.arange(next_id, next_id + len(new), dtype=np.int64)

@@ -129,14 +129,9 @@ class FactorizedComponent:
         """Fit the box to the significant pixels (padded, within ``limit``); True if it changed."""
         significant = self.morph[None] * self.spectrum[:, None, None] >= self.bg_cut[:, None, None]
         significant = significant.any(axis=0)
-        rows = np.flatnonzero(significant.any(axis=1))
-        cols = np.flatnonzero(significant.any(axis=0))
-        if len(rows) == 0:
+        core = Box.bounding(significant, self.box.origin)
+        if core.empty:
             core = Box(self.peak[0], self.peak[1], 1, 1)
-        else:
-            core = Box(
-                self.box.y0 + rows[0], self.box.x0 + cols[0], rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
-            )
         new_box = core.grow(self.padding).intersect(limit)
         if not new_box.contains(*self.peak):
             new_box = Box(self.peak[0], self.peak[1], 1, 1).grow(self.padding).intersect(limit)

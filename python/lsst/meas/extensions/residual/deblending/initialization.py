@@ -120,10 +120,8 @@ def _extended_morphology(obs: BlendObservation, peak, config, monotonicity) -> t
     if not region[local]:
         return None
     morph = np.where(region, morph, 0.0)
-    rows = np.flatnonzero(region.any(axis=1))
-    cols = np.flatnonzero(region.any(axis=0))
-    core = Box(obs.box.y0 + rows[0], obs.box.x0 + cols[0], rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
-    box = core.grow(2).intersect(obs.box)  # scarlet_lite pads new morphologies by 2
+    # scarlet_lite pads new morphologies by 2.
+    box = Box.bounding(region, obs.box.origin).grow(2).intersect(obs.box)
     return morph[box.slices(obs.box)], box
 
 

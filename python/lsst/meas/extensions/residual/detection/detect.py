@@ -105,11 +105,6 @@ def psf_sigma_pixels(psf: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip(r2, 0.0, None) / 2.0)
 
 
-def _band_good(scene: Scene, band: int) -> np.ndarray:
-    """(H, W) `Scene.good` of one band (without the scene-sized boolean cube)."""
-    return scene.good_at(band)
-
-
 def peak_support(scene: Scene, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """Fraction of the matched filter's weight on usable pixels at each (y, x).
 
@@ -155,7 +150,7 @@ def _matched_filter(scene: Scene, band: int) -> tuple[np.ndarray, np.ndarray, np
     and the inverse variance is made in place: on a full patch these are
     the step's largest arrays.
     """
-    good = _band_good(scene, band)
+    good = scene.good_at(band)
     kernel = scene.psf[band, ::-1, ::-1].astype(np.float64)  # correlation with the PSF
     smoothed = fftconvolve(np.where(good, scene.image[band], 0.0).astype(np.float64), kernel, mode="same")
     support = None
@@ -293,10 +288,7 @@ def detect_peaks(scene: Scene, config: DetectionConfig | None = None) -> Detecti
     is_max &= footprints > 0
     ys, xs = np.nonzero(is_max)
     # Masked pixels never make peaks (see ``min_peak_support``).
-    with_data = np.zeros(len(ys), dtype=bool)
-    for band in range(scene.nbands):
-        with_data |= _band_good(scene, band)[ys, xs]
-    keep = with_data & (peak_support(scene, ys, xs) >= config.min_peak_support)
+    keep = scene.has_data()[ys, xs] & (peak_support(scene, ys, xs) >= config.min_peak_support)
     ys, xs = ys[keep], xs[keep]
     rows = []
     fp_of_peak = footprints[ys, xs]

@@ -93,12 +93,12 @@ import pydantic
 from astropy.table import Table, vstack
 from scipy import ndimage
 
+from ..artefact_truth import ARTEFACT_TYPES
 from ..bands import LSST_BANDS
 from ..configs import StrictModel, make_config
 from ..errors import ConfigError
-from ..geometry import Footprint
+from ..geometry import Box, Footprint
 from ..masks import DEFAULT_MASK_PLANES
-from ..scene import ARTEFACT_TYPES
 from ..truth import STAR, Truth
 from .noise import NoiseModel
 from .population import _STAR_COUNT_SLOPE, PopulationConfig, _power_law_mags
@@ -359,16 +359,6 @@ def saturation_levels(config: ArtefactConfig, bands: tuple[str, ...], pixel_scal
     return np.array([given.get(band, level) for band, level in zip(bands, levels, strict=True)])
 
 
-def _footprint(pixels: np.ndarray) -> Footprint | None:
-    """The (H, W) bool ``pixels`` as a footprint cropped to their box, or None if there are none."""
-    rows = np.flatnonzero(pixels.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(pixels.any(axis=0))
-    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    return Footprint(int(y0), int(x0), pixels[y0:y1, x0:x1].copy())
-
-
 def _line_through_scene(
     x: float, y: float, angle: float, shape: tuple[int, int]
 ) -> tuple[float, float, float, float]:
@@ -415,7 +405,7 @@ class _Scratch:
         flux: np.ndarray | float = 0.0,
     ) -> None:
         """Record an artefact (if it has pixels in the scene); ``band`` None: all bands."""
-        footprint = _footprint(pixels)
+        footprint = Footprint.from_mask(pixels)
         if footprint is None:
             return
         if band is None:
@@ -588,12 +578,7 @@ def apply_artefacts(
 
 def _clip(footprint: Footprint, excluded: np.ndarray) -> Footprint | None:
     """``footprint`` without the pixels of ``excluded`` ((H, W) bool), or None if nothing is left."""
-    sy, sx = footprint.slices
-    kept = footprint.mask & ~excluded[sy, sx]
-    if not kept.any():
-        return None
-    clipped = _footprint(kept)
-    return Footprint(clipped.y0 + footprint.y0, clipped.x0 + footprint.x0, clipped.mask)
+    return Footprint.from_mask(footprint.mask & ~excluded[footprint.slices], footprint.box.origin)
 
 
 def _coverage_edge(
@@ -751,12 +736,11 @@ def _brighten_star(
 
 
 def _paste(image: np.ndarray, stamp: np.ndarray, y0: int, x0: int) -> None:
-    """Add the (nbands, h, w) ``stamp`` with lower-left pixel (y0, x0) to ``image``, clipped."""
-    height, width = image.shape[1:]
-    h, w = stamp.shape[1:]
-    ya, yb, xa, xb = max(y0, 0), min(y0 + h, height), max(x0, 0), min(x0 + w, width)
-    if ya < yb and xa < xb:
-        image[:, ya:yb, xa:xb] += stamp[:, ya - y0 : yb - y0, xa - x0 : xb - x0]
+    """Add the (nbands, h, w) ``stamp`` whose [0, 0] pixel is (y0, x0) to ``image``, clipped."""
+    stamp_box = Box(int(y0), int(x0), *stamp.shape[1:])
+    inside = stamp_box.intersect(Box(0, 0, *image.shape[1:]))
+    if not inside.empty:
+        image[:, *inside.slices()] += stamp[:, *inside.slices(stamp_box)]
 
 
 def _spikes(

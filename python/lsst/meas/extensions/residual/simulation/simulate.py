@@ -333,7 +333,7 @@ def simulate_scene(seed: int, config: SimulationConfig | None = None) -> Scene:
     model = truth.render(shape).astype(np.float64)
     image = noise.add_noise(rng, model)
     variance = noise.variance(model)
-    background = None
+    background = background_image = None
     if config.background_offset_sigma > 0.0 or config.background_gradient_sigma > 0.0:
         (background_rng,) = variety.spawn(1)
         background = background_residual(
@@ -343,7 +343,8 @@ def simulate_scene(seed: int, config: SimulationConfig | None = None) -> Scene:
             config.background_gradient_sigma,
         )
         # Left by background subtraction: in the image, not in the truth or the variance.
-        image = image + background.image(shape)
+        background_image = background.image(shape)
+        image = image + background_image
 
     metadata = {
         "PIXSCALE": config.pixel_scale,
@@ -371,7 +372,7 @@ def simulate_scene(seed: int, config: SimulationConfig | None = None) -> Scene:
             pixel_scale=config.pixel_scale,
             star_density=config.star_density,
             survey_depth=survey_depth,
-            background=None if background is None else background.image(shape),
+            background=background_image,
         )
         image, variance, truth = applied.image, applied.variance, applied.truth
         mask, mask_planes, artefacts = applied.mask, applied.mask_planes, applied.table
