@@ -17,6 +17,7 @@ import pytest
 from astropy.table import Table
 from lsst.meas.extensions.residual.chain.first_pass import run_first_pass
 from lsst.meas.extensions.residual.chain.new_sources import find_new_sources
+from lsst.meas.extensions.residual.chain.plots import flagged_rows
 from lsst.meas.extensions.residual.deblending import DeblendConfig
 from lsst.meas.extensions.residual.detection import bright_star_zones, peak_support
 from lsst.meas.extensions.residual.geometry import Footprint
@@ -141,6 +142,13 @@ def test_saturated_star_makes_no_peak_and_flags_its_neighbours(scene):
     assert np.array_equal(near, expected) and near.any() and not near.all()
     # DETECTED pixels are not bad pixels.
     assert star.good[:, 100:110, 100:110].all()
+    # The figures mark the flagged sources, read from the deblender's catalog or an output catalog.
+    flagged = flagged_rows(catalog, star.bands)
+    assert np.array_equal(flagged, near | np.asarray(catalog["mostly_masked"]).any(axis=1))
+    output = Table({"near_bright_star": near})
+    for index, band in enumerate(star.bands):
+        output[f"{band}_mostly_masked"] = np.asarray(catalog["mostly_masked"])[:, index]
+    assert np.array_equal(flagged_rows(output, star.bands), flagged)
 
 
 class _FakeDetector:

@@ -157,6 +157,31 @@ def test_no_data_mask_plane_marks_bad_pixels(coadds):
         coadd.mask.array = saved
 
 
+def test_mask_planes_survive_the_coadds_and_the_bad_planes_are_the_tasks():
+    from lsst.meas.extensions.residual.simulation import SimulationConfig, simulate_scene
+    from lsst.meas.extensions.residual.simulation.artefacts import ArtefactConfig
+
+    skymap = DemoSkyMap(patch_size=128, patch_nx=1, patch_ny=1)
+    artefacts = ArtefactConfig(min_bright_stars=1, cosmic_ray_rate=200.0, cosmic_ray_masked_fraction=1.0)
+    scene = simulate_scene(3, SimulationConfig(height=128, width=128, artefacts=artefacts))
+    assert scene.plane("SAT").any() and scene.plane("CR").any()
+    coadds = scene_to_cell_coadds(scene, skymap, 0)
+    names = coadds["i"].mask.schema.names
+    assert {"SATURATED", "COSMIC_RAY", "INTERPOLATED", "STREAK"} <= set(names)  # lsst-images' spelling
+    planes = {band: read_coadd_plane(coadd) for band, coadd in coadds.items()}
+    patch = assemble_patch(planes)
+    np.testing.assert_array_equal(patch.scene.bad_mask(), scene.bad_mask())
+    for name in ("SAT", "INTRP", "CR"):  # afw's spelling again in the core
+        np.testing.assert_array_equal(patch.scene.plane(name), scene.plane(name))
+    # A task that counts only NO_DATA as bad: SAT and CR pixels keep their weight, and no plane the
+    # core counts as bad is carried where the task's planes are not set.
+    planes = {band: read_coadd_plane(coadd, bad_mask_planes=("NO_DATA",)) for band, coadd in coadds.items()}
+    only_no_data = assemble_patch(planes).scene
+    np.testing.assert_array_equal(only_no_data.bad_mask(), scene.plane("NO_DATA"))
+    assert not only_no_data.plane("SAT").any()
+    np.testing.assert_array_equal(only_no_data.plane("INTRP"), scene.plane("INTRP"))
+
+
 # --- afw (faithful fakes: the accessors afw.image.ExposureF offers) ----------------------------------
 
 
@@ -249,6 +274,8 @@ def test_afw_exposure_is_read_through_its_accessors(small_scene):
     plane = read_coadd_plane(exposure, what="deep_coadd r")
     np.testing.assert_array_equal(plane.image, small_scene.image[2])
     assert plane.bad[0:3].all() and plane.bad.sum() == 3 * 96
+    # Named planes are carried in the core's bits (which here are afw's own numbers).
+    assert plane.planes[50, 50] == 1 << 5 and (plane.planes[0:3] == 1 << 8).all()
     assert abs(float(plane.psf.sum()) - 1) < 1e-6
     assert psf.asked_at == (96 + 47.5, 47.5)  # the PSF at the patch centre
     assert (plane.x0, plane.y0) == (96, 0)

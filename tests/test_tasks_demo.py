@@ -48,6 +48,17 @@ def test_demo_builds_runs_summarises_and_is_safe_to_rerun(tmp_path, capsys):
                 for ref in butler.query_datasets("object_residual_deblend", collections=["demo/output"])
             }
 
+    # The last patch has artefacts (a saturated star at least), its mask planes kept in the Butler.
+    assert report["parameters"]["artefacts"] == "last"
+    with Butler.from_config(str(out / "repo"), collections=["demo/inputs"]) as butler:
+        saturated = {
+            patch: butler.get("deep_coadd", skymap="residual_demo", tract=0, patch=patch, band="i").mask.get(
+                "SATURATED"
+            )
+            for patch in (0, 3)
+        }
+    assert saturated[3].any() and not saturated[0].any()
+
     first = outputs()
     assert len(first) == 4
     assert main(argv) == 0  # again: inputs reused, finished work skipped, nothing overwritten

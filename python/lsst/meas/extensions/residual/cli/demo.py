@@ -2,7 +2,8 @@
 
 Creates a SQLite Butler repository under ``--out``, registers a sky map
 (one tract, ``--patches-x`` × ``--patches-y`` patches) and the six bands,
-simulates every patch (six-band coadds with PSFs and truth), ingests the
+simulates every patch (six-band coadds with PSFs and truth; the last one
+with coadd artefacts and their mask planes, ``--artefacts``), ingests the
 model package, runs ``pipetask run`` on ``pipelines/demo.yaml`` (first-pass
 detection and deblending, residual detection, second pass), then prints a
 per-patch summary and writes one PNG per patch plus ``summary.json``.
@@ -11,7 +12,7 @@ Running it again is safe: the repository and its inputs are reused, and the
 pipeline resumes its newest output run (what is missing there is computed;
 finished work is skipped); ``--fresh`` starts a new output run beside the old
 one instead. The repository records the parameters its inputs were made
-from: other ``--seed``, ``--depth``, ``--model``, ``--patch-size`` or grid
+from: other ``--seed``, ``--depth``, ``--model``, ``--patch-size``, ``--artefacts`` or grid
 are refused (use another ``--out``), so results are never mixed or stale.
 """
 
@@ -43,6 +44,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--model", help="model package zip (default: the shipped residual-mode package)")
     parser.add_argument("-j", "--processes", type=int, default=1, help="pipetask processes (default 1)")
     parser.add_argument("--fresh", action="store_true", help="start a new output run instead of resuming")
+    parser.add_argument(
+        "--artefacts",
+        choices=("none", "last", "all"),
+        default="last",
+        help="patches simulated with coadd artefacts: saturated bright stars, trails, gaps, cosmic rays "
+        "(default last)",
+    )
     parser.set_defaults(handler=main)
 
 
@@ -74,6 +82,7 @@ def main(args: argparse.Namespace) -> None:
         model=args.model,
         processes=args.processes,
         fresh=args.fresh,
+        artefacts=args.artefacts,
     )
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -88,9 +97,10 @@ def main(args: argparse.Namespace) -> None:
     # Refuses (DemoParametersError) a repository made from other parameters.
     inputs = build_demo_repo(root, config)
     skymap = config.skymap()
+    with_artefacts = ", ".join(map(str, config.artefact_patches())) or "none"
     where = (
         f"{config.patches_x}x{config.patches_y} patches of {config.patch_size} px, seed {config.seed}, "
-        f"depth {config.depth}"
+        f"depth {config.depth}, artefacts in patch(es) {with_artefacts}"
     )
     if inputs.simulated:
         print(
@@ -124,7 +134,7 @@ def main(args: argparse.Namespace) -> None:
     summaries = []
     with Butler.from_config(str(root), collections=collections) as butler:
         for data_id in data_ids:
-            summary = summarize_patch(butler, data_id)
+            summary = summarize_patch(butler, data_id, config.bands)
             plot_patch(butler, data_id, config.bands, out / f"patch_{data_id['patch']}.png", summary)
             summaries.append(summary)
     _print_table(summaries)
@@ -145,10 +155,11 @@ def _print_table(summaries) -> None:
     # Column meanings: true sources in the simulated patch; first-pass sources;
     # network detections kept as new, and how many of them match a true source;
     # sources after the second pass; blends re-fitted; new isolated footprints;
-    # true sources matched by a first-pass / final source.
+    # true sources matched by a first-pass / final source; final sources flagged near a bright star or
+    # mostly masked in a band.
     header = (
         f"{'patch':>5} {'true':>5} {'1st pass':>8} {'new det':>7} {'on truth':>8} {'final':>6} "
-        f"{'refit blends':>12} {'new footprints':>14} {'true found 1st->final':>22}"
+        f"{'refit blends':>12} {'new footprints':>14} {'true found 1st->final':>22} {'flagged':>7}"
     )
     print(header)
     for s in summaries:
@@ -159,5 +170,6 @@ def _print_table(summaries) -> None:
         on_truth = "-" if s.new_detections_on_true_sources is None else str(s.new_detections_on_true_sources)
         print(
             f"{s.patch:>5} {true:>5} {s.first_pass_sources:>8} {s.new_detections:>7} {on_truth:>8} "
-            f"{s.final_sources:>6} {s.refitted_blends:>12} {s.new_isolated:>14} {found:>22}"
+            f"{s.final_sources:>6} {s.refitted_blends:>12} {s.new_isolated:>14} {found:>22} "
+            f"{s.flagged_sources:>7}"
         )

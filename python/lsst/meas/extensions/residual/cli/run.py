@@ -108,7 +108,7 @@ def write_run(folder: Path, scene, result, plot: bool, truth_xy=None) -> None:
     """
     import numpy as np
 
-    from ..chain.plots import plot_patch_chain
+    from ..chain.plots import flagged_rows, plot_patch_chain
     from ..deblending import write_scarlet_model
 
     outputs = result.outputs
@@ -119,7 +119,8 @@ def write_run(folder: Path, scene, result, plot: bool, truth_xy=None) -> None:
     write_scarlet_model(folder / "first_pass.scarlet", outputs.first_pass_models)
     write_scarlet_model(folder / "second_pass.scarlet", outputs.models)
     if plot:
-        first = result.first_pass.deblend.catalog
+        first, final = result.first_pass.deblend.catalog, result.second_pass.catalog
+        flagged = flagged_rows(final, scene.bands)
         plot_patch_chain(
             scene,
             result.first_pass.deblend.model,
@@ -130,6 +131,7 @@ def write_run(folder: Path, scene, result, plot: bool, truth_xy=None) -> None:
             f"{len(first)} first-pass sources, {len(result.new_sources)} new, "
             f"{len(result.second_pass.catalog)} after the second pass",
             truth_xy=truth_xy if truth_xy is not None or scene.truth is None else scene.truth.xy,
+            flagged_xy=np.column_stack([final["x"][flagged], final["y"][flagged]]),
         )
 
 

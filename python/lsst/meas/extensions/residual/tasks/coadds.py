@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -41,12 +42,16 @@ import numpy as np
 
 from ..bands import LSST_BANDS, check_band_order
 from ..chain.placement import PatchPlacement, PixelToSky
-from ..masks import DEFAULT_BAD_PLANES
+from ..masks import DEFAULT_BAD_PLANES, DEFAULT_MASK_PLANES
 from ..scene import Scene, SceneFormatError
 
 #: Mask planes that make a pixel unusable: the core's (`masks.DEFAULT_BAD_PLANES`, LSST's Scarlet
-#: ``badMask`` and STREAK), with lsst-images' spelling of SAT as well.
-DEFAULT_BAD_MASK_PLANES: tuple[str, ...] = (*DEFAULT_BAD_PLANES, "SATURATED")
+#: ``badMask`` and STREAK). Names match a coadd's planes in afw's spelling (``SAT``) or in
+#: lsst-images' (``SATURATED``), whichever the coadd uses.
+DEFAULT_BAD_MASK_PLANES: tuple[str, ...] = DEFAULT_BAD_PLANES
+
+#: The bit the core's scene mask gives the pixels a task's ``badMaskPlanes`` make unusable.
+_BAD_PLANE = "BAD"
 
 
 class EmptyPatchError(SceneFormatError):
@@ -70,6 +75,13 @@ class CoaddPlane:
         Tract pixel of the first column and row.
     pixel_to_sky : callable or `None`
         ``(x, y) -> (ra, dec)`` in degrees for tract pixels.
+    planes : `numpy.ndarray` or `None`
+        (H, W) int32 of the coadd's mask planes that the core knows, in its
+        bits (`~lsst.meas.extensions.residual.masks.DEFAULT_MASK_PLANES`,
+        afw's names) and restricted to ``bad`` for the planes the core
+        counts as bad, so that the scene's verdict is the task's
+        (`assemble_patch`) and SAT still marks bright stars; None: no named
+        planes.
     """
 
     image: np.ndarray
@@ -79,6 +91,7 @@ class CoaddPlane:
     x0: int
     y0: int
     pixel_to_sky: PixelToSky | None
+    planes: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -122,13 +135,34 @@ def label_array(image) -> tuple[np.ndarray, int, int]:
     return np.asarray(image.array, dtype=np.int32), int(image.bbox.x.start), int(image.bbox.y.start)
 
 
-def _bad_from_planes(is_set: Callable[[str], np.ndarray | None], names: Sequence[str], shape) -> np.ndarray:
+@functools.cache
+def _afw_plane_names() -> dict[str, str]:
+    """lsst-images' name of a deep-coadd mask plane → afw's (``SATURATED`` → ``SAT``)."""
+    from lsst.images import get_legacy_deep_coadd_mask_planes
+
+    return {plane.name: legacy for legacy, plane in get_legacy_deep_coadd_mask_planes().items()}
+
+
+def _read_planes(
+    is_set: Callable[[str], np.ndarray], names: Sequence[str], bad_mask_planes: Sequence[str], shape
+) -> tuple[np.ndarray, np.ndarray]:
+    """(bad, planes) of a `CoaddPlane` from a mask with planes ``names`` (either spelling)."""
+    afw_name = _afw_plane_names()
+    wanted = set(bad_mask_planes)
     bad = np.zeros(shape, dtype=bool)
     for name in names:
-        plane = is_set(name)
-        if plane is not None:
-            bad |= plane
-    return bad
+        if name in wanted or afw_name.get(name) in wanted:
+            bad |= is_set(name)
+    planes = np.zeros(shape, dtype=np.int32)
+    for name in names:
+        core_name = afw_name.get(name, name)
+        if core_name not in DEFAULT_MASK_PLANES or core_name == _BAD_PLANE:
+            continue
+        pixels = is_set(name)
+        if core_name in DEFAULT_BAD_PLANES:
+            pixels = pixels & bad
+        planes[pixels] |= np.int32(1 << DEFAULT_MASK_PLANES[core_name])
+    return bad, planes
 
 
 def _normalised_psf(kernel: np.ndarray, what: str) -> np.ndarray:
@@ -149,17 +183,11 @@ def _read_lsst_images(coadd: Any, bad_mask_planes: Sequence[str], what: str) -> 
     bbox = coadd.bbox
     shape = (bbox.y.size, bbox.x.size)
     mask = coadd.mask
-    names = set(mask.schema.names) if hasattr(mask.schema, "names") else None
 
-    def is_set(name: str) -> np.ndarray | None:
-        if names is not None and name not in names:
-            return None
-        try:
-            return np.asarray(mask.get(name), dtype=bool)
-        except (KeyError, LookupError):
-            return None
+    def is_set(name: str) -> np.ndarray:
+        return np.asarray(mask.get(name), dtype=bool)
 
-    bad = _bad_from_planes(is_set, bad_mask_planes, shape)
+    bad, planes = _read_planes(is_set, list(mask.schema.names), bad_mask_planes, shape)
     psf = None
     psf_model = getattr(coadd, "psf", None)
     if psf_model is not None:
@@ -183,6 +211,7 @@ def _read_lsst_images(coadd: Any, bad_mask_planes: Sequence[str], what: str) -> 
         image=np.asarray(coadd.image.array, dtype=np.float32),
         variance=np.asarray(coadd.variance.array, dtype=np.float32),
         bad=bad,
+        planes=planes,
         psf=psf,
         x0=int(bbox.x.start),
         y0=int(bbox.y.start),
@@ -192,11 +221,13 @@ def _read_lsst_images(coadd: Any, bad_mask_planes: Sequence[str], what: str) -> 
 
 def _read_afw_exposure(exposure: Any, bad_mask_planes: Sequence[str], what: str) -> CoaddPlane:
     mask = exposure.mask
-    known = mask.getMaskPlaneDict()
-    wanted = [name for name in bad_mask_planes if name in known]
-    bits = mask.getPlaneBitMask(wanted) if wanted else 0
-    bad = (np.asarray(mask.array) & bits) != 0
+    array = np.asarray(mask.array)
+
+    def is_set(name: str) -> np.ndarray:
+        return (array & mask.getPlaneBitMask([name])) != 0
+
     bbox = exposure.getBBox()
+    bad, planes = _read_planes(is_set, list(mask.getMaskPlaneDict()), bad_mask_planes, array.shape)
     psf_model = exposure.getPsf()
     psf = None
     if psf_model is not None:
@@ -215,6 +246,7 @@ def _read_afw_exposure(exposure: Any, bad_mask_planes: Sequence[str], what: str)
         image=np.asarray(exposure.image.array, dtype=np.float32),
         variance=np.asarray(exposure.variance.array, dtype=np.float32),
         bad=bad,
+        planes=planes,
         psf=psf,
         x0=int(bbox.getMinX()),
         y0=int(bbox.getMinY()),
@@ -233,8 +265,8 @@ def read_coadd_plane(
         An lsst-images ``CellCoadd``/``VisitImage``/``MaskedImage``, an afw
         ``Exposure``, or a `CoaddPlane` (returned as it is).
     bad_mask_planes : sequence of `str`
-        Mask planes marking unusable pixels (names absent from the mask are
-        ignored).
+        Mask planes marking unusable pixels, in afw's or lsst-images'
+        spelling (names absent from the mask are ignored).
     what : `str`
         Name used in error messages (e.g. ``"deep_coadd r"``).
 
@@ -267,8 +299,7 @@ def read_legacy_coadd_file(uri: Any, bad_mask_planes: Sequence[str] = DEFAULT_BA
     from lsst.images import MaskedImage
     from lsst.resources import ResourcePath
 
-    # read_legacy maps afw plane names to lsst-images ones when it can; the
-    # bad-plane list holds both spellings.
+    # read_legacy maps afw plane names to lsst-images ones when it can; both spellings are matched.
     masked = MaskedImage.read_legacy(uri)
     plane = _read_lsst_images(masked, bad_mask_planes, str(uri))
     with ResourcePath(uri).open("rb") as stream, fits.open(stream) as hdul:
@@ -345,7 +376,16 @@ def assemble_patch(
         psfs.append(psf)
     size = max(p.shape[0] for p in psfs)
     psfs = [np.pad(p, (size - p.shape[0]) // 2) for p in psfs]
-    mask = np.stack([planes[b].bad for b in bands]).astype(np.int32)
+    # The task's bad pixels are BAD (a plane of the core's bad list); the other planes keep their
+    # names, so the scene's verdict is the task's and SAT still marks bright stars.
+    bad_bit = np.int32(1 << DEFAULT_MASK_PLANES[_BAD_PLANE])
+    mask = np.stack(
+        [
+            np.where(planes[b].bad, bad_bit, np.int32(0))
+            | (np.int32(0) if planes[b].planes is None else planes[b].planes)
+            for b in bands
+        ]
+    )
     image = np.stack([planes[b].image for b in bands])
     variance = np.stack([planes[b].variance for b in bands])
     usable = (mask == 0) & np.isfinite(image) & np.isfinite(variance) & (variance > 0)
@@ -359,6 +399,7 @@ def assemble_patch(
         psf=np.stack(psfs),
         bands=tuple(bands),
         mask=mask,
+        mask_planes=dict(DEFAULT_MASK_PLANES),
     )
     return PatchImages(scene=scene, x0=first.x0, y0=first.y0, pixel_to_sky=first.pixel_to_sky)
 
@@ -395,7 +436,10 @@ def scene_to_cell_coadds(scene: Scene, skymap: Any, patch_id: int) -> dict[str, 
     """Wrap a patch-sized scene as one ``lsst.images.cells.CellCoadd`` per band.
 
     The whole patch is one cell (our simulated PSF is constant over a patch);
-    the image unit is nJy; the scene mask (nonzero = bad) becomes ``NO_DATA``.
+    the image unit is nJy. A scene mask with declared planes keeps them, in
+    lsst-images' spelling for the deep-coadd planes it knows (``SAT`` →
+    ``SATURATED``) and under their own names for the others (``STREAK``,
+    ``BAD``); a plain mask (nonzero = bad) becomes ``NO_DATA``.
 
     Parameters
     ----------
@@ -413,7 +457,7 @@ def scene_to_cell_coadds(scene: Scene, skymap: Any, patch_id: int) -> dict[str, 
     """
     import astropy.units as u
 
-    from lsst.images import Box, Image, Mask, MaskSchema, SkyProjection, TractFrame
+    from lsst.images import Box, Image, Mask, MaskPlane, MaskSchema, SkyProjection, TractFrame
     from lsst.images import get_legacy_deep_coadd_mask_planes as deep_coadd_planes
     from lsst.images.cells import CellCoadd, CellGrid, CellGridBounds, CellPointSpreadFunction
 
@@ -426,14 +470,21 @@ def scene_to_cell_coadds(scene: Scene, skymap: Any, patch_id: int) -> dict[str, 
     frame = TractFrame(skymap=skymap.name, tract=skymap.tract, bbox=tract_box)
     projection = SkyProjection.from_fits_wcs(skymap.wcs(), frame, pixel_bounds=tract_box)
     grid = CellGrid(bbox=box, cell_shape={"y": geometry.height, "x": geometry.width})
-    schema = MaskSchema(list(deep_coadd_planes().values()))
+    known = deep_coadd_planes()
+    scene_planes = scene.mask_planes or {}
+    extra = [MaskPlane(name, f"mask plane {name} of the scene") for name in scene_planes if name not in known]
+    schema = MaskSchema([*known.values(), *extra])
     coadds = {}
     for index, band in enumerate(scene.bands):
         image = Image(scene.image[index].copy(), bbox=box, unit=u.nJy, sky_projection=projection)
         variance = Image(scene.variance[index].copy(), bbox=box, unit=u.nJy**2)
         mask = Mask(0, schema=schema, bbox=box)
-        if scene.mask is not None:
+        if scene.mask is not None and scene.mask_planes is None:
             mask.set("NO_DATA", scene.mask[index] != 0)
+        for name, bit in scene_planes.items():
+            pixels = np.bitwise_and(scene.mask[index], 1 << bit) != 0
+            if pixels.any():
+                mask.set(known[name].name if name in known else name, pixels)
         psf = CellPointSpreadFunction(
             scene.psf[index].astype(np.float64)[None, None], CellGridBounds(grid=grid, bbox=box)
         )

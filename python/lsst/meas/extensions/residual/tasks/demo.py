@@ -59,7 +59,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pydantic
@@ -67,7 +67,7 @@ import pydantic
 from ..bands import LSST_BANDS
 from ..configs import StrictModel
 from ..errors import MissingInputError, OutputError
-from ..simulation import Depth, SimulationConfig
+from ..simulation import ArtefactConfig, Depth, SimulationConfig
 from .paths import PACKAGE_DIR_ENV, package_dir, package_file
 from .skymap import DemoSkyMap
 
@@ -102,15 +102,29 @@ class DemoConfig(StrictModel):
     """``pipetask run -j``."""
     fresh: bool = False
     """Start a new output RUN instead of resuming the newest one."""
+    artefacts: Literal["none", "last", "all"] = "last"
+    """Patches simulated with coadd artefacts (`ArtefactConfig`, with at least one saturated bright
+    star): none, the last patch, or all."""
 
     def skymap(self) -> DemoSkyMap:
         """The demo's one-tract sky map."""
         return DemoSkyMap(patch_size=self.patch_size, patch_nx=self.patches_x, patch_ny=self.patches_y)
 
-    def simulation(self) -> SimulationConfig:
-        """How each patch is simulated (with seed ``seed * 1000 + patch``)."""
+    def artefact_patches(self) -> tuple[int, ...]:
+        """Ids of the patches simulated with artefacts."""
+        last = self.patches_x * self.patches_y - 1
+        return {"none": (), "last": (last,), "all": tuple(range(last + 1))}[self.artefacts]
+
+    def simulation(self, patch: int | None = None) -> SimulationConfig:
+        """How ``patch`` is simulated (with seed ``seed * 1000 + patch``); None: a patch without
+        artefacts."""
+        artefacts = ArtefactConfig(min_bright_stars=1) if patch in self.artefact_patches() else None
         return SimulationConfig(
-            height=self.patch_size, width=self.patch_size, bands=self.bands, depth=self.depth
+            height=self.patch_size,
+            width=self.patch_size,
+            bands=self.bands,
+            depth=self.depth,
+            artefacts=artefacts,
         )
 
     def model_path(self) -> Path:
@@ -158,8 +172,10 @@ def demo_parameters(config: DemoConfig) -> dict[str, Any]:
     """What the demo's inputs are made from, as recorded in the repository.
 
     ``seed``, ``patch_size``, ``patches_x``, ``patches_y``, ``depth``,
-    ``bands``, ``simulation`` (every `SimulationConfig` field, so that a
-    change of the simulator's defaults is noticed too), ``model_sha256``
+    ``bands``, ``artefacts``, ``simulation`` (every `SimulationConfig`
+    field, so that a change of the simulator's defaults is noticed too;
+    with artefacts, those of the patches that have them as
+    ``artefact_simulation``), ``model_sha256``
     (the package's content) and ``model`` (its path, for information only).
 
     Raises
@@ -177,7 +193,13 @@ def demo_parameters(config: DemoConfig) -> dict[str, Any]:
         "patches_y": config.patches_y,
         "depth": config.depth,
         "bands": list(config.bands),
+        "artefacts": config.artefacts,
         "simulation": config.simulation().model_dump(mode="json"),
+        "artefact_simulation": (
+            config.simulation(config.artefact_patches()[0]).model_dump(mode="json")
+            if config.artefact_patches()
+            else None
+        ),
         "model_sha256": _sha256(model_path),
         "model": str(model_path.resolve()),
     }
@@ -191,6 +213,8 @@ _SHOWN_AS = {
     "patches_y": "--patches-y",
     "depth": "--depth",
     "bands": "bands",
+    "artefacts": "--artefacts",
+    "artefact_simulation": "artefact simulation parameters (another code version?)",
     "model_sha256": "--model (package checksum)",
     "simulation": "simulation parameters (another code version?)",
 }
@@ -202,7 +226,7 @@ def _differences(recorded: dict[str, Any], asked: dict[str, Any]) -> list[str]:
         if recorded.get(key) != asked.get(key):
             if key == "model_sha256":
                 lines.append(f"{shown}: {recorded.get('model')} was used, now {asked['model']}")
-            elif key == "simulation":
+            elif key in ("simulation", "artefact_simulation"):
                 lines.append(shown)
             else:
                 lines.append(f"{shown} {recorded.get(key)!r} was used, now {asked[key]!r}")
@@ -323,7 +347,6 @@ def build_demo_repo(root: Path, config: DemoConfig, progress: bool = True) -> De
         register_dataset_type(butler, PARAMETERS, "StructuredDataDict", ())
         butler.put(parameters, PARAMETERS, run=INPUT_RUN)
     simulated, reused = [], []
-    simulation = config.simulation()
     for geometry in tqdm(
         skymap.patches(), desc="simulate + ingest patches", unit="patch", disable=not progress
     ):
@@ -331,7 +354,7 @@ def build_demo_repo(root: Path, config: DemoConfig, progress: bool = True) -> De
         if _has_inputs(butler, data_id, config.bands):
             reused.append(geometry.id)
             continue
-        scene = simulate_scene(config.seed * 1000 + geometry.id, simulation)
+        scene = simulate_scene(config.seed * 1000 + geometry.id, config.simulation(geometry.id))
         ingest_scene(butler, scene, skymap, geometry.id, INPUT_RUN)
         simulated.append(geometry.id)
     ingest_model_package(butler, config.model_path(), MODEL_RUN)
@@ -583,6 +606,8 @@ class PatchSummary:
     true_found_first_pass: int | None
     true_found_final: int | None
     new_detections_on_true_sources: int | None
+    flagged_sources: int
+    """Final sources flagged ``near_bright_star`` or ``mostly_masked`` in a band."""
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -595,9 +620,11 @@ def _matched(truth_xy: np.ndarray, xy: np.ndarray, radius: float) -> tuple[int, 
     return len(truth_index), set(int(i) for i in cand_index)
 
 
-def summarize_patch(butler, data_id: dict[str, Any], match_radius: float = 2.0) -> PatchSummary:
+def summarize_patch(butler, data_id: dict[str, Any], bands, match_radius: float = 2.0) -> PatchSummary:
     """Counts for one patch from the pipeline's outputs (and the truth, if ingested)."""
     from lsst.daf.butler import MissingDatasetTypeError
+
+    from ..chain.plots import flagged_rows
 
     first = butler.get("object_deblend", data_id)
     new = butler.get("object_residual_detection", data_id)
@@ -633,6 +660,7 @@ def summarize_patch(butler, data_id: dict[str, Any], match_radius: float = 2.0) 
         true_found_first_pass=found_first,
         true_found_final=found_final,
         new_detections_on_true_sources=on_truth,
+        flagged_sources=int(np.sum(flagged_rows(final, tuple(bands)))),
     )
 
 
@@ -660,12 +688,14 @@ def plot_patch(
 ) -> None:
     """PNG of one patch: image with first-pass and new sources, first-pass model, residual before and
     after the second pass (`lsst.meas.extensions.residual.chain.plots.plot_patch_chain`)."""
-    from ..chain.plots import plot_patch_chain
+    from ..chain.plots import flagged_rows, plot_patch_chain
 
     patch_images = _patch_cube(butler, data_id, tuple(bands))
     x0, y0 = patch_images.x0, patch_images.y0
     first = butler.get("object_deblend", data_id)
     new = butler.get("object_residual_detection", data_id)
+    final = butler.get("object_residual_deblend", data_id)
+    flagged = flagged_rows(final, tuple(bands))
     try:
         truth = butler.get("residual_sim_truth", data_id)
         truth_xy = np.column_stack([np.asarray(truth["x"]) - x0, np.asarray(truth["y"]) - y0])
@@ -687,4 +717,7 @@ def plot_patch(
         path,
         title,
         truth_xy=truth_xy,
+        flagged_xy=np.column_stack(
+            [np.asarray(final["x"])[flagged] - x0, np.asarray(final["y"])[flagged] - y0]
+        ),
     )
