@@ -329,6 +329,22 @@ def test_isolated_footprints_the_cheap_way(small_scene):
         assert row["n_components"] == 0 and row["reduced_chi2"] < 1e-3
 
 
+def test_a_released_model_is_rendered_again_identically(small_scene):
+    import dataclasses
+
+    # Isolated footprints (the image inside them) and blends both come back bit for bit.
+    detections = detections_from_positions(small_scene, small_scene.truth.xy)
+    result = deblend(small_scene, detections, DeblendConfig(show_progress=False, isolated="footprint"))
+    assert result.model_data.isolated and result.model_data.blends
+    kept = result.model.copy()
+    result.release_model()
+    assert result._model is None
+    np.testing.assert_array_equal(result.model, kept)
+    assert result.model is result.model  # rendered once, then kept
+    with pytest.raises(ValueError, match="without its scene"):
+        dataclasses.replace(result, scene=None).release_model()
+
+
 def test_result_files_round_trip(small_scene, truth_result, tmp_path):
     paths = truth_result.write(tmp_path / "out")
     assert {p.name for p in paths.values()} <= {p.name for p in (tmp_path / "out").iterdir()}

@@ -194,7 +194,6 @@ def test_start_sources_falls_back_for_cube_and_missing_components(first_pass):
     footprint = first.detections.footprints == blend_id
     ys, xs = np.nonzero(footprint)
     box = Box(ys.min(), xs.min(), ys.max() - ys.min() + 1, xs.max() - xs.min() + 1)
-    obs = context.observation(box, footprint[box.slices()])
     component = source_a.components[0]
     assert isinstance(component, FactorizedComponentData)
     cube = CubeComponentData(component.origin, component.peak, component.model())
@@ -205,6 +204,8 @@ def test_start_sources_falls_back_for_cube_and_missing_components(first_pass):
         )
         for i in (a, b)
     ]
+    psf_flux = {c: np.asarray(peaks["psf_flux"][peaks["id"] == i][0]) for c, i in zip(centers, (a, b))}
+    obs = context.observation(box, footprint[box.slices()], psf_flux)
     started, warm = start_sources(
         obs, [a, b], centers, FAST, context.monotonicity, {a: source_a, b: SourceData([cube])}
     )

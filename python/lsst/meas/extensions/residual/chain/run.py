@@ -203,6 +203,9 @@ def run_chain(
         progress,
     )
     timing["network"] = time.perf_counter() - start
+    # The second pass needs only the first pass's model data: its model cube is rendered again
+    # if it is read later (to write the first-pass residual), not held through the second pass.
+    first.deblend.release_model()
     _return_freed_memory()
     start = time.perf_counter()
     second = run_second_pass(

@@ -33,8 +33,12 @@ class DeblendContext:
     detect : `numpy.ndarray`
         (H, W) χ detection image for the morphologies: Σ_b image_b / σ_b²,
         smoothed by the model PSF and scaled to unit noise.
-    significance, psf_flux : `numpy.ndarray`
-        The detection step's S/N image and PSF-flux images.
+    significance : `numpy.ndarray`
+        The detection step's (H, W) S/N image.
+    new_peak_psf_flux : `numpy.ndarray`
+        (N, nbands) the detection step's PSF fluxes at the pixels of the
+        ``new_peaks_xy`` given to `build` (the peaks carry their own; no
+        patch-sized PSF-flux cube is kept).
     model_psf : `numpy.ndarray`
         (k, k) model-frame PSF.
     kernels : `numpy.ndarray`
@@ -48,16 +52,23 @@ class DeblendContext:
     noise_rms: np.ndarray
     detect: np.ndarray
     significance: np.ndarray
-    psf_flux: np.ndarray
+    new_peak_psf_flux: np.ndarray
     model_psf: np.ndarray
     kernels: np.ndarray
     monotonicity: Monotonicity | None
     near_bright_star: np.ndarray
 
     @classmethod
-    def build(cls, scene: Scene, config: DeblendConfig) -> DeblendContext:
+    def build(
+        cls, scene: Scene, config: DeblendConfig, new_peaks_xy: np.ndarray | None = None
+    ) -> DeblendContext:
+        """The context of ``scene``; ``new_peaks_xy``: (N, 2) positions (x, y) whose PSF fluxes are kept."""
         # First the detection images, whose temporaries are the largest: the cubes below come after.
         significance, psf_flux = detection_image(scene)
+        xy = np.zeros((0, 2)) if new_peaks_xy is None else np.asarray(new_peaks_xy, dtype=np.float64)
+        px, py = (np.floor(xy[:, k] + 0.5).astype(int) for k in (0, 1))
+        new_peak_psf_flux = psf_flux[:, py, px].T.copy()
+        del psf_flux
         good = scene.good
         with np.errstate(invalid="ignore"):
             # Band by band: no patch-sized σ cube.
@@ -88,7 +99,7 @@ class DeblendContext:
             noise_rms=noise_rms.astype(np.float64),
             detect=detect.astype(np.float32),
             significance=significance,
-            psf_flux=psf_flux,
+            new_peak_psf_flux=new_peak_psf_flux,
             model_psf=model_psf,
             kernels=kernels,
             monotonicity=Monotonicity() if config.monotonic else None,
@@ -110,8 +121,11 @@ class DeblendContext:
         np.divide(1.0, variance, out=weights, where=good)
         return np.where(good, image, np.float32(0)), weights
 
-    def observation(self, box: Box, footprint: np.ndarray) -> BlendObservation:
-        """The `BlendObservation` of a footprint (``footprint``: (h, w) bool in ``box``)."""
+    def observation(
+        self, box: Box, footprint: np.ndarray, psf_flux: dict[tuple[int, int], np.ndarray]
+    ) -> BlendObservation:
+        """The `BlendObservation` of a footprint (``footprint``: (h, w) bool in ``box``) whose peak
+        pixels (y, x) have the PSF fluxes ``psf_flux``."""
         sl = box.slices()
         image, weights = self.pixels(box)
         return BlendObservation(
@@ -121,7 +135,7 @@ class DeblendContext:
             footprint=footprint,
             detect=self.detect[sl].astype(np.float64),
             significance=self.significance[sl].astype(np.float64),
-            psf_flux=self.psf_flux[:, sl[0], sl[1]].astype(np.float64),
+            psf_flux=psf_flux,
             noise_rms=self.noise_rms,
             kernels=self.kernels,
             model_psf=self.model_psf,

@@ -105,6 +105,16 @@ class BoxConvolver:
         """
         return self._apply(cube, self._kernel_fft)
 
+    def convolve_band(self, images: np.ndarray, band: int) -> np.ndarray:
+        """(..., H, W) convolution of images with band ``band``'s kernel, cropped as `convolve`.
+
+        For many images in one band (the fit's least-squares spectra): a sixth of the memory of
+        broadcasting them over every band.
+        """
+        product = fft.rfft2(images, s=self.fft_shape)
+        product *= self._kernel_fft[band]
+        return fft.irfft2(product, s=self.fft_shape)[..., : self.shape[0], : self.shape[1]]
+
     def adjoint(self, cube: np.ndarray) -> np.ndarray:
         """Adjoint of `convolve`: correlation of a (..., nbands, H, W) cube with the kernels."""
         return self._apply(cube, self._kernel_fft_conj)

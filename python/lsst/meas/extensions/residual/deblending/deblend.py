@@ -99,6 +99,28 @@ class _Residual:
         setattr(result, self.attribute, None if value is None else np.asarray(value))
 
 
+class _Model:
+    """`DeblendResult.model`: the cube it was given, or once released (`DeblendResult.release_model`)
+    the same cube rendered again from the model data and the scene (`patch_model`), then kept."""
+
+    def __set_name__(self, owner, name):
+        self.attribute = f"_{name}"
+
+    def __get__(self, result, owner=None):
+        if result is None:
+            raise AttributeError("model")  # a dataclass field without a default
+        stored = getattr(result, self.attribute)
+        if stored is None:
+            if result.scene is None:
+                raise ValueError("This DeblendResult's model was released and it has no scene to render it.")
+            stored = patch_model(result.scene, result.model_data)
+            setattr(result, self.attribute, stored)
+        return stored
+
+    def __set__(self, result, value):
+        setattr(result, self.attribute, None if value is None else np.asarray(value))
+
+
 @dataclasses.dataclass
 class DeblendResult:
     """Output of `deblend` / `deblend_with_new_peaks`.
@@ -126,7 +148,8 @@ class DeblendResult:
         ``found_by`` (``"first_pass"`` or ``"residual"``).
     model : `numpy.ndarray`
         (nbands, H, W) float32 observed-PSF model of the patch, rendered from
-        ``model_data`` (isolated footprints: the image inside them).
+        ``model_data`` (isolated footprints: the image inside them,
+        `patch_model`). After `release_model` it is rendered again when read.
     residual : `numpy.ndarray`
         (nbands, H, W) float32 image − model; zero at bad pixels, never NaN.
         Given as None (as `deblend` and `deblend_with_new_peaks` do), it is
@@ -146,7 +169,7 @@ class DeblendResult:
     """
 
     catalog: Table
-    model: np.ndarray
+    model: np.ndarray = _Model()
     residual: np.ndarray | None = _Residual()
     model_data: ScarletModelData
     detections: Detections
@@ -154,6 +177,19 @@ class DeblendResult:
     config: DeblendConfig
     timing: dict = dataclasses.field(default_factory=dict)
     scene: Scene | None = dataclasses.field(default=None, repr=False)
+
+    def release_model(self) -> None:
+        """Drop the model cube (a patch-sized array): `model` renders it again from the model data
+        when it is next read, identically. The chain does this while it runs its second pass.
+
+        Raises
+        ------
+        ValueError
+            If the result has no scene to render the model with.
+        """
+        if self.scene is None:
+            raise ValueError("A DeblendResult without its scene cannot release its model.")
+        self._model = None
 
     def normalized_residual(self, scene: Scene) -> np.ndarray:
         """(nbands, H, W) float32 residual / σ, zero at bad pixels (finite everywhere)."""
@@ -302,6 +338,10 @@ def _deblend_footprint(
     isolated = n_peaks == 1
     centers = [(int(np.floor(p["y"] + 0.5)), int(np.floor(p["x"] + 0.5))) for p in peaks]
     centers_of = {int(p["id"]): c for p, c in zip(peaks, centers, strict=True)}
+    psf_flux = {
+        c: np.asarray(f, dtype=np.float64)
+        for c, f in zip(centers, np.asarray(peaks["psf_flux"]), strict=True)
+    }
     near_bright_star = context.near_bright_star
 
     def add_row(peak, n_blend_peaks: int, **values):
@@ -349,7 +389,7 @@ def _deblend_footprint(
 
     start = time.perf_counter()
     if isolated and config.isolated == "footprint":
-        obs = context.observation(box, footprint)
+        obs = context.observation(box, footprint, psf_flux)
         if not np.any(obs.weights > 0):
             skip(peaks, "no_data")
             return _BlendOutcome(blend_id, None, rows, box, footprint, None, [], 0.0)
@@ -392,7 +432,7 @@ def _deblend_footprint(
     for part in parts:
         part_peaks = peaks[part.peaks]
         reason = _skip_reason(config, part.box, len(part_peaks))
-        obs = None if reason is not None else context.observation(part.box, part.mask)
+        obs = None if reason is not None else context.observation(part.box, part.mask, psf_flux)
         if obs is not None and not np.any(obs.weights > 0):
             reason = "no_data"
         if reason is not None:
@@ -564,15 +604,29 @@ def _run_footprints(
     return outcomes
 
 
-def _add_isolated(model: np.ndarray, source: IsolatedSourceData, context: DeblendContext) -> None:
+def _add_isolated(model: np.ndarray, source: IsolatedSourceData, scene: Scene) -> None:
     """Add an isolated source's model (the image inside its span, as `render_model_data`) to ``model``."""
     source_box = Box(int(source.origin[0]), int(source.origin[1]), *source.shape)
     inside = source_box.intersect(Box(0, 0, *model.shape[1:]))
     if inside.empty:
         return
-    image, _ = context.pixels(inside)  # cut from the scene: no patch-sized clean image
+    sl = (slice(None), *inside.slices())
+    # `Scene.clean_image` cut to the box: no patch-sized clean image.
+    image = np.where(scene.good_at(sl), scene.image[sl], np.float32(0))
     span = source.span_array[inside.slices(source_box)] > 0
-    model[(slice(None), *inside.slices())] += np.where(span, image.astype(np.float64), 0.0)
+    model[sl] += np.where(span, image.astype(np.float64), 0.0)
+
+
+def patch_model(scene: Scene, model_data: ScarletModelData) -> np.ndarray:
+    """(nbands, H, W) float32 observed-PSF model of a deblended patch (`DeblendResult.model`).
+
+    Blends are rendered from ``model_data`` into one cube, blend by blend;
+    isolated footprints are the image inside their spans (zero at bad pixels).
+    """
+    model = render_model_data(model_data, scene.shape, bands=scene.bands, include_isolated=False)
+    for source in model_data.isolated.values():
+        _add_isolated(model, source, scene)
+    return model
 
 
 def _finish(
@@ -583,9 +637,7 @@ def _finish(
     kept_rows: Table | None,
 ) -> tuple[Table, np.ndarray]:
     """Render the patch model (blend by blend, into one cube); the χ² columns and the catalog."""
-    model = render_model_data(model_data, scene.shape, bands=scene.bands, include_isolated=False)
-    for source in model_data.isolated.values():
-        _add_isolated(model, source, context)
+    model = patch_model(scene, model_data)
     nbands = scene.nbands
     fitted = _empty_rows(nbands)  # every outcome's rows, made into one table at the end
     for outcome in outcomes:
@@ -735,13 +787,13 @@ def deblend_with_new_peaks(
         )
     new_peaks_xy = check_positions(new_peaks_xy, scene.shape, "new peak")
     start = time.perf_counter()
-    context = DeblendContext.build(scene, config)
+    context = DeblendContext.build(scene, config, new_peaks_xy)
     detections = detections_from_positions(
         scene,
         new_peaks_xy,
         base=detections,
         ids=new_peak_ids,
-        detection=(context.significance, context.psf_flux),
+        detection=(context.significance, context.new_peak_psf_flux),
     )
     n_new = len(new_peaks_xy)
     new_rows = slice(len(detections.peaks) - n_new, len(detections.peaks))

@@ -49,8 +49,9 @@ class BlendObservation:
     """(H, W) detection image for the morphologies (unit noise)."""
     significance: np.ndarray
     """(H, W) multi-band PSF-matched S/N (the detection step's)."""
-    psf_flux: np.ndarray
-    """(nbands, H, W) PSF-flux estimate of a point source at each pixel."""
+    psf_flux: dict[tuple[int, int], np.ndarray]
+    """(nbands,) PSF-flux estimate of a point source at each peak pixel (y, x) of the blend, in
+    patch pixels: the detection step's (the peaks' ``psf_flux``)."""
     noise_rms: np.ndarray
     """(nbands,) background noise RMS of the patch."""
     kernels: np.ndarray
@@ -99,8 +100,7 @@ def _psf_component(obs: BlendObservation, peak, config, monotonicity) -> Factori
     box = Box(peak[0] - half, peak[1] - half, *model_psf.shape).intersect(obs.box)
     psf_box = Box(peak[0] - half, peak[1] - half, *model_psf.shape)
     morph = model_psf[box.slices(psf_box)] / model_psf.max()
-    ly, lx = peak[0] - obs.box.y0, peak[1] - obs.box.x0
-    spectrum = np.clip(obs.psf_flux[:, ly, lx], 0.0, None) * model_psf.max()
+    spectrum = np.clip(obs.psf_flux[tuple(peak)], 0.0, None) * model_psf.max()
     return FactorizedComponent(spectrum, morph, box, peak, obs.noise_rms, config, monotonicity)
 
 
@@ -185,15 +185,15 @@ def fit_spectra(obs: BlendObservation, components: list[FactorizedComponent]) ->
     """
     if not components:
         return
-    nbands = obs.nbands
-    stack = np.zeros((len(components), nbands, *obs.box.shape))
+    # The morphologies are the same in every band: one (K, H, W) stack, convolved band by band, so a
+    # large blend's temporaries are those of one band, not of all.
+    stack = np.zeros((len(components), *obs.box.shape))
     for k, component in enumerate(components):
-        stack[k, :, *component.box.slices(obs.box)] = component.morph[None]
-    convolved = obs.convolver.convolve(stack)  # (K, nbands, H, W)
-    for b in range(nbands):
+        stack[k, *component.box.slices(obs.box)] = component.morph
+    for b in range(obs.nbands):
         # Normal equations (K x K): far cheaper than an SVD of the (pixels x K) design matrix;
         # lstsq on them still copes with degenerate (e.g. coincident) components.
-        design = convolved[:, b].reshape(len(components), -1)
+        design = obs.convolver.convolve_band(stack, b).reshape(len(components), -1)
         weighted = design * obs.weights[b].ravel()[None]
         normal = weighted @ design.T
         rhs = weighted @ obs.image[b].ravel()

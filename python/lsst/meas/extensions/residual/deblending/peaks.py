@@ -97,8 +97,9 @@ def detections_from_positions(
         Peak ids of the positions (positive, unique, not used by ``base``);
         default: the ids after the largest id of ``base`` (from 1 without).
     detection : `tuple` [`numpy.ndarray`, `numpy.ndarray`], optional
-        The scene's ``detection_image`` (S/N and PSF-flux images) where the
-        caller has it already; default: made here.
+        Where the caller has them already: the scene's S/N image and the
+        PSF fluxes at the positions' pixels ((N, nbands), both from
+        ``detection_image``); default: made here.
 
     Returns
     -------
@@ -112,7 +113,19 @@ def detections_from_positions(
         If a position is off the image or the base does not match the scene.
     """
     xy = check_positions(xy, scene.shape)
-    significance, psf_flux = detection_image(scene) if detection is None else detection
+    px = np.floor(xy[:, 0] + 0.5).astype(int)
+    py = np.floor(xy[:, 1] + 0.5).astype(int)
+    if detection is None:
+        significance, psf_flux = detection_image(scene)
+        peak_psf_flux = psf_flux[:, py, px].T
+        del psf_flux
+    else:
+        significance, peak_psf_flux = detection
+        if np.shape(peak_psf_flux) != (len(xy), scene.nbands):
+            raise ValueError(
+                f"Need the PSF fluxes of {len(xy)} positions in {scene.nbands} bands, not an array of "
+                f"shape {np.shape(peak_psf_flux)}."
+            )
     grow = int(round(grow_psf_sigma * float(np.median(psf_sigma_pixels(scene.psf)))))
     if base is None:
         footprints = _significance_footprints(significance, threshold, grow, min_pixels)
@@ -127,8 +140,6 @@ def detections_from_positions(
         footprints = base.footprints.astype(np.int32, copy=True)
         next_peak_id = int(np.max(base.peaks["id"])) + 1 if len(base.peaks) else 1
 
-    px = np.floor(xy[:, 0] + 0.5).astype(int)
-    py = np.floor(xy[:, 1] + 0.5).astype(int)
     labels = footprints[py, px] if len(xy) else np.zeros(0, dtype=np.int32)
     outside = np.flatnonzero(labels == 0)
     if len(outside):
@@ -164,7 +175,7 @@ def detections_from_positions(
     table["x"] = xy[:, 0]
     table["y"] = xy[:, 1]
     table["significance"] = significance[py, px].astype(np.float64)
-    table["psf_flux"] = psf_flux[:, py, px].T.reshape(len(xy), scene.nbands).astype(np.float64)
+    table["psf_flux"] = np.asarray(peak_psf_flux).reshape(len(xy), scene.nbands).astype(np.float64)
     if base is not None and len(base.peaks):
         columns = [c for c in table.colnames if c in base.peaks.colnames]
         table = vstack([base.peaks[columns], table[columns]], join_type="exact")
