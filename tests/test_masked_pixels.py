@@ -193,3 +193,21 @@ def test_network_detections_on_pixels_without_data_are_not_new_sources(scene):
     )
     assert new.n_masked == 1 and len(new) == 1
     assert new.xy[0, 0] == 100.0
+
+
+def test_the_network_is_given_the_bad_pixels_not_every_mask_plane(scene):
+    from lsst.meas.extensions.residual.network.inference import find_sources_in_scene
+
+    class _Recorder(_FakeDetector):
+        def find(self, image, variance, bands, model, mask, **kwargs):
+            self.mask = mask
+            return super().find(image, variance, bands, model, mask, **kwargs)
+
+    mask = np.full(scene.image.shape, DETECTED | INTRP, np.int32)  # neither makes a pixel bad
+    mask[:, :10, :] |= SAT
+    planes = dataclasses.replace(scene, mask=mask, mask_planes=dict(DEFAULT_MASK_PLANES))
+    detector = _Recorder([], scene.bands)
+    find_sources_in_scene(detector, planes, np.zeros(scene.image.shape, np.float32))
+    assert (
+        np.array_equal(detector.mask != 0, planes.bad_mask()) and (detector.mask != 0).sum() == 6 * 10 * 128
+    )

@@ -204,7 +204,9 @@ def test_start_sources_falls_back_for_cube_and_missing_components(first_pass):
         )
         for i in (a, b)
     ]
-    psf_flux = {c: np.asarray(peaks["psf_flux"][peaks["id"] == i][0]) for c, i in zip(centers, (a, b))}
+    psf_flux = {
+        c: np.asarray(peaks["psf_flux"][peaks["id"] == i][0]) for c, i in zip(centers, (a, b), strict=True)
+    }
     obs = context.observation(box, footprint[box.slices()], psf_flux)
     started, warm = start_sources(
         obs, [a, b], centers, FAST, context.monotonicity, {a: source_a, b: SourceData([cube])}

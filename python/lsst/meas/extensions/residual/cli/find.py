@@ -96,7 +96,13 @@ def main(args: argparse.Namespace) -> None:
     detector = Detector(package_path, device=device)
     start = time.perf_counter()
     detections = detector.find(
-        scene.image, scene.variance, scene.bands, model_cube, scene.mask, inference=inference, progress=True
+        scene.image,
+        scene.variance,
+        scene.bands,
+        model_cube,
+        scene.bad_mask(),
+        inference=inference,
+        progress=True,
     )
     seconds = time.perf_counter() - start
     with folder.staging() as staged:

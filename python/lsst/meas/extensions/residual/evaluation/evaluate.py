@@ -218,7 +218,7 @@ def evaluate_package(
             scene.variance,
             scene.bands,
             prepared.model,
-            scene.mask,
+            scene.bad_mask(),
             inference=InferenceConfig(score_threshold=float(thresholds[0])),
         )
         timing["network"] += time.perf_counter() - start

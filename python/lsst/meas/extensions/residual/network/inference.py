@@ -213,7 +213,7 @@ class Detector:
             (nbands, H, W) first-pass (Scarlet) model; required by packages
             whose recipe has ``residual`` or ``model`` channels.
         mask : `numpy.ndarray`, optional
-            (nbands, H, W) integer mask, nonzero = bad pixel.
+            (nbands, H, W) mask, nonzero = bad pixel (a scene with mask planes: `Scene.bad_mask`).
         inference : `InferenceConfig`, optional
             Tiling, batching and score threshold; unset fields take the
             package's values.
@@ -470,4 +470,4 @@ def find_sources_in_scene(
     detector: Detector, scene, model: np.ndarray | None = None, **kwargs
 ) -> SourceDetections:
     """`Detector.find` on a `~lsst.meas.extensions.residual.scene.Scene` (its mask included)."""
-    return detector.find(scene.image, scene.variance, scene.bands, model, scene.mask, **kwargs)
+    return detector.find(scene.image, scene.variance, scene.bands, model, scene.bad_mask(), **kwargs)
