@@ -20,7 +20,9 @@ TINY_MODEL = {
 }
 
 
-def make_tiny_package(path: Path, bands=("u", "g", "r", "i", "z", "y"), recipe="residual+model") -> Path:
+def make_tiny_package(
+    path: Path, bands=("u", "g", "r", "i", "z", "y"), recipe="residual+model", band_subsets=False
+) -> Path:
     import torch
     from lsst.meas.extensions.residual.network import (
         InferenceConfig,
@@ -39,6 +41,7 @@ def make_tiny_package(path: Path, bands=("u", "g", "r", "i", "z", "y"), recipe="
         classes=("star", "galaxy"),
         model=ModelConfig(in_channels=len(channel_names(recipe, tuple(bands))), **TINY_MODEL),
         inference=InferenceConfig(tile_size=64, tile_overlap=16, score_threshold=0.0),
+        band_subsets=band_subsets,
     )
     torch.manual_seed(0)
     model = build_model(meta.model, input_size=64)

@@ -235,6 +235,47 @@ def test_band_and_recipe_mismatch_errors(tiny_package_path):
     assert tiny_metadata().check_data(("u", "g", "r", "i", "z"), has_model=False) == [1, 2, 3]
 
 
+def test_the_bad_channel_marks_what_the_other_channels_lack():
+    image = np.ones((2, 8, 8), np.float32)
+    variance = np.ones_like(image)
+    good = np.ones(image.shape, bool)
+    good[1, :4] = False
+    channels = make_channels("image+bad", image, variance, good=good)
+    assert channels.shape == (4, 8, 8) and channel_names("image+bad", ("g", "r"))[2:] == ["bad_g", "bad_r"]
+    np.testing.assert_array_equal(channels[3], ~good[1])
+    assert not channels[2].any() and not channels[1, :4].any() and channels[1, 4:].all()
+
+
+def test_a_package_taking_band_subsets_runs_on_any_of_its_bands(tmp_path):
+    with pytest.raises(ValueError, match="needs the 'bad' channel"):
+        tiny_metadata(recipe="image", band_subsets=True, mode="image")
+    torch.manual_seed(0)
+    meta = tiny_metadata(recipe="image+bad", bands=("g", "r", "i", "z"), band_subsets=True, mode="image")
+    path = save_model_package(
+        tmp_path / "subsets.zip", meta, build_model(meta.model, input_size=64).state_dict()
+    )
+    assert load_model_package(path).metadata.band_subsets
+    assert meta.check_data(("r", "i", "y"), has_model=False) == [None, 0, 1, None]
+    with pytest.raises(ModelPackageError, match="takes any of bands g,r,i,z.*none of them"):
+        meta.check_data(("u", "y"), has_model=False)
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(4, 64, 64)).astype(np.float32)
+    image[:, 30:34, 30:34] += 50.0
+    variance = np.ones_like(image)
+    detector = Detector(path, "cpu")
+    full = detector.find(image, variance, ("g", "r", "i", "z"))
+    # Without g and z: the network is given those bands as zero image, bad everywhere.
+    zeroed = image.copy()
+    zeroed[[0, 3]] = 0.0
+    bad = np.zeros(image.shape, bool)
+    bad[[0, 3]] = True
+    expected = detector.find(zeroed, variance, ("g", "r", "i", "z"), mask=bad)
+    subset = detector.find(image[1:3], variance[1:3], ("r", "i"))
+    assert len(subset) == len(expected) and len(full) > 0
+    np.testing.assert_array_equal(subset.table["score"], expected.table["score"])
+    np.testing.assert_array_equal(subset.xy, expected.xy)
+
+
 def test_default_model_paths_are_shipped_packages():
     for mode in ("residual", "image"):
         path = default_model_path(mode)
@@ -271,12 +312,17 @@ def test_shipped_packages_load_and_their_metadata_round_trips(mode):
     dumped = json.loads(json.dumps(meta.model_dump(mode="json")))
     assert validate_config(ModelMetadata, dumped) == meta
     # Written now, the metadata.json is the shipped one, key for key and in the same order, plus
-    # the class_nms_iou it lacked.
+    # the class_nms_iou it lacked, in format version 2 (migrated: no band subsets).
     with zipfile.ZipFile(path) as archive:
         shipped = json.loads(archive.read("metadata.json"))
     written = _metadata_json(meta, shipped["weights_dtype"], shipped["weights_sha256"])
-    assert "class_nms_iou" not in shipped["inference"]
+    assert "class_nms_iou" not in shipped["inference"] and "band_subsets" not in shipped
+    assert shipped["format_version"] == 1 and written["format_version"] == 2
+    assert meta.band_subsets is False
     shipped["inference"]["class_nms_iou"] = 0.7
+    shipped["format_version"] = 2
+    weights = {key: shipped.pop(key) for key in ("weights_dtype", "weights_sha256")}
+    shipped = {**shipped, "band_subsets": False, **weights}
     assert written == shipped and list(written) == list(shipped)
 
 
@@ -294,7 +340,7 @@ def test_shipped_packages_load_and_their_metadata_round_trips(mode):
         (lambda d: {**d, "inference": {**d["inference"], "batch_size": 4}}, "does not fix batch_size"),
         (lambda d: {k: v for k, v in d.items() if k != "recipe"}, "recipe: Field required"),
         (lambda d: {**d, "format": "other"}, "not a ResidualDetectron model package"),
-        (lambda d: {**d, "format_version": 99}, "format version 99; this code reads versions 1 to 1"),
+        (lambda d: {**d, "format_version": 99}, "format version 99; this code reads versions 1 to 2"),
     ],
 )
 def test_bad_metadata_is_refused_naming_the_field(tiny_package_path, tmp_path, edit, message):
@@ -308,8 +354,8 @@ def test_older_format_versions_are_migrated_in_order(tiny_package_path, tmp_path
     package_module = importlib.import_module("lsst.meas.extensions.residual.network.package")
     # Every version before the current one has its upgrade.
     assert set(package_module.MIGRATIONS) == set(range(1, package_module.PACKAGE_FORMAT_VERSION))
-    # A hypothetical format version 3 where ``stamp_size`` became ``training_stamp_size`` (version 2)
-    # and is back (version 3): a version-1 file goes through both steps, in order.
+    # A hypothetical format version 4 where ``stamp_size`` became ``training_stamp_size`` (version 3)
+    # and is back (version 4): a version-2 file goes through both steps, in order.
     steps = []
 
     def rename(old, new):
@@ -319,17 +365,32 @@ def test_older_format_versions_are_migrated_in_order(tiny_package_path, tmp_path
 
         return upgrade
 
-    monkeypatch.setattr(package_module, "PACKAGE_FORMAT_VERSION", 3)
+    monkeypatch.setattr(package_module, "PACKAGE_FORMAT_VERSION", 4)
     monkeypatch.setattr(
         package_module,
         "MIGRATIONS",
-        {1: rename("stamp_size", "training_stamp_size"), 2: rename("training_stamp_size", "stamp_size")},
+        {
+            **package_module.MIGRATIONS,
+            2: rename("stamp_size", "training_stamp_size"),
+            3: rename("training_stamp_size", "stamp_size"),
+        },
     )
     assert read_model_metadata(tiny_package_path).stamp_size == 128
     assert steps == [("stamp_size", "training_stamp_size"), ("training_stamp_size", "stamp_size")]
     steps.clear()
-    current = _edited_package(tiny_package_path, tmp_path / "v3.zip", lambda d: {**d, "format_version": 3})
+    current = _edited_package(tiny_package_path, tmp_path / "v4.zip", lambda d: {**d, "format_version": 4})
     assert read_model_metadata(current).stamp_size == 128 and steps == []
+    # Version 1 (the shipped packages) had no band subsets; one claiming them is refused.
+    monkeypatch.undo()
+    old = _edited_package(
+        tiny_package_path,
+        tmp_path / "v1.zip",
+        lambda d: {k: v for k, v in d.items() if k != "band_subsets"} | {"format_version": 1},
+    )
+    assert read_model_metadata(old).band_subsets is False
+    claims = _edited_package(tiny_package_path, tmp_path / "v1b.zip", lambda d: {**d, "format_version": 1})
+    with pytest.raises(ModelPackageError, match="version 1 package has no band_subsets"):
+        read_model_metadata(claims)
 
 
 # --- tiling and merging ------------------------------------------------------------------------------

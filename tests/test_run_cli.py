@@ -76,6 +76,19 @@ def test_run_refuses_a_scene_without_the_package_bands(files, tmp_path, capsys):
     )
 
 
+def test_run_on_a_band_subset_with_a_package_that_takes_them(files, tmp_path):
+    tmp, _, scene = files
+    subsets = make_tiny_package(tmp_path / "subsets.zip", recipe="residual+model+bad", band_subsets=True)
+    for bands in (("g", "r", "i", "z", "y"), ("g", "r", "i"), ("i",)):
+        name = "".join(bands)
+        write_scene(scene.band_subset(bands), tmp_path / f"{name}.fits")
+        out = tmp_path / f"out_{name}"
+        assert main(["run", str(tmp_path / f"{name}.fits"), "--out", str(out), "--model", str(subsets)]) == 0
+        catalog = Table.read(out / "catalog.fits")
+        assert f"{bands[0]}_flux" in catalog.colnames and "u_flux" not in catalog.colnames
+        assert json.loads((out / "summary.json").read_text())["bands"] == list(bands)
+
+
 def _run(tmp, package, out, *extra):
     return main(["run", str(tmp / "scene.fits"), "--out", str(out), "--model", str(package), *extra])
 

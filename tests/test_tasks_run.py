@@ -226,6 +226,22 @@ def test_model_package_bands_must_be_in_the_data_and_the_model_data(coadds, pack
         )
 
 
+def test_a_package_taking_band_subsets_runs_on_a_patch_without_u(coadds, tmp_path):
+    path = make_tiny_package(tmp_path / "subsets.zip", recipe="residual+model+bad", band_subsets=True)
+    subsets = load_model_package(path)
+    five = {band: coadd for band, coadd in coadds.items() if band != "u"}
+    detection = FirstPassDetectionTask(config=FirstPassDetectionConfig()).run(five, TRACT, PATCH)
+    first = FirstPassDeblendTask(config=_deblend_config(FirstPassDeblendConfig())).run(
+        five, detection.catalog, detection.footprints, TRACT, PATCH
+    )
+    # No bands configured: the package's that the patch has (grizy).
+    residual = ResidualDetectionTask(config=ResidualDetectionConfig()).run(
+        five, first.deblendCatalog, first.scarletModels, subsets, TRACT, PATCH
+    )
+    assert residual.patch_images.scene.bands == ("g", "r", "i", "z", "y")
+    assert len(residual.newSources) > 0 and "u_flux" not in residual.newSources.colnames
+
+
 def test_band_lists_out_of_order_are_refused_by_config_validation():
     for config_class in (FirstPassDetectionConfig, FirstPassDeblendConfig, ResidualDetectionConfig):
         config = config_class()

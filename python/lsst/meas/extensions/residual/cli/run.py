@@ -156,6 +156,7 @@ def run_summary(scene_path, model, device: str, result) -> dict:
         "scene": str(scene_path),
         "model": str(model),
         "device": device,
+        "bands": list(result.second_pass.bands),
         "first_pass_peaks": len(result.first_pass.detections.peaks),
         "first_pass_footprints": int(result.first_pass.detections.footprints.max(initial=0)),
         "new_sources": len(result.new_sources),

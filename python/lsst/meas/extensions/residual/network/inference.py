@@ -206,7 +206,9 @@ class Detector:
         ----------
         image, variance : `numpy.ndarray`
             (nbands, H, W) image and variance in ``bands``' order; bands the
-            package does not use are ignored.
+            package does not use are ignored, and a package taking band
+            subsets (`ModelMetadata.band_subsets`) sees the bands it uses
+            that the data lack as bad everywhere.
         bands : sequence of `str`
             Bands of the planes.
         model : `numpy.ndarray`, optional
@@ -245,13 +247,18 @@ class Detector:
         settings = self.settings(inference)
 
         height, width = image.shape[1:]
-        # Band noise over the whole image, one band at a time (no image-sized copies).
-        noise = np.empty(len(index))
+        # Band noise over the whole image, one band at a time (no image-sized copies). A band the
+        # data lack (a package taking band subsets) has no pixel and no noise: its channels are 0.
+        noise = np.ones(len(index))
         for out, band in enumerate(index):
+            if band is None:
+                continue
             var = np.asarray(variance[band])
             good = np.isfinite(var) & (var > 0) & np.isfinite(np.asarray(image[band]))
             if mask is not None:
                 good &= np.asarray(mask[band]) == 0
+            if meta.band_subsets and not good.any():
+                continue  # a band without data is a band the data lack
             noise[out] = band_noise(var[None], good[None])[0]
 
         def make_tile(y0, x0):
@@ -324,14 +331,25 @@ class Detector:
         sy = slice(y0, min(y0 + size, height))
         sx = slice(x0, min(x0 + size, width))
 
-        def cut(array):
-            return None if array is None else np.asarray(array[index, sy, sx], dtype=np.float32)
+        present = [out for out, band in enumerate(index) if band is not None]
+        planes = [band for band in index if band is not None]
+        shape = (len(index), sy.stop - sy.start, sx.stop - sx.start)
+
+        def cut(array, fill=0.0):
+            # The package's bands in its order; a band the data lack is ``fill`` (bad, below).
+            if array is None:
+                return None
+            if len(present) == len(index):
+                return np.asarray(array[index, sy, sx], dtype=np.float32)
+            result = np.full(shape, fill, dtype=np.float32)
+            result[present] = array[planes, sy, sx]
+            return result
 
         img, var, mod = cut(image), cut(variance), cut(model)
         with np.errstate(invalid="ignore"):
             good = np.isfinite(img) & np.isfinite(var) & (var > 0)
         if mask is not None:
-            good &= np.asarray(mask[index, sy, sx]) == 0
+            good &= cut(mask, fill=1.0) == 0
         channels = make_channels(
             self.metadata.recipe, img, var, mod, good, noise, self.metadata.normalisation
         )

@@ -4,10 +4,10 @@ A model package is ONE zip file (conventionally ``*.zip``) with two members:
 
 ``metadata.json``
     UTF-8 JSON object: ``format`` (``"residual-detectron-model"``),
-    ``format_version`` (1), the fields of `ModelMetadata` (``name``, ``mode``,
+    ``format_version`` (2), the fields of `ModelMetadata` (``name``, ``mode``,
     ``recipe``, ``bands``, ``classes``, ``normalisation``, ``channel_mean``,
     ``channel_std``, ``model``, ``stamp_size``, ``inference``, ``training``,
-    ``provenance``, ``metrics``), ``channels`` (the channel names, which
+    ``provenance``, ``metrics``, ``band_subsets``), ``channels`` (the channel names, which
     follow from recipe and bands and are checked against them),
     ``weights_dtype`` and ``weights_sha256`` (of the ``weights.pt`` member).
     Any other key is refused.
@@ -64,14 +64,22 @@ from .model import ModelConfig, build_model
 from .recipes import ChannelNormalisation, channel_names, parse_recipe, recipe_needs_model
 
 PACKAGE_FORMAT = "residual-detectron-model"
-PACKAGE_FORMAT_VERSION = 1
+PACKAGE_FORMAT_VERSION = 2
 MODES = ("residual", "image")
+
+
+def _v1_to_v2(content: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 says whether a model takes band subsets (``band_subsets``); version 1 models
+    were all trained on their full band list."""
+    if "band_subsets" in content:
+        raise ModelPackageError("A format version 1 package has no band_subsets entry; this one has.")
+    return {**content, "band_subsets": False}
+
 
 #: ``{format_version: upgrade}``: ``upgrade`` takes the ``metadata.json``
 #: content of that version (without ``format``/``format_version``) and
-#: returns it in the layout of the next version. Version 1 is the current
-#: layout, so nothing is registered yet.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+#: returns it in the layout of the next version.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
 
 #: A package's inference settings where it gives none (packages written
 #: before ``class_nms_iou`` existed have no such entry).
@@ -130,6 +138,10 @@ class ModelMetadata(StrictModel):
     """Versions, git commit, dataset seeds, epochs, dates."""
     metrics: dict[str, Any] = pydantic.Field(default_factory=dict)
     """Validation figures."""
+    band_subsets: bool = False
+    """The model takes any non-empty subset of ``bands`` (it was trained with band dropout): a band
+    the data lack enters as a plane of bad pixels, 0 in every channel but ``bad`` (1), so the
+    recipe needs the ``bad`` channel. False: the data must have every band."""
 
     # Checks that need other fields are on the later field (fields are validated in order), so
     # that an error names that field; they are skipped where the earlier field is itself invalid.
@@ -140,6 +152,16 @@ class ModelMetadata(StrictModel):
         if info.data.get("mode") == "residual" and not recipe_needs_model(recipe):
             raise ValueError(f"a residual-mode model needs a residual or model channel; recipe is {recipe!r}")
         return recipe
+
+    @pydantic.field_validator("band_subsets")
+    @classmethod
+    def _subsets_need_bad_channel(cls, band_subsets: bool, info: pydantic.ValidationInfo) -> bool:
+        if band_subsets and "recipe" in info.data and "bad" not in parse_recipe(info.data["recipe"]):
+            raise ValueError(
+                f"a model taking band subsets needs the 'bad' channel to see which bands it has; "
+                f"recipe is {info.data['recipe']!r}"
+            )
+        return band_subsets
 
     @pydantic.field_validator("bands")
     @classmethod
@@ -254,23 +276,30 @@ class ModelMetadata(StrictModel):
         """``inference.class_nms_iou``."""
         return self.inference.class_nms_iou
 
-    def check_data(self, bands: tuple[str, ...] | list[str], has_model: bool) -> list[int]:
+    def check_data(self, bands: tuple[str, ...] | list[str], has_model: bool) -> list[int | None]:
         """Check that data with ``bands`` (and a model cube or not) fits this package.
 
         Returns
         -------
-        index : `list` [`int`]
-            Position of each of the package's bands in ``bands``.
+        index : `list` [`int` or `None`]
+            Position of each of the package's bands in ``bands``; None for a
+            band the data lack (only with `band_subsets`).
 
         Raises
         ------
         ModelPackageError
-            If a band the model needs is missing, or the recipe needs a
-            first-pass model and none is given.
+            If a band the model needs is missing (any of ``bands``, or with
+            `band_subsets` all of them), or the recipe needs a first-pass
+            model and none is given.
         """
         bands = tuple(bands)
         missing = [b for b in self.bands if b not in bands]
-        if missing:
+        if self.band_subsets and len(missing) == len(self.bands):
+            raise ModelPackageError(
+                f"Model package {self.name!r} takes any of bands {','.join(self.bands)}; the data has "
+                f"{','.join(bands) or 'none'}, none of them."
+            )
+        if missing and not self.band_subsets:
             raise ModelPackageError(
                 f"Model package {self.name!r} needs bands {','.join(self.bands)}; the data has "
                 f"{','.join(bands) or 'none'} (missing {','.join(missing)})."
@@ -281,7 +310,7 @@ class ModelMetadata(StrictModel):
                 "which needs the first-pass "
                 "(Scarlet) model; none was given."
             )
-        return [bands.index(b) for b in self.bands]
+        return [bands.index(b) if b in bands else None for b in self.bands]
 
 
 class _FileEntries(StrictModel):

@@ -12,6 +12,11 @@ band, in this order of bands:
     with softening ``s`` times the band's background noise σ_b.
 ``image``
     asinh(image / (s·σ_b)): the observed image, stretched the same way.
+``bad``
+    1 at the band's bad pixels (masked, non-finite, non-positive variance),
+    0 elsewhere: where the other channels are 0 for want of data. A band
+    the data lack is bad everywhere, which is how a model trained with band
+    dropout (`ModelMetadata.band_subsets`) reads which bands it was given.
 
 ResidualDetectron uses ``residual+model`` (12 channels for ugrizy); the Burke
 et al. (2019)-style direct detector uses ``image``.
@@ -20,7 +25,7 @@ All channels are pixelwise functions of the inputs and of one noise level per
 band (`band_noise`, measured once on the whole image), so channels cut from a
 tile equal the tile cut from the channels: tiled inference sees exactly what
 training saw. Bad pixels (masked, non-finite, or non-positive variance) are
-0 in every channel.
+0 in every channel but ``bad``.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import pydantic
 from ..configs import StrictModel
 
 #: The channel kinds a recipe can combine, in the order they are stacked.
-CHANNEL_KINDS = ("residual", "model", "image")
+CHANNEL_KINDS = ("residual", "model", "image", "bad")
 
 
 class ChannelNormalisation(StrictModel):
@@ -59,7 +64,7 @@ def parse_recipe(recipe: str) -> tuple[str, ...]:
     Returns
     -------
     kinds : `tuple` [`str`]
-        Channel kinds in canonical order (``residual``, ``model``, ``image``).
+        Channel kinds in canonical order (``residual``, ``model``, ``image``, ``bad``).
 
     Raises
     ------
@@ -186,6 +191,9 @@ def make_channels(
                 values = clip * np.arcsinh(chi / clip)
             elif kind == "model":
                 values = np.arcsinh(model / scale)
+            elif kind == "bad":
+                planes.append(np.logical_not(good).astype(np.float32))
+                continue
             else:
                 values = np.arcsinh(image / scale)
             planes.append(np.where(good, values, np.float32(0)).astype(np.float32))

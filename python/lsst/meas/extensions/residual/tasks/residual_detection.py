@@ -115,7 +115,9 @@ class ResidualDetectionConfig(pipeBase.PipelineTaskConfig, pipelineConnections=R
         allowed={"auto": "CUDA if available, else CPU.", "cpu": "CPU.", "cuda": "The first CUDA GPU."},
     )
     bands = pexConfig.ListField[str](
-        doc="Bands required, in LSST order; empty: the model package's bands.", default=[]
+        doc="Bands required, in LSST order; empty: the model package's bands (for a package taking band "
+        "subsets, those of them the patch has).",
+        default=[],
     )
     badMaskPlanes = pexConfig.ListField[str](
         doc="Mask planes marking pixels the network sees as zero.", default=list(DEFAULT_BAD_MASK_PLANES)
@@ -263,7 +265,12 @@ class ResidualDetectionTask(pipeBase.PipelineTask):
         """
         what = f"tract {tract} patch {patch}"
         meta = model_package.metadata
-        bands = tuple(self.config.bands) or tuple(meta.bands)
+        if self.config.bands:
+            bands = tuple(self.config.bands)
+        elif meta.band_subsets:
+            bands = tuple(b for b in meta.bands if b in coadds)  # what the patch has of the package's
+        else:
+            bands = tuple(meta.bands)
         meta.check_data(bands, has_model=True)
         patch_images = read_patch(
             coadds, bands, self.config.badMaskPlanes, what, psf_fallback=_model_data_psfs(model_data)
