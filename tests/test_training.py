@@ -208,6 +208,35 @@ def test_focus_puts_a_rare_class_in_the_stamps(image_dataset):
         StampSampler(records, 32, None, seed=1, focus={1: 0.7, 2: 0.7})
 
 
+def test_band_dropout_gives_stamps_what_inference_gives_for_missing_bands(tmp_path):
+    from lsst.meas.extensions.residual.training.dataset import BandDropout
+
+    config = DatasetConfig(
+        name="t-bad", recipe="image+bad", n_scenes=1, seed=3, scene_size=96, labels=LabelConfig(mode="image")
+    )
+    records = load_dataset(generate_dataset(config, tmp_path, progress=False))
+    snr2 = records[0].info["band_snr2"]
+    assert snr2.shape == (len(records[0].boxes), 6)
+    np.testing.assert_allclose(np.sqrt(snr2.sum(axis=1)), records[0].info["snr"], rtol=1e-9)
+    with pytest.raises(ValueError, match="needs the 'bad' channel"):
+        BandDropout(kinds=("image",), nbands=6, snr_cut=5.0, probability=1.0)
+    dropout = BandDropout(kinds=("image", "bad"), nbands=6, snr_cut=5.0, probability=1.0)
+    full = StampSampler(records, 96, AugmentConfig(noise_sigma_max=0.0, flips=False, rot90=False), seed=2)
+    sampler = StampSampler(records, 96, AugmentConfig(flips=False, rot90=False), seed=2, band_dropout=dropout)
+    rng = np.random.default_rng(4)
+    seen_fewer = False
+    for _ in range(6):
+        channels, boxes, _, _ = sampler.stamp(rng, scene_index=0, corner=(0, 0))
+        bad = channels[6:]
+        dropped = bad.reshape(6, -1).min(axis=1) == 1.0
+        assert 1 <= dropped.sum() <= 5  # every stamp loses bands here, and keeps at least one
+        assert np.all(channels[:6][dropped] == 0) and np.all(np.isin(bad[~dropped], (0.0, 1.0)))
+        kept_snr2 = snr2[:, ~dropped].sum(axis=1)
+        assert len(boxes) == int(np.sum(kept_snr2 >= 25.0))  # labels too faint in what is left go
+        seen_fewer |= len(boxes) < len(full.stamp(rng, scene_index=0, corner=(0, 0))[1])
+    assert seen_fewer
+
+
 def test_residual_dataset_uses_the_first_pass_model(tmp_path):
     config = DatasetConfig(name="t-res", recipe="residual+model", n_scenes=1, seed=11, scene_size=96)
     directory = generate_dataset(config, tmp_path, progress=False, deblender=truth_deblender)
@@ -271,6 +300,10 @@ def test_one_training_step_reduces_the_loss_on_a_fixed_batch(image_dataset):
         ({"focus": {"quasar": 0.3}}, r"focus: .*unknown class\(es\) \['quasar'\]"),
         ({"inference": {"score_threshold": 0.3}}, "inference: .*chosen on the validation scenes"),
         ({"inference": {"tile_size": 64, "tile_overlap": 64}}, "inference: .*must be smaller than tile_size"),
+        (
+            {"augment": {"band_dropout": 0.5}},
+            r"augment: .*band_dropout needs the 'bad' channel .*residual\+model\+bad",
+        ),
     ],
 )
 def test_train_config_refuses_bad_fields_naming_them(tmp_path, fields, message):

@@ -88,7 +88,8 @@ class SceneLabels:
     sources : `astropy.table.Table`
         One row per true source: ``truth_index``, ``id``, ``x``, ``y``,
         ``class``, ``class_id``, ``mag`` (reference band), ``snr``,
-        ``detected``, ``recoverable``, ``target``.
+        ``band_snr2`` (nbands: the S/N² in each band, which sum to
+        ``snr``²), ``detected``, ``recoverable``, ``target``.
     target_index : `numpy.ndarray`
         Rows of ``sources`` that are targets.
     footprints : `list` [`Footprint`]
@@ -144,10 +145,13 @@ def make_labels(scene: Scene, peaks_xy: np.ndarray | None, config: LabelConfig) 
         detected[matched] = True
 
     snr = np.zeros(n)
+    band_snr2 = np.zeros((n, scene.nbands))
     significance_maps = []
     for index in range(n):
         stamp, (sy, sx) = truth.isolated_image(index, shape)
-        q2 = (stamp.astype(np.float64) ** 2 * inv_var[:, sy, sx]).sum(axis=0)
+        per_pixel = stamp.astype(np.float64) ** 2 * inv_var[:, sy, sx]
+        band_snr2[index] = per_pixel.sum(axis=(1, 2))
+        q2 = per_pixel.sum(axis=0)
         snr[index] = np.sqrt(q2.sum())
         significance_maps.append((np.sqrt(q2), sy, sx, good[:, sy, sx].any(axis=0)))
     recoverable = snr >= config.snr_cut
@@ -184,6 +188,7 @@ def make_labels(scene: Scene, peaks_xy: np.ndarray | None, config: LabelConfig) 
     mags = np.asarray(truth.table["mag"], dtype=np.float64).reshape(n, -1)
     table["mag"] = mags[:, ref] if n else np.zeros(0)
     table["snr"] = snr
+    table["band_snr2"] = band_snr2
     table["detected"] = detected
     table["recoverable"] = recoverable
     table["target"] = target

@@ -32,6 +32,7 @@ from __future__ import annotations
 __all__ = [
     "DatasetConfig",
     "AugmentConfig",
+    "BandDropout",
     "SceneRecord",
     "generate_dataset",
     "dataset_dir",
@@ -195,7 +196,56 @@ class AugmentConfig(StrictModel):
     rot90: bool = True
     """Rotate stamps by a random multiple of 90°."""
     noise_sigma_max: float = pydantic.Field(default=0.2, ge=0.0)
-    """Gaussian noise of σ uniform in [0, this] (channel units) is added."""
+    """Gaussian noise of σ uniform in [0, this] (channel units) is added (not to ``bad`` channels)."""
+    band_dropout: float = pydantic.Field(default=0.0, ge=0.0, le=1.0)
+    """Probability that a stamp loses bands (`BandDropout`): a model that takes band subsets is
+    trained with it (the recipe needs the ``bad`` channel)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BandDropout:
+    """Which channels make a band, and which labels a stamp keeps without some bands.
+
+    A stamp that drops bands loses from 1 to nbands − 1 of them, drawn at
+    random: their channels become what inference gives for a band the data
+    lack (0, and 1 in ``bad``), and a label stays only if its S/N over the
+    bands kept still reaches the dataset's ``snr_cut`` (the label cut).
+    """
+
+    kinds: tuple[str, ...]
+    """Channel kinds of the recipe, in stacking order (`parse_recipe`)."""
+    nbands: int
+    snr_cut: float
+    probability: float
+
+    def __post_init__(self) -> None:
+        if "bad" not in self.kinds:
+            raise ValueError(
+                f"Band dropout needs the 'bad' channel to say which bands are gone; the recipe has "
+                f"{'+'.join(self.kinds)}."
+            )
+
+    @property
+    def bad_channels(self) -> np.ndarray:
+        """(nchannels,) bool: the ``bad`` channels."""
+        return np.repeat(np.array([kind == "bad" for kind in self.kinds]), self.nbands)
+
+    def draw(self, rng: np.random.Generator, band_snr2: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """(dropped, kept): the bands a stamp loses (bool per band; None: it keeps all) and the
+        labels it keeps (bool per row of ``band_snr2``, the (N, nbands) S/N² of its labels)."""
+        if self.nbands < 2 or rng.uniform() >= self.probability:
+            return None, np.ones(len(band_snr2), dtype=bool)
+        n_drop = int(rng.integers(1, self.nbands))
+        dropped = np.zeros(self.nbands, dtype=bool)
+        dropped[rng.choice(self.nbands, size=n_drop, replace=False)] = True
+        return dropped, band_snr2[:, ~dropped].sum(axis=1) >= self.snr_cut**2
+
+    def apply(self, channels: np.ndarray, dropped: np.ndarray) -> None:
+        """Make the ``dropped`` bands of (C, S, S) ``channels`` (in place) what inference gives for a
+        band the data lack."""
+        for index, kind in enumerate(self.kinds):
+            block = channels[index * self.nbands : (index + 1) * self.nbands]
+            block[dropped] = 1.0 if kind == "bad" else 0.0
 
 
 def dataset_dir(config: DatasetConfig, cache_dir: str | os.PathLike) -> Path:
@@ -239,6 +289,7 @@ def _write_scene(directory: Path, index: int, config: DatasetConfig, deblender=N
         "y": np.asarray(targets["y"], dtype=np.float64),
         "mag": np.asarray(targets["mag"], dtype=np.float64),
         "snr": np.asarray(targets["snr"], dtype=np.float64),
+        "band_snr2": np.asarray(targets["band_snr2"], dtype=np.float64).reshape(len(targets), -1),
         "src_x": np.asarray(labels.sources["x"], dtype=np.float64),
         "src_y": np.asarray(labels.sources["y"], dtype=np.float64),
         "src_class_id": np.asarray(labels.sources["class_id"], dtype=np.int64),
@@ -423,6 +474,10 @@ class StampSampler:
         Augmentation (none if None).
     seed : `int`
         Base seed.
+    focus : `dict` [`int`, `float`], optional
+        Fraction of stamps centred near a label of each class id.
+    band_dropout : `BandDropout`, optional
+        Drop bands from some stamps (none if None).
     """
 
     def __init__(
@@ -432,6 +487,7 @@ class StampSampler:
         augment: AugmentConfig | None,
         seed: int,
         focus: dict[int, float] | None = None,
+        band_dropout: BandDropout | None = None,
     ):
         if not records:
             raise ValueError("No scenes to sample stamps from.")
@@ -442,6 +498,17 @@ class StampSampler:
         self.stamp_size = stamp_size
         self.augment = augment
         self.seed = seed
+        if band_dropout is not None and band_dropout.probability > 0:
+            if "band_snr2" not in records[0].info:
+                raise ValueError(
+                    "Band dropout needs the labels' per-band S/N (a dataset made by older code?)."
+                )
+            nchannels = len(band_dropout.kinds) * band_dropout.nbands
+            if records[0].channels.shape[0] != nchannels:
+                raise ValueError(
+                    f"Band dropout for {nchannels} channels; the dataset has {records[0].channels.shape[0]}."
+                )
+        self.band_dropout = band_dropout
         # focus: {class_id: probability}: that fraction of stamps is centred near a random label
         # of the class (rare classes, e.g. stars among faint galaxies, are seen more often).
         self.focus = {int(c): float(p) for c, p in (focus or {}).items()}
@@ -488,11 +555,20 @@ class StampSampler:
             y0, x0 = corner
         channels = np.asarray(record.channels[:, y0 : y0 + s, x0 : x0 + s], dtype=np.float32)
         stamp_box = Box(y0, x0, s, s)
+        dropout = self.band_dropout
+        dropped = kept = None
+        if dropout is not None and dropout.probability > 0:
+            band_snr2 = np.asarray(record.info["band_snr2"]).reshape(len(record.boxes), -1)
+            dropped, kept = dropout.draw(rng, band_snr2)
         boxes, classes, masks = [], [], []
-        for box, class_id, fp in zip(record.boxes, record.class_ids, record.footprints, strict=False):
+        for index, (box, class_id, fp) in enumerate(
+            zip(record.boxes, record.class_ids, record.footprints, strict=False)
+        ):
             cx, cy = 0.5 * (box[0] + box[2]), 0.5 * (box[1] + box[3])
             if not (x0 <= cx < x0 + s and y0 <= cy < y0 + s):
                 continue
+            if kept is not None and not kept[index]:
+                continue  # too faint in the bands the stamp keeps
             mask = fp.cut(stamp_box).astype(np.uint8)
             if not mask.any():
                 continue
@@ -507,7 +583,12 @@ class StampSampler:
         classes = np.array(classes, dtype=np.int64)
         masks = np.array(masks, dtype=np.uint8).reshape(-1, s, s)
         if self.augment is not None:
-            channels, boxes, masks = _augment(rng, channels, boxes, masks, self.augment)
+            noisy = None if dropout is None else ~dropout.bad_channels
+            channels, boxes, masks = _augment(rng, channels, boxes, masks, self.augment, noisy)
+        if dropped is not None:
+            # After the noise: a band the data lack is exactly 0 (and 1 in ``bad``), as in inference.
+            channels = np.array(channels, dtype=np.float32)
+            dropout.apply(channels, dropped)
         return channels, boxes, classes, masks
 
     def batch(self, key: tuple[int, ...], size: int):
@@ -529,8 +610,9 @@ class StampSampler:
         return images, targets
 
 
-def _augment(rng, channels, boxes, masks, config: AugmentConfig):
-    """Flip, rotate by a multiple of 90°, add noise: the sky has no preferred orientation."""
+def _augment(rng, channels, boxes, masks, config: AugmentConfig, noisy: np.ndarray | None = None):
+    """Flip, rotate by a multiple of 90°, add noise (to the ``noisy`` channels; default all): the sky
+    has no preferred orientation."""
     s = channels.shape[-1]
     if config.flips and rng.uniform() < 0.5:  # left-right
         channels, masks = channels[:, :, ::-1], masks[:, :, ::-1]
@@ -547,7 +629,10 @@ def _augment(rng, channels, boxes, masks, config: AugmentConfig):
     channels = np.ascontiguousarray(channels, dtype=np.float32)
     if config.noise_sigma_max > 0:
         sigma = rng.uniform(0.0, config.noise_sigma_max)
-        channels = channels + rng.normal(0.0, sigma, size=channels.shape).astype(np.float32)
+        noise = rng.normal(0.0, sigma, size=channels.shape).astype(np.float32)
+        if noisy is not None:
+            noise[~noisy] = 0.0
+        channels = channels + noise
     # np.array copies: ascontiguousarray keeps the negative strides of an empty (no-label) view,
     # which torch.from_numpy refuses.
     return channels, boxes.astype(np.float32).reshape(-1, 4), np.array(masks, dtype=np.uint8, order="C")

@@ -39,8 +39,16 @@ from ..groundtruth.labels import CLASSES
 from ..network.inference_config import InferenceConfig
 from ..network.model import ModelConfig, build_model, set_input_size
 from ..network.package import ModelMetadata, ModelPackage, save_model_package
-from ..network.recipes import channel_names
-from .dataset import AugmentConfig, DatasetConfig, StampSampler, code_digest, generate_dataset, load_dataset
+from ..network.recipes import channel_names, parse_recipe
+from .dataset import (
+    AugmentConfig,
+    BandDropout,
+    DatasetConfig,
+    StampSampler,
+    code_digest,
+    generate_dataset,
+    load_dataset,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -165,6 +173,30 @@ class TrainConfig(StrictModel):
             raise ValueError(f"{stamp_size} exceeds the dataset's scene_size ({dataset.scene_size})")
         return stamp_size
 
+    @pydantic.field_validator("augment")
+    @classmethod
+    def _dropout_needs_bad_channel(
+        cls, augment: AugmentConfig, info: pydantic.ValidationInfo
+    ) -> AugmentConfig:
+        dataset = info.data.get("dataset")
+        if augment.band_dropout > 0 and dataset is not None and "bad" not in parse_recipe(dataset.recipe):
+            raise ValueError(
+                f"band_dropout needs the 'bad' channel in the dataset's recipe (e.g. "
+                f"'{dataset.recipe}+bad'), so that the model sees which bands it lacks"
+            )
+        return augment
+
+    def band_dropout(self) -> BandDropout | None:
+        """The stamps' `BandDropout` (None without ``augment.band_dropout``)."""
+        if self.augment.band_dropout <= 0:
+            return None
+        return BandDropout(
+            kinds=parse_recipe(self.dataset.recipe),
+            nbands=len(self.dataset.bands),
+            snr_cut=self.dataset.labels.snr_cut,
+            probability=self.augment.band_dropout,
+        )
+
     @pydantic.field_validator("focus")
     @classmethod
     def _known_classes(cls, focus: dict[str, float]) -> dict[str, float]:
@@ -263,6 +295,7 @@ def _metadata(config: TrainConfig, mean, std, score_threshold: float, provenance
         training=config.model_dump(mode="json"),
         provenance=provenance,
         metrics=metrics,
+        band_subsets=config.augment.band_dropout > 0,
     )
 
 
@@ -438,7 +471,9 @@ def train(
         _log.info("Resuming %s after epoch %d.", out, state["epoch"] + 1)
 
     focus = {CLASSES.index(name) + 1: p for name, p in config.focus.items()}
-    sampler = StampSampler(train_records, config.stamp_size, config.augment, config.seed, focus)
+    sampler = StampSampler(
+        train_records, config.stamp_size, config.augment, config.seed, focus, config.band_dropout()
+    )
     provisional = ModelPackage(_metadata(config, mean, std, 0.5, {}, {}), state_dict={})
     for epoch in range(start_epoch, config.epochs):
         model.train()
