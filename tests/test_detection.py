@@ -109,3 +109,18 @@ def test_detections_round_trip(small_scene, tmp_path):
 def test_bad_config():
     with pytest.raises(ValueError, match="threshold"):
         DetectionConfig(threshold=0)
+
+
+def test_convolutions_by_strips_equal_the_whole_image_convolution():
+    from lsst.meas.extensions.residual.detection.strips import convolve_same
+    from scipy.signal import fftconvolve
+
+    rng = np.random.default_rng(3)
+    kernel = rng.normal(size=(9, 9))
+    tall = rng.normal(size=(70, 40))
+    whole = fftconvolve(tall, kernel, mode="same")
+    np.testing.assert_allclose(convolve_same(tall, kernel, strip_rows=16), whole, rtol=0, atol=1e-12)
+    # No taller than a strip: one call, the same bits.
+    assert np.array_equal(convolve_same(tall, kernel), whole)
+    with pytest.raises(ValueError, match="odd sides"):
+        convolve_same(tall, np.ones((4, 5)))

@@ -277,3 +277,40 @@ def test_a_warm_start_thrown_out_of_its_basin_is_fitted_cold():
     assert chi2["warm"].keys() == chi2["cold"].keys()
     worst = max(chi2["warm"][b] / chi2["cold"][b] for b in chi2["warm"])
     assert worst < 1.1, chi2
+
+
+def test_detections_classed_as_artefacts_are_new_sources_but_not_second_pass_peaks(tmp_path, monkeypatch):
+    from _tasks_helpers import make_tiny_package, tiny_scene
+    from lsst.meas.extensions.residual.chain import ChainConfig, PatchPlacement, run_chain
+    from lsst.meas.extensions.residual.chain.catalogs import new_sources_from_catalog
+    from lsst.meas.extensions.residual.network import Detector
+
+    scene = tiny_scene(22)
+    detector = Detector(make_tiny_package(tmp_path / "tiny.zip"), "cpu")
+    real_find = detector.find
+
+    def find(*args, **kwargs):
+        # The tiny network's detections, the first two (by score) called artefacts.
+        found = real_find(*args, **kwargs)
+        classes = np.asarray(found.table["class"]).astype("U16")
+        classes[:2] = "artefact"
+        found.table["class"] = classes
+        return found
+
+    monkeypatch.setattr(detector, "find", find)
+    config = ChainConfig(deblend=FAST.replace(max_iter=30))
+    result = run_chain(scene, detector, config)
+    new = result.new_sources
+    is_artefact = np.asarray(new.detections.table["class"]) == "artefact"
+    assert is_artefact.sum() >= 1 and (~is_artefact).sum() >= 1
+    assert np.array_equal(new.peaks, ~is_artefact)
+    # In new_sources with their class; not among the second pass's sources.
+    table = result.outputs.new_sources.table
+    assert np.sum(np.asarray(table["class"]) == "artefact") == is_artefact.sum()
+    residual_ids = set(
+        np.asarray(result.second_pass.catalog["id"])[result.second_pass.catalog["found_by"] == "residual"]
+    )
+    assert residual_ids == set(new.ids[~is_artefact].tolist())
+    # The Butler's second pass reads the same table and leaves them out too.
+    ids, _ = new_sources_from_catalog(table, PatchPlacement())
+    assert set(ids.tolist()) == residual_ids

@@ -53,6 +53,7 @@ from ..detection import Detections
 from ..network import SourceDetections
 from ..scene import Scene, SceneFormatError
 from .ids import IdMap, unpack_ids
+from .new_sources import ARTEFACT_CLASS
 from .placement import PatchPlacement
 
 _PER_BAND_TYPES = {
@@ -316,7 +317,8 @@ def new_sources_catalog(
 
 
 def new_sources_from_catalog(table: Table, placement: PatchPlacement) -> tuple[np.ndarray, np.ndarray]:
-    """(local ids, (N, 2) patch-pixel positions) of a `new_sources_catalog` table, ordered by id.
+    """(local ids, (N, 2) patch-pixel positions) of the new sources of a `new_sources_catalog` table
+    that are second-pass peaks, ordered by id: every row but those of class ``artefact``.
 
     Raises
     ------
@@ -324,6 +326,8 @@ def new_sources_from_catalog(table: Table, placement: PatchPlacement) -> tuple[n
         If a column is missing or an id is not a source id of this patch.
     """
     _require(table, ("id", "x", "y"), "New-source table")
+    if "class" in table.colnames:
+        table = table[np.asarray(table["class"]).astype(str) != ARTEFACT_CLASS]
     try:
         local = unpack_ids(table["id"], placement.tract, placement.patch, "source")
     except ValueError as err:

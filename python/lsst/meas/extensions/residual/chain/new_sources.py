@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["NewSources", "NewSourcesConfig", "find_new_sources", "select_new_sources"]
+__all__ = ["ARTEFACT_CLASS", "NewSources", "NewSourcesConfig", "find_new_sources", "select_new_sources"]
 
 import dataclasses
 
@@ -13,6 +13,10 @@ from scipy.spatial import cKDTree
 from ..configs import StrictModel
 from ..network import Detector, InferenceConfig, SourceDetections
 from ..scene import Scene
+
+#: The class of a detection the network calls an artefact (a model trained with artefact truth): it is
+#: written to ``new_sources`` with that class, and never becomes a peak of the second pass.
+ARTEFACT_CLASS = "artefact"
 
 
 class NewSourcesConfig(StrictModel):
@@ -56,6 +60,11 @@ class NewSources:
     @property
     def xy(self) -> np.ndarray:
         return self.detections.xy
+
+    @property
+    def peaks(self) -> np.ndarray:
+        """Bool per new source: whether it becomes a second-pass peak (every one but the artefacts)."""
+        return np.asarray(self.detections.table["class"]).astype(str) != ARTEFACT_CLASS
 
 
 def select_new_sources(

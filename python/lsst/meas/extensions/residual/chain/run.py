@@ -208,8 +208,15 @@ def run_chain(
     first.deblend.release_model()
     _return_freed_memory()
     start = time.perf_counter()
+    peaks = new.peaks  # detections classed as artefacts stay out of the second pass
     second = run_second_pass(
-        scene, first.detections, catalog, first.deblend.model_data, new.ids, new.xy, deblend_config
+        scene,
+        first.detections,
+        catalog,
+        first.deblend.model_data,
+        new.ids[peaks],
+        new.xy[peaks],
+        deblend_config,
     )
     timing["second_pass"] = time.perf_counter() - start
     _log.info(

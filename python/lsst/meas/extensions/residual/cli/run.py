@@ -162,6 +162,7 @@ def run_summary(scene_path, model, device: str, result) -> dict:
         "new_sources": len(result.new_sources),
         "dropped_on_existing_peaks": result.new_sources.n_matched,
         "dropped_on_masked_pixels": result.new_sources.n_masked,
+        "new_artefacts": int(np.sum(~result.new_sources.peaks)),
         "blends_with_new_sources": len(new_parents),
         "final_sources": len(catalog),
         "skipped_sources": int(np.sum(catalog["skipped"])),

@@ -7,9 +7,9 @@ __all__ = ["DeblendContext"]
 import dataclasses
 
 import numpy as np
-from scipy.signal import fftconvolve
 
 from ..detection import bright_star_zones, detection_image
+from ..detection.strips import convolve_same
 from ..geometry import Box
 from ..scene import Scene
 from .config import DeblendConfig
@@ -64,11 +64,8 @@ class DeblendContext:
     ) -> DeblendContext:
         """The context of ``scene``; ``new_peaks_xy``: (N, 2) positions (x, y) whose PSF fluxes are kept."""
         # First the detection images, whose temporaries are the largest: the cubes below come after.
-        significance, psf_flux = detection_image(scene)
         xy = np.zeros((0, 2)) if new_peaks_xy is None else np.asarray(new_peaks_xy, dtype=np.float64)
-        px, py = (np.floor(xy[:, k] + 0.5).astype(int) for k in (0, 1))
-        new_peak_psf_flux = psf_flux[:, py, px].T.copy()
-        del psf_flux
+        significance, new_peak_psf_flux = detection_image(scene, positions=xy)
         good = scene.good
         with np.errstate(invalid="ignore"):
             # Band by band: no patch-sized σ cube.
@@ -91,7 +88,7 @@ class DeblendContext:
             image = np.where(good[:, rows], scene.image[:, rows], np.float32(0))  # `Scene.clean_image`
             chi[rows] = np.tensordot(inverse, image.astype(np.float64), axes=1)
         del good
-        detect = fftconvolve(chi, model_psf, mode="same")
+        detect = convolve_same(chi, model_psf)
         detect /= np.sqrt(inverse.sum() * np.sum(model_psf**2))
         return cls(
             scene=scene,

@@ -116,9 +116,7 @@ def detections_from_positions(
     px = np.floor(xy[:, 0] + 0.5).astype(int)
     py = np.floor(xy[:, 1] + 0.5).astype(int)
     if detection is None:
-        significance, psf_flux = detection_image(scene)
-        peak_psf_flux = psf_flux[:, py, px].T
-        del psf_flux
+        significance, peak_psf_flux = detection_image(scene, positions=xy)
     else:
         significance, peak_psf_flux = detection
         if np.shape(peak_psf_flux) != (len(xy), scene.nbands):

@@ -35,10 +35,10 @@ import numpy as np
 import pydantic
 from astropy.table import Table
 from scipy import ndimage
-from scipy.signal import fftconvolve
 
 from ..configs import StrictModel
 from ..scene import Scene
+from .strips import convolve_same
 
 
 class DetectionConfig(StrictModel):
@@ -152,16 +152,16 @@ def _matched_filter(scene: Scene, band: int) -> tuple[np.ndarray, np.ndarray, np
     """
     good = scene.good_at(band)
     kernel = scene.psf[band, ::-1, ::-1].astype(np.float64)  # correlation with the PSF
-    smoothed = fftconvolve(np.where(good, scene.image[band], 0.0).astype(np.float64), kernel, mode="same")
+    smoothed = convolve_same(np.where(good, scene.image[band], 0.0), kernel)
     support = None
     if not good.all():
-        support = fftconvolve((~good).astype(np.float64), kernel**2, mode="same")
+        support = convolve_same(~good, kernel**2)
         support /= -np.sum(kernel**2)
         support += 1.0
         np.clip(support, 0.0, 1.0, out=support)
     variance = np.where(good, scene.variance[band], 0.0).astype(np.float64)
     del good
-    inverse = fftconvolve(variance, kernel**2, mode="same")
+    inverse = convolve_same(variance, kernel**2)
     del variance
     np.clip(inverse, 0.0, None, out=inverse)
     np.sqrt(inverse, out=inverse)  # σ of the smoothed image
@@ -172,8 +172,8 @@ def _matched_filter(scene: Scene, band: int) -> tuple[np.ndarray, np.ndarray, np
     return smoothed, inverse, support
 
 
-def detection_image(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
-    """Multi-band S/N image (unit noise) and per-band PSF-flux image.
+def detection_image(scene: Scene, positions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Multi-band S/N image (unit noise) and per-band PSF-flux image (or its values at ``positions``).
 
     The bands are filtered one at a time and the sums made in place: a
     patch-sized float64 cube (and its FFTs) would be most of the chain's
@@ -188,6 +188,14 @@ def detection_image(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
     σ²_smoothed — dominate the sum with a few pixels' noise, and so turns a
     mask's edge into peaks.)
 
+    Parameters
+    ----------
+    scene : `Scene`
+        The scene.
+    positions : `numpy.ndarray`, optional
+        (N, 2) positions (x, y): give the PSF fluxes at their pixels only,
+        the same values, without a patch-sized cube.
+
     Returns
     -------
     significance : `numpy.ndarray`
@@ -195,22 +203,32 @@ def detection_image(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
     psf_flux : `numpy.ndarray`
         (nbands, H, W) flux of a point source centred on each pixel,
         estimated by the matched filter (smoothed / (s Σ psf²)); 0 where the
-        band's support is below `MIN_BAND_SUPPORT`.
+        band's support is below `MIN_BAND_SUPPORT`. With ``positions``:
+        (N, nbands), its values at their pixels.
     """
     psf_norm = np.sum(scene.psf.astype(np.float64) ** 2, axis=(1, 2))
-    psf_flux = np.empty(scene.image.shape, dtype=np.float32)
+    if positions is None:
+        psf_flux = np.empty(scene.image.shape, dtype=np.float32)
+    else:
+        xy = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
+        px, py = np.floor(xy[:, 0] + 0.5).astype(int), np.floor(xy[:, 1] + 0.5).astype(int)
+        plane = np.empty(scene.shape, dtype=np.float32)  # one band's PSF flux at a time
+        sampled = np.empty((len(xy), scene.nbands), dtype=np.float32)
     weighted = np.zeros(scene.shape, dtype=np.float64)
     weight_sum = np.zeros(scene.shape, dtype=np.float64)
     for band in range(scene.nbands):
         smoothed, inverse, support = _matched_filter(scene, band)
+        flux = psf_flux[band] if positions is None else plane
         if support is None:
-            np.divide(smoothed, psf_norm[band], out=psf_flux[band], casting="same_kind")
+            np.divide(smoothed, psf_norm[band], out=flux, casting="same_kind")
         else:
             seen = support >= MIN_BAND_SUPPORT
-            psf_flux[band] = 0.0
-            np.divide(smoothed, psf_norm[band] * support, out=psf_flux[band], where=seen, casting="same_kind")
+            flux[...] = 0.0
+            np.divide(smoothed, psf_norm[band] * support, out=flux, where=seen, casting="same_kind")
             np.multiply(inverse, support, out=inverse)  # now s/σ²: the numerator's weight
             del seen
+        if positions is not None:
+            sampled[:, band] = plane[py, px]
         np.multiply(smoothed, inverse, out=smoothed)
         weighted += smoothed
         if support is not None:
@@ -222,7 +240,7 @@ def detection_image(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
     np.sqrt(weight_sum, out=weight_sum)
     np.divide(weighted, weight_sum, out=weighted, where=has_weight)
     weighted[~has_weight] = 0.0
-    return weighted.astype(np.float32), psf_flux
+    return weighted.astype(np.float32), psf_flux if positions is None else sampled
 
 
 def _footprints(significance: np.ndarray, config: DetectionConfig, grow: int) -> np.ndarray:
