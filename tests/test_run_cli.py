@@ -119,11 +119,11 @@ def test_interrupted_overwrite_leaves_the_previous_run_whole(files, monkeypatch,
     assert _run(tmp, package, out) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
-    def interrupted(path, cube, bands, name):
+    def interrupted(path, scene, model, name="RESIDUAL"):
         path.write_bytes(b"half a cube")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_command, "write_cube", interrupted)
+    monkeypatch.setattr(run_command, "write_residual", interrupted)
     assert _run(tmp, package, out, "--overwrite", "--no-plot") == 130
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp.iterdir() if p.name.startswith(".interrupted")] == []

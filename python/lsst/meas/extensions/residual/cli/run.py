@@ -91,12 +91,23 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(handler=main)
 
 
-def write_cube(path: Path, cube, bands, name: str) -> None:
-    """A (nbands, H, W) cube as FITS with the band names in the primary header."""
+def write_residual(path: Path, scene, model, name: str = "RESIDUAL") -> None:
+    """``scene.image − model`` (zero at bad pixels, as `DeblendResult.residual`) as FITS: the cube in
+    an ``name`` extension, the band names in the primary header (``BANDS``).
+
+    Made band by band into the big-endian cube FITS stores: on a full patch, neither the residual
+    cube nor the byte-swapped copy astropy would make of it is held besides.
+    """
+    import numpy as np
     from astropy.io import fits
 
+    cube = np.empty(scene.image.shape, dtype=">f4")
+    for band in range(scene.nbands):
+        residual = np.subtract(scene.image[band], model[band], dtype=np.float32)
+        residual[~scene.good_at(band)] = 0.0
+        cube[band] = residual
     primary = fits.PrimaryHDU()
-    primary.header["BANDS"] = ",".join(bands)
+    primary.header["BANDS"] = ",".join(scene.bands)
     fits.HDUList([primary, fits.ImageHDU(cube, name=name)]).writeto(path)
 
 
@@ -114,8 +125,12 @@ def write_run(folder: Path, scene, result, plot: bool, truth_xy=None) -> None:
     outputs = result.outputs
     outputs.catalog.write(folder / "catalog.fits")
     outputs.new_sources.write(folder / "new_sources.fits")
-    write_cube(folder / "residual_before.fits", result.first_pass.deblend.residual, scene.bands, "RESIDUAL")
-    write_cube(folder / "residual_after.fits", result.second_pass.residual, scene.bands, "RESIDUAL")
+    write_residual(folder / "residual_after.fits", scene, result.second_pass.model)
+    # The chain released the first-pass model cube: rendered again for its residual, and released
+    # again unless the figure needs it.
+    write_residual(folder / "residual_before.fits", scene, result.first_pass.deblend.model)
+    if not plot:
+        result.first_pass.deblend.release_model()
     write_scarlet_model(folder / "first_pass.scarlet", outputs.first_pass_models)
     write_scarlet_model(folder / "second_pass.scarlet", outputs.models)
     if plot:
