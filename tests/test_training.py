@@ -214,7 +214,11 @@ def test_band_dropout_gives_stamps_what_inference_gives_for_missing_bands(tmp_pa
     config = DatasetConfig(
         name="t-bad", recipe="image+bad", n_scenes=1, seed=3, scene_size=96, labels=LabelConfig(mode="image")
     )
-    records = load_dataset(generate_dataset(config, tmp_path, progress=False))
+    directory = generate_dataset(config, tmp_path, progress=False)
+    records = load_dataset(directory)
+    # The flags are not rescaled (a clean set has none, and its σ would be the 1e-6 floor).
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["channel_mean"][6:] == [0.0] * 6 and manifest["channel_std"][6:] == [1.0] * 6
     snr2 = records[0].info["band_snr2"]
     assert snr2.shape == (len(records[0].boxes), 6)
     np.testing.assert_allclose(np.sqrt(snr2.sum(axis=1)), records[0].info["snr"], rtol=1e-9)

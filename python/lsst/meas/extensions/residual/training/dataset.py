@@ -356,6 +356,10 @@ def generate_dataset(
         _write_scene(directory, index, config, deblender)
     records = load_dataset(directory)
     mean, std = channel_statistics(records)
+    # ``bad`` channels are 0/1 flags, already on the network's scale: a clean training set has none
+    # set, and its σ (the 1e-6 floor) would blow a bad pixel seen in inference up to 10⁶.
+    is_bad = np.array([name.startswith("bad_") for name in channel_names(config.recipe, config.bands)])
+    mean[is_bad], std[is_bad] = 0.0, 1.0
     manifest = {
         "n_scenes": len(records),
         "n_targets": int(sum(len(r.class_ids) for r in records)),

@@ -187,8 +187,9 @@ class TrainConfig(StrictModel):
         return augment
 
     def band_dropout(self) -> BandDropout | None:
-        """The stamps' `BandDropout` (None without ``augment.band_dropout``)."""
-        if self.augment.band_dropout <= 0:
+        """The stamps' `BandDropout`: with a ``bad`` channel in the recipe (so that no augmentation
+        noise goes into it, even at ``augment.band_dropout`` 0), else None."""
+        if "bad" not in parse_recipe(self.dataset.recipe):
             return None
         return BandDropout(
             kinds=parse_recipe(self.dataset.recipe),
