@@ -241,6 +241,29 @@ def test_band_dropout_gives_stamps_what_inference_gives_for_missing_bands(tmp_pa
     assert seen_fewer
 
 
+def test_a_dataset_of_realistic_patches_sees_their_masks(tmp_path):
+    from lsst.meas.extensions.residual.simulation import ArtefactConfig
+
+    config = DatasetConfig(
+        name="t-real",
+        recipe="image+bad",
+        n_scenes=1,
+        seed=3,
+        scene_size=96,
+        labels=LabelConfig(mode="image"),
+        widened=True,
+        artefacts=ArtefactConfig(min_bright_stars=1),
+    )
+    simulation = config.simulation()
+    assert simulation.psf_model_mix and simulation.artefacts == ArtefactConfig(min_bright_stars=1)
+    record = load_dataset(generate_dataset(config, tmp_path, progress=False))[0]
+    bad = np.asarray(record.channels[6:], dtype=np.float32)
+    assert bad.any() and np.isin(bad, (0.0, 1.0)).all()  # the bright star's SAT pixels, at least
+    assert not np.asarray(record.channels[:6], dtype=np.float32)[bad == 1].any()
+    with pytest.raises(ValueError, match="widened mix draws the depth and the PSF; remove depth"):
+        DatasetConfig(widened=True, depth="1yr")
+
+
 def test_residual_dataset_uses_the_first_pass_model(tmp_path):
     config = DatasetConfig(name="t-res", recipe="residual+model", n_scenes=1, seed=11, scene_size=96)
     directory = generate_dataset(config, tmp_path, progress=False, deblender=truth_deblender)

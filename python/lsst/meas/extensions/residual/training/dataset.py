@@ -69,7 +69,7 @@ from ..network.recipes import (
     recipe_needs_model,
 )
 from ..packing import pack_footprints, unpack_footprints
-from ..simulation import Depth, PsfModel, SimulationConfig
+from ..simulation import ArtefactConfig, Depth, PsfModel, SimulationConfig
 
 _log = logging.getLogger(__name__)
 _CACHE_FORMAT = 1  # bump when _write_scene or the cache layout changes
@@ -98,6 +98,13 @@ class DatasetConfig(StrictModel):
     """Stars per arcmin² (`SimulationConfig.star_density`)."""
     psf_model: PsfModel = "kolmogorov"
     """PSF profile (`SimulationConfig.psf_model`)."""
+    widened: bool = False
+    """Draw every scene from the widened mix (`SimulationConfig.widened`: PSF families and model
+    error, compact and knotty galaxies, 1-10-year depths, background offsets); it draws the depth
+    and the PSF, so ``depth`` and ``psf_model`` must then keep their defaults."""
+    artefacts: ArtefactConfig | None = None
+    """Coadd artefacts added to every scene, with their mask planes (the channels' bad pixels and
+    the labels follow the masks); None: none."""
     labels: LabelConfig = LabelConfig()
     """Which true sources become labels."""
     normalisation: ChannelNormalisation = ChannelNormalisation()
@@ -119,6 +126,16 @@ class DatasetConfig(StrictModel):
         return recipe
 
     @pydantic.model_validator(mode="after")
+    def _widened_draws_depth_and_psf(self) -> DatasetConfig:
+        # Compared with the defaults, not with the fields given: a dumped config (the cache's
+        # config.json) holds every field.
+        fields = type(self).model_fields
+        given = sorted(name for name in ("depth", "psf_model") if getattr(self, name) != fields[name].default)
+        if self.widened and given:
+            raise ValueError(f"the widened mix draws the depth and the PSF; remove {', '.join(given)}")
+        return self
+
+    @pydantic.model_validator(mode="after")
     def _labels_fit_recipe(self) -> DatasetConfig:
         if self.labels.mode == "residual" and not recipe_needs_model(self.recipe):
             raise ValueError(
@@ -131,15 +148,17 @@ class DatasetConfig(StrictModel):
         return recipe_needs_model(self.recipe)
 
     def simulation(self) -> SimulationConfig:
-        return SimulationConfig(
-            height=self.scene_size,
-            width=self.scene_size,
-            bands=self.bands,
-            depth=self.depth,
-            galaxy_density=self.galaxy_density,
-            star_density=self.star_density,
-            psf_model=self.psf_model,
-        )
+        fields = {
+            "height": self.scene_size,
+            "width": self.scene_size,
+            "bands": self.bands,
+            "galaxy_density": self.galaxy_density,
+            "star_density": self.star_density,
+            "artefacts": self.artefacts,
+        }
+        if self.widened:
+            return SimulationConfig.widened(**fields)
+        return SimulationConfig(**fields, depth=self.depth, psf_model=self.psf_model)
 
     def digest(self) -> str:
         """Hash of the config and of the code that turns it into data (`code_digest`)."""
