@@ -174,8 +174,36 @@ def test_evaluation_writes_report_and_plots(tiny_image_package, tmp_path):
     for name in ("all", "star", "galaxy"):
         assert len(saved["curves"][name]["precision"]) == len(saved["curves"]["all"]["threshold"])
     assert set(saved["recall_vs_magnitude"]) >= {"network", "SEP 5σ"}
-    for png in ("pr_curves.png", "recall_vs_mag.png", "example_overlay.png"):
+    for png in ("pr_curves.png", "recall_vs_mag.png", "example_overlay.png", "reliability.png"):
         assert (tmp_path / png).stat().st_size > 1000
+    # Calibration: every detection (at the lowest threshold) with its real/false label.
+    calibration = saved["calibration"]
+    assert calibration["scores"] == "raw" and calibration["n_detections"] == sum(
+        c for c in calibration["reliability"]["count"]
+    )
+    assert 0 <= calibration["expected_calibration_error"] <= 1
+    assert set(calibration["threshold_for_purity"]) == {"0.9", "0.92", "0.95"}
+
+
+def test_detection_labels_count_as_the_purity_curve_does():
+    from lsst.meas.extensions.residual.groundtruth.metrics import detection_labels
+
+    truth = TruthSet(
+        xy=np.array([[10.0, 10.0], [30.0, 30.0], [50.0, 50.0]]),
+        class_id=np.array([1, 2, 2]),
+        target=np.array([True, True, False]),
+        real=np.array([True, True, False]),
+        mag=np.zeros(3),
+        ignore=np.array([False, False, True]),
+    )
+    detections = np.array([[10.0, 11.0], [10.5, 10.0], [50.0, 50.5], [80.0, 80.0]])
+    score = np.array([0.9, 0.4, 0.8, 0.7])
+    real, counted = detection_labels(truth, detections, score, 3.0)
+    # The better-scoring of the two on the first source is real (though farther), the other a
+    # duplicate; the one on the ignored source is not counted.
+    assert real.tolist() == [True, False, False, False] and counted.tolist() == [True, True, False, True]
+    counts = count_curve(truth, detections, None, 3.0, [0.0])
+    assert counts.n_detections[0] == counted.sum() and counts.matched_real[0] == real.sum()
 
 
 def test_evaluation_refuses_training_scenes(tiny_image_package, tmp_path):

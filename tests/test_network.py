@@ -317,12 +317,13 @@ def test_shipped_packages_load_and_their_metadata_round_trips(mode):
         shipped = json.loads(archive.read("metadata.json"))
     written = _metadata_json(meta, shipped["weights_dtype"], shipped["weights_sha256"])
     assert "class_nms_iou" not in shipped["inference"] and "band_subsets" not in shipped
+    assert meta.score_calibration is None
     assert shipped["format_version"] == 1 and written["format_version"] == 2
     assert meta.band_subsets is False
     shipped["inference"]["class_nms_iou"] = 0.7
     shipped["format_version"] = 2
     weights = {key: shipped.pop(key) for key in ("weights_dtype", "weights_sha256")}
-    shipped = {**shipped, "band_subsets": False, **weights}
+    shipped = {**shipped, "score_calibration": None, "band_subsets": False, **weights}
     assert written == shipped and list(written) == list(shipped)
 
 
@@ -385,7 +386,10 @@ def test_older_format_versions_are_migrated_in_order(tiny_package_path, tmp_path
     old = _edited_package(
         tiny_package_path,
         tmp_path / "v1.zip",
-        lambda d: {k: v for k, v in d.items() if k != "band_subsets"} | {"format_version": 1},
+        lambda d: (
+            {k: v for k, v in d.items() if k not in ("band_subsets", "score_calibration")}
+            | {"format_version": 1}
+        ),
     )
     assert read_model_metadata(old).band_subsets is False
     claims = _edited_package(tiny_package_path, tmp_path / "v1b.zip", lambda d: {**d, "format_version": 1})
@@ -562,3 +566,81 @@ def test_label_image_and_selection():
     labels = found.label_image()
     assert labels[0, 0] == 1 and labels[4, 4] == 2 and labels[2, 2] == 1  # higher score on top
     assert len(found.above(0.5)) == 1
+
+
+# --- score calibration ---------------------------------------------------------------------------
+
+
+def test_an_isotonic_calibration_makes_scores_probabilities():
+    from lsst.meas.extensions.residual.network import (
+        ScoreCalibration,
+        expected_calibration_error,
+        fit_score_calibration,
+        threshold_for_purity,
+    )
+
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(size=20_000)
+    real = rng.uniform(size=raw.size) < raw**3  # overconfident raw scores
+    fit, check = slice(0, 10_000), slice(10_000, None)
+    calibration = fit_score_calibration(raw[fit], real[fit], scenes=3)
+    assert calibration.fitted_on["n_detections"] == 10_000 and calibration.fitted_on["scenes"] == 3
+    probability = calibration.apply(raw[check])
+    assert expected_calibration_error(raw[check], real[check]) > 0.15
+    assert expected_calibration_error(probability, real[check]) < 0.02  # on detections it never saw
+    threshold = threshold_for_purity(probability, real[check], 0.92)
+    assert real[check][probability >= threshold].mean() >= 0.92
+    assert real[check][probability >= threshold - 0.05].mean() < 0.92 + 0.02
+    # The raw cut that keeps the same detections as a calibrated threshold.
+    cut = calibration.raw_threshold(0.5)
+    assert np.array_equal(raw >= cut, calibration.apply(raw) >= 0.5)
+    assert calibration.raw_threshold(2.0) == float("inf") and calibration.raw_threshold(-1.0) == float("-inf")
+    with pytest.raises(ValueError, match="knot scores must increase"):
+        ScoreCalibration(scores=(0.5, 0.2), probabilities=(0.1, 0.3))
+    with pytest.raises(ValueError, match="both real and false"):
+        fit_score_calibration(raw[:10], np.ones(10, bool))
+
+
+def test_a_package_calibration_is_stored_and_applied(tmp_path, tiny_package_path):
+    from lsst.meas.extensions.residual.network import ScoreCalibration
+
+    package = load_model_package(tiny_package_path)
+    rng = np.random.default_rng(2)
+    image = rng.normal(size=(3, 64, 64)).astype(np.float32)
+    image[:, 20:24, 40:44] += 40.0
+    variance = np.ones_like(image)
+    raw = Detector(package, "cpu").find(image, variance, ("g", "r", "i"))
+    assert len(raw) > 0
+    # Halves every score (a calibration's knots; the tiny package's threshold is 0).
+    calibration = ScoreCalibration(scores=(0.0, 1.0), probabilities=(0.0, 0.5), fitted_on={"test": True})
+    meta = package.metadata.model_copy(update={"score_calibration": calibration})
+    path = save_model_package(tmp_path / "calibrated.zip", meta, package.state_dict)
+    assert read_model_metadata(path).score_calibration == calibration
+    calibrated = Detector(path, "cpu").find(image, variance, ("g", "r", "i"))
+    np.testing.assert_allclose(calibrated.table["score"], 0.5 * np.asarray(raw.table["score"]), rtol=1e-6)
+    np.testing.assert_array_equal(calibrated.xy, raw.xy)
+    # A calibrated threshold cuts the same detections as the raw score it comes from.
+    cut = Detector(path, "cpu").find(
+        image, variance, ("g", "r", "i"), inference=InferenceConfig(score_threshold=0.25)
+    )
+    assert len(cut) == int(np.sum(np.asarray(raw.table["score"]) >= 0.5))
+
+
+def test_calibrate_package_sets_the_calibration_and_a_threshold_for_the_purity(tmp_path, tiny_package_path):
+    from lsst.meas.extensions.residual.network import calibrate_package
+
+    package = load_model_package(tiny_package_path)
+    rng = np.random.default_rng(5)
+    raw = rng.uniform(size=4000)
+    real = rng.uniform(size=raw.size) < raw**2
+    calibrated = calibrate_package(package, raw, real, 0.92, scenes=7)
+    meta = calibrated.metadata
+    assert meta.score_calibration.fitted_on["scenes"] == 7 and meta.metrics["calibration"]["purity"] == 0.92
+    kept = meta.score_calibration.apply(raw) >= meta.score_threshold
+    assert real[kept].mean() >= 0.92 and kept.sum() > 100
+    path = save_model_package(tmp_path / "calibrated.zip", meta, calibrated.state_dict)
+    assert read_model_metadata(path) == meta
+    with pytest.raises(ModelPackageError, match="calibrated already"):
+        calibrate_package(calibrated, raw, real)
+    with pytest.raises(ModelPackageError, match="reaches purity 0.999"):
+        calibrate_package(package, raw, rng.uniform(size=raw.size) < 0.5, 0.999)

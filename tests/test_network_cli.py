@@ -157,6 +157,8 @@ def test_evaluate_command(tmp_path, capsys):
         "example_overlay.png",
         "pr_curves.png",
         "recall_vs_mag.png",
+        "reliability.png",
+        "detection_scores.npz",
     }
     capsys.readouterr()
     assert main(["evaluate", "--model", str(package), "--seed", "8", "--out", str(out)]) == 2
@@ -165,6 +167,10 @@ def test_evaluate_command(tmp_path, capsys):
     assert main([*again, "--overwrite"]) == 2
     assert "never saw" in capsys.readouterr().err
     check_output_folder(out)  # the refused run left the earlier outputs as they were
+    calibrate = ["evaluate", "--model", str(package), "--calibrate", "--out", str(tmp_path / "cal")]
+    assert main([*calibrate, "--purity", "1.5"]) == 2
+    assert "--purity must be between 0 and 1" in capsys.readouterr().err
+    assert not (tmp_path / "cal").exists()
 
 
 def test_train_command_reports_bad_config(tmp_path, capsys):

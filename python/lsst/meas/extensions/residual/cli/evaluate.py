@@ -9,7 +9,16 @@ import logging
 _log = logging.getLogger(__name__)
 
 # Everything `evaluate` writes into --out (summary.json: the headline numbers and the files' SHA-256).
-_OUTPUTS = ("evaluation.json", "pr_curves.png", "recall_vs_mag.png", "example_overlay.png", "summary.json")
+_OUTPUTS = (
+    "evaluation.json",
+    "pr_curves.png",
+    "recall_vs_mag.png",
+    "example_overlay.png",
+    "reliability.png",
+    "detection_scores.npz",
+    "calibrated.zip",
+    "summary.json",
+)
 
 
 def add_parser(subparsers) -> None:
@@ -37,6 +46,18 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--no-baselines", action="store_true", help="skip SEP and photutils")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="also fit a score calibration to these scenes' detections and write OUT/calibrated.zip (the "
+        "package with it, its threshold chosen for --purity); evaluate that on other seeds",
+    )
+    parser.add_argument(
+        "--purity",
+        type=float,
+        default=0.92,
+        help="purity of the calibrated package's threshold (default 0.92)",
+    )
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the outputs of an earlier run in --out"
@@ -48,7 +69,7 @@ def main(args: argparse.Namespace) -> None:
     from ..configs import make_config
     from ..evaluation.evaluate import EvaluationConfig, evaluate_package
     from ..network import default_model_path, load_model_package
-    from .main import input_files
+    from .main import CommandError, input_files
     from .outputs import OutputFolder
 
     config = make_config(
@@ -65,8 +86,35 @@ def main(args: argparse.Namespace) -> None:
     folder = OutputFolder(args.out, overwrite=args.overwrite, output_names=_OUTPUTS)
     with input_files():
         package = load_model_package(args.model or default_model_path("residual"))
+    if not 0 < args.purity < 1:
+        raise CommandError(f"--purity must be between 0 and 1, not {args.purity}.")
+    if args.calibrate and package.metadata.score_calibration is not None:
+        raise CommandError(
+            f"--calibrate: {package.metadata.name!r} is calibrated already (fit to raw scores)."
+        )
     with folder.staging() as staged:
         summary = evaluate_package(package, config, staged.path)
+        if args.calibrate:
+            import numpy as np
+
+            from ..network import calibrate_package, save_model_package
+
+            with np.load(staged.path / "detection_scores.npz") as data:
+                calibrated = calibrate_package(
+                    package,
+                    data["score"],
+                    data["is_real"],
+                    args.purity,
+                    scenes=config.n_scenes,
+                    seeds=[config.seed, config.seed + config.n_scenes - 1],
+                    scene_size=config.scene_size,
+                )
+            save_model_package(staged.path / "calibrated.zip", calibrated.metadata, calibrated.state_dict)
+            summary["calibrated_package"] = {
+                "score_threshold": calibrated.metadata.score_threshold,
+                "purity": args.purity,
+                "knots": len(calibrated.metadata.score_calibration.scores),
+            }
         staged.summary.update(
             {k: v for k, v in summary.items() if k not in ("curves", "recall_vs_magnitude")}
         )

@@ -53,17 +53,27 @@ from ..groundtruth.metrics import (
     binned_recall,
     count_curve,
     curve_metrics,
+    detection_labels,
     mask_iou,
     matched_targets,
     precision_at_recall,
     recall_at_precision,
 )
 from ..groundtruth.scenes import prepare_scene
+from ..network.calibration import (
+    expected_calibration_error,
+    plot_reliability,
+    reliability_bins,
+    threshold_for_purity,
+)
 from ..network.inference import Detector
 from ..network.inference_config import InferenceConfig
 from ..network.package import ModelPackage, load_model_package
 from ..simulation import SimulationConfig
 from .baselines import chi_image, photutils_detect, sep_detect
+
+#: Purities whose score thresholds the evaluation reports (0.92: issue 11's default operating point).
+CALIBRATION_PURITIES = (0.9, 0.92, 0.95)
 
 
 class EvaluationConfig(StrictModel):
@@ -157,6 +167,30 @@ def _point(counts: CurveCounts) -> dict[str, Any]:
     }
 
 
+def _calibration_summary(meta, scores: np.ndarray, is_real: np.ndarray, config: EvaluationConfig) -> dict:
+    """ECE, reliability bins and purity thresholds of the scores of every detection of the run."""
+    bins = reliability_bins(scores, is_real)
+    return {
+        "scores": "calibrated" if meta.score_calibration is not None else "raw",
+        "n_detections": int(len(scores)),
+        "n_real": int(np.sum(is_real)),
+        "expected_calibration_error": expected_calibration_error(scores, is_real) if len(scores) else None,
+        "reliability": {k: [None if not np.isfinite(v) else float(v) for v in bins[k]] for k in bins},
+        "threshold_for_purity": {
+            f"{purity:g}": threshold_for_purity(scores, is_real, purity) for purity in CALIBRATION_PURITIES
+        },
+        "purity_at_operating_threshold": (
+            float(np.mean(is_real[scores >= _operating(meta, config)]))
+            if np.any(scores >= _operating(meta, config))
+            else None
+        ),
+    }
+
+
+def _operating(meta, config: EvaluationConfig) -> float:
+    return meta.score_threshold if config.score_threshold is None else float(config.score_threshold)
+
+
 def evaluate_package(
     package: ModelPackage | str,
     config: EvaluationConfig,
@@ -176,7 +210,7 @@ def evaluate_package(
     out.mkdir(parents=True, exist_ok=True)
     detector = Detector(package, device=config.device)
     simulation, label_config, detection_config, deblend_config = _settings(package, config)
-    operating = meta.score_threshold if config.score_threshold is None else float(config.score_threshold)
+    operating = _operating(meta, config)
     thresholds = np.union1d(DEFAULT_THRESHOLDS, [operating])
     op_index = int(np.flatnonzero(np.isclose(thresholds, operating))[0])
     classes = list(meta.classes)
@@ -193,6 +227,7 @@ def evaluate_package(
     found = {"network": [], **{name: [] for name in baseline_names}}
     target_mags, ious = [], []
     n_sources = n_detected_first_pass = 0
+    scored, scored_real = [], []  # every detection's score and whether it is real (calibration)
     timing = {"prepare": 0.0, "network": 0.0, "baselines": 0.0}
     seeds = range(config.seed, config.seed + config.n_scenes)
     for k, seed in enumerate(tqdm(seeds, desc="evaluate", unit="scene", disable=not progress)):
@@ -225,6 +260,9 @@ def evaluate_package(
         xy, score = detections.xy, np.asarray(detections.table["score"], dtype=float)
         det_class = np.asarray(detections.table["class_id"])
         total = total + count_curve(truth, xy, score, config.match_radius, thresholds)
+        real, counted = detection_labels(truth, xy, score, config.match_radius)
+        scored.append(score[counted])
+        scored_real.append(real[counted])
         for c, name in enumerate(classes, start=1):
             per_class[name] = per_class[name] + count_curve(
                 truth, xy, score, config.match_radius, thresholds, det_class, c
@@ -338,6 +376,19 @@ def evaluate_package(
         for name, hits in found.items()
     }
 
+    scores = np.concatenate(scored) if scored else np.zeros(0)
+    is_real = np.concatenate(scored_real) if scored_real else np.zeros(0, dtype=bool)
+    summary["calibration"] = _calibration_summary(meta, scores, is_real, config)
+    # The labelled scores, for fitting a calibration (``evaluate --calibrate``, `calibrate_package`).
+    np.savez_compressed(out / "detection_scores.npz", score=scores, is_real=is_real)
+    if len(scores):
+        plot_reliability(
+            scores,
+            is_real,
+            out / "reliability.png",
+            f"{meta.name}: {len(scores)} detections, {config.n_scenes} held-out scenes "
+            f"({'calibrated' if meta.score_calibration is not None else 'raw'} scores)",
+        )
     (out / "evaluation.json").write_text(json.dumps(summary, indent=2))
     plot_pr_curves(
         {"all": summary["curves"]["all"], **{name: summary["curves"][name] for name in classes}},

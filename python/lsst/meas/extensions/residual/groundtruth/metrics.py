@@ -29,6 +29,7 @@ __all__ = [
     "TruthSet",
     "CurveCounts",
     "count_curve",
+    "detection_labels",
     "curve_metrics",
     "precision_at_recall",
     "recall_at_precision",
@@ -180,6 +181,40 @@ def count_curve(
             ignored = len(match_positions(ignore_xy, unmatched, radius)[0])
         counts.n_detections[k] = len(chosen) - ignored
     return counts
+
+
+def detection_labels(
+    truth: TruthSet, det_xy: np.ndarray, det_score: np.ndarray, radius: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(real, counted): bool per detection, the labels a score calibration is fitted on.
+
+    Detections are taken in decreasing score, each matched to the nearest
+    real source within ``radius`` not matched yet (COCO's rule): ``real``
+    says it found one, so a lower-scoring duplicate of a source is false.
+    ``counted``: not an otherwise unmatched detection of an ignored source
+    (those are neither right nor wrong, as in `count_curve`).
+    """
+    from scipy.spatial import cKDTree
+
+    det_xy = np.asarray(det_xy, dtype=np.float64).reshape(-1, 2)
+    real = np.zeros(len(det_xy), dtype=bool)
+    real_xy = truth.xy[truth.real]
+    if len(real_xy) and len(det_xy):
+        tree = cKDTree(real_xy)
+        taken = np.zeros(len(real_xy), dtype=bool)
+        for index in np.argsort(-np.asarray(det_score, dtype=np.float64), kind="stable"):
+            near = tree.query_ball_point(det_xy[index], radius)
+            free = [j for j in near if not taken[j]]
+            if free:
+                distances = np.hypot(*(real_xy[free] - det_xy[index]).T)
+                taken[free[int(np.argmin(distances))]] = True
+                real[index] = True
+    counted = np.ones(len(det_xy), dtype=bool)
+    if truth.ignore is not None and np.any(truth.ignore):
+        unmatched = np.flatnonzero(~real)
+        _, ignored = match_positions(truth.xy[truth.ignore], det_xy[unmatched], radius)
+        counted[unmatched[ignored]] = False
+    return real, counted
 
 
 def curve_metrics(counts: CurveCounts) -> dict[str, np.ndarray]:

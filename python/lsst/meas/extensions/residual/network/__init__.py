@@ -1,5 +1,6 @@
 """The Mask R-CNN detector: model builder, channel recipes, model packages, tiled inference."""
 
+from .calibration import *  # noqa: F401,F403
 from .footprints import *  # noqa: F401,F403
 from .inference import *  # noqa: F401,F403
 from .inference_config import *  # noqa: F401,F403

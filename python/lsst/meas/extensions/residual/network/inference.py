@@ -151,15 +151,26 @@ class Detector:
         cross-class one below lets a lower-scoring box remove a higher one;
         the mask head, the dearest part on a CPU, then runs on fewer boxes.
         """
+        calibration = self.metadata.score_calibration
+        # The network's own cut is on raw scores: a calibrated threshold is turned back into one.
+        raw_threshold = score_threshold if calibration is None else calibration.raw_threshold(score_threshold)
         roi_heads = self.model.roi_heads
         own_cut = getattr(roi_heads, "score_thresh", None)  # None: heads other than torchvision's
         if own_cut is None:
-            return self._forward(tiles, class_nms_iou)
-        roi_heads.score_thresh = max(own_cut, score_threshold)
+            return self._calibrated(self._forward(tiles, class_nms_iou))
+        roi_heads.score_thresh = min(max(own_cut, raw_threshold), 1.0)
         try:
-            return self._forward(tiles, class_nms_iou)
+            return self._calibrated(self._forward(tiles, class_nms_iou))
         finally:
             roi_heads.score_thresh = own_cut
+
+    def _calibrated(self, outputs: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """``outputs`` with the package's score calibration applied (as they are without one)."""
+        calibration = self.metadata.score_calibration
+        if calibration is not None:
+            for out in outputs:
+                out["scores"] = calibration.apply(out["scores"])
+        return outputs
 
     def _forward(self, tiles: list[np.ndarray], class_nms_iou: float) -> list[dict[str, np.ndarray]]:
         import torch

@@ -7,8 +7,9 @@ A model package is ONE zip file (conventionally ``*.zip``) with two members:
     ``format_version`` (2), the fields of `ModelMetadata` (``name``, ``mode``,
     ``recipe``, ``bands``, ``classes``, ``normalisation``, ``channel_mean``,
     ``channel_std``, ``model``, ``stamp_size``, ``inference``, ``training``,
-    ``provenance``, ``metrics``, ``band_subsets``), ``channels`` (the channel names, which
-    follow from recipe and bands and are checked against them),
+    ``provenance``, ``metrics``, ``score_calibration``, ``band_subsets``),
+    ``channels`` (the channel names, which follow from recipe and bands and
+    are checked against them),
     ``weights_dtype`` and ``weights_sha256`` (of the ``weights.pt`` member).
     Any other key is refused.
 ``weights.pt``
@@ -36,6 +37,7 @@ __all__ = [
     "ModelPackage",
     "migrate_metadata",
     "save_model_package",
+    "calibrate_package",
     "model_package_bytes",
     "load_model_package",
     "read_model_metadata",
@@ -59,6 +61,7 @@ import pydantic
 from ..bands import check_band_order
 from ..configs import StrictModel, validate_config
 from ..errors import ConfigError, InputError
+from .calibration import ScoreCalibration, fit_score_calibration, threshold_for_purity
 from .inference_config import InferenceConfig
 from .model import ModelConfig, build_model
 from .recipes import ChannelNormalisation, channel_names, parse_recipe, recipe_needs_model
@@ -69,11 +72,15 @@ MODES = ("residual", "image")
 
 
 def _v1_to_v2(content: dict[str, Any]) -> dict[str, Any]:
-    """Version 2 says whether a model takes band subsets (``band_subsets``); version 1 models
-    were all trained on their full band list."""
-    if "band_subsets" in content:
-        raise ModelPackageError("A format version 1 package has no band_subsets entry; this one has.")
-    return {**content, "band_subsets": False}
+    """Version 2 says whether a model takes band subsets (``band_subsets``) and may carry a score
+    calibration (``score_calibration``); version 1 models were all trained on their full band list
+    and report raw scores."""
+    present = sorted({"band_subsets", "score_calibration"} & set(content))
+    if present:
+        raise ModelPackageError(
+            f"A format version 1 package has no {', '.join(present)} entry; this one has."
+        )
+    return {**content, "score_calibration": None, "band_subsets": False}
 
 
 #: ``{format_version: upgrade}``: ``upgrade`` takes the ``metadata.json``
@@ -138,6 +145,10 @@ class ModelMetadata(StrictModel):
     """Versions, git commit, dataset seeds, epochs, dates."""
     metrics: dict[str, Any] = pydantic.Field(default_factory=dict)
     """Validation figures."""
+    score_calibration: ScoreCalibration | None = None
+    """Raw network score → probability that a detection is real (`ScoreCalibration`), fitted on
+    held-out scenes; `Detector` reports calibrated scores, and the score threshold is then a
+    probability. None: raw scores."""
     band_subsets: bool = False
     """The model takes any non-empty subset of ``bands`` (it was trained with band dropout): a band
     the data lack enters as a plane of bad pixels, 0 in every channel but ``bad`` (1), so the
@@ -449,6 +460,56 @@ def default_provenance() -> dict[str, Any]:
         "torchvision": torchvision.__version__,
         "numpy": np.__version__,
     }
+
+
+def calibrate_package(
+    package: ModelPackage, scores: np.ndarray, is_real: np.ndarray, purity: float = 0.92, **fitted_on: Any
+) -> ModelPackage:
+    """``package`` with a score calibration fitted to held-out detections, and the score threshold
+    (now a probability) of the lowest cut whose detections are at least ``purity`` real.
+
+    Parameters
+    ----------
+    package : `ModelPackage`
+        A package reporting raw scores.
+    scores, is_real : `numpy.ndarray`
+        Raw score of every held-out detection and whether it is real (as
+        ``evaluate`` labels them: ``detection_scores.npz``).
+    purity : `float`
+        Purity the default threshold is chosen for.
+    **fitted_on
+        Provenance stored with the calibration (scenes, seeds...).
+
+    Raises
+    ------
+    ModelPackageError
+        If the package is calibrated already, or no threshold reaches ``purity``.
+    ValueError
+        If the detections cannot be fitted (see `fit_score_calibration`).
+    """
+    meta = package.metadata
+    if meta.score_calibration is not None:
+        raise ModelPackageError(
+            f"Model package {meta.name!r} is calibrated already; fit a calibration to raw scores "
+            "(the uncalibrated package's)."
+        )
+    calibration = fit_score_calibration(scores, is_real, purity=purity, **fitted_on)
+    threshold = threshold_for_purity(calibration.apply(scores), is_real, purity)
+    if threshold is None:
+        raise ModelPackageError(
+            f"No score threshold of {meta.name!r} reaches purity {purity:g} on these detections."
+        )
+    metrics = {
+        **meta.metrics,
+        "calibration": {"purity": purity, "threshold": threshold, **calibration.fitted_on},
+    }
+    data = {
+        **meta.model_dump(mode="json"),
+        "score_calibration": calibration.model_dump(mode="json"),
+        "inference": meta.inference.replace(score_threshold=threshold).model_dump(mode="json"),
+        "metrics": metrics,
+    }
+    return ModelPackage(ModelMetadata.model_validate(data), package.state_dict, path=None)
 
 
 def save_model_package(
