@@ -29,9 +29,9 @@ def add_parser(subparsers) -> None:
             "Simulate scenes the model never saw, take them through the first pass, run the network and the "
             "baselines (SEP 3/5 sigma, photutils) on the same inputs, and write OUT/evaluation.json with "
             "precision/recall/F1, PR curves per class, precision at 80% recall, recall versus magnitude and "
-            "mask IoU, the scores' calibration (ECE, reliability.png, detection_scores.npz; --calibrate fits one "
-            "and writes OUT/calibrated.zip), plus PNG plots and OUT/summary.json (headline numbers, SHA-256 of "
-            "each file)."
+            "mask IoU, the scores' calibration (ECE, reliability.png, detection_scores.npz; --calibrate "
+            "fits one and writes OUT/calibrated.zip), plus PNG plots and OUT/summary.json (headline "
+            "numbers, SHA-256 of each file)."
         ),
     )
     parser.add_argument(
