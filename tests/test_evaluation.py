@@ -247,3 +247,26 @@ def test_evaluation_names_a_bad_stored_label_config(tmp_path):
         evaluate_package(
             package, EvaluationConfig(n_scenes=1, device="cpu"), tmp_path / "out", progress=False
         )
+
+
+def test_evaluation_variants_change_one_thing_of_the_training_scenes(tiny_image_package):
+    from lsst.meas.extensions.residual.evaluation.evaluate import EVALUATION_VARIANTS, _settings
+    from lsst.meas.extensions.residual.network import load_model_package
+
+    package = load_model_package(tiny_image_package)
+    base = _settings(package, EvaluationConfig())[0]
+    changed = {}
+    for variant in EVALUATION_VARIANTS:
+        simulation = _settings(package, EvaluationConfig(variant=variant))[0]
+        changed[variant] = {k for k, v in simulation.model_dump().items() if v != base.model_dump()[k]}
+    assert changed == {
+        "training": set(),
+        "kolmogorov_airy": {"psf_model"},
+        "moffat": {"psf_model"},
+        "compact": {"galaxy_sizes"},
+        "correlated_noise": {"artefacts"},
+        "1yr": {"depth"},
+    }
+    assert _settings(package, EvaluationConfig(variant="correlated_noise"))[0].artefacts.saturate is False
+    with pytest.raises(ValueError, match="unknown variant 'fog'"):
+        EvaluationConfig(variant="fog")

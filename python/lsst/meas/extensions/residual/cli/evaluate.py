@@ -46,6 +46,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--score-threshold", type=float, default=None, help="operating threshold (default: package's)"
     )
+    parser.add_argument(
+        "--variant",
+        default="training",
+        help="scenes as the package's training made them (training, the default) or a held-out "
+        "variant: another PSF family, compact galaxies, correlated noise, 1-year depth "
+        "(evaluation.EVALUATION_VARIANTS)",
+    )
     parser.add_argument("--no-baselines", action="store_true", help="skip SEP and photutils")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument(
@@ -84,6 +91,7 @@ def main(args: argparse.Namespace) -> None:
         score_threshold=args.score_threshold,
         baselines=not args.no_baselines,
         device=args.device,
+        variant=args.variant,
     )
     folder = OutputFolder(args.out, overwrite=args.overwrite, output_names=_OUTPUTS)
     with input_files():

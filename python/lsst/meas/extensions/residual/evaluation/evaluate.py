@@ -76,6 +76,26 @@ from .baselines import chi_image, photutils_detect, sep_detect
 CALIBRATION_PURITIES = (0.9, 0.92, 0.95)
 
 
+def _correlated_noise() -> dict[str, Any]:
+    from ..simulation import ArtefactConfig, NoiseKernelConfig
+
+    kernel = NoiseKernelConfig(kind="lanczos", order=3, shift=0.5)  # LSST's warping kernel
+    return {"artefacts": ArtefactConfig.without_artefacts(correlated_noise_kernel=kernel)}
+
+
+#: Held-out variants of the scenes, by name: `SimulationConfig` changes to the package's training
+#: simulation (a callable where the value needs building). Each differs from the training data in one
+#: way the real sky does.
+EVALUATION_VARIANTS: dict[str, Any] = {
+    "training": {},
+    "kolmogorov_airy": {"psf_model": "kolmogorov_airy"},
+    "moffat": {"psf_model": "moffat"},
+    "compact": {"galaxy_sizes": "compact"},
+    "correlated_noise": _correlated_noise,
+    "1yr": {"depth": "1yr"},
+}
+
+
 class EvaluationConfig(StrictModel):
     """What to evaluate on, and how.
 
@@ -100,9 +120,19 @@ class EvaluationConfig(StrictModel):
     """Also run the classical detectors (SEP, photutils) on the same inputs."""
     device: str = "auto"
     """Torch device of the network: ``auto``, ``cpu`` or ``cuda[:N]``."""
+    variant: str = "training"
+    """Scenes as the package's training simulation made them (``training``), or one of
+    `EVALUATION_VARIANTS` (another PSF family, compact galaxies, correlated noise, 1-year depth)."""
     bright_snr: float = pydantic.Field(default=20.0, ge=0.0)
     """Per-class precision at 80% recall is also reported for sources above
     this S/N (fainter ones ignored: neither right nor wrong)."""
+
+    @pydantic.field_validator("variant")
+    @classmethod
+    def _known_variant(cls, variant: str) -> str:
+        if variant not in EVALUATION_VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; known: {', '.join(EVALUATION_VARIANTS)}")
+        return variant
 
     @pydantic.field_validator("mag_edges")
     @classmethod
@@ -135,15 +165,18 @@ def check_held_out(package: ModelPackage, seed: int, n_scenes: int) -> None:
 def _settings(package: ModelPackage, config: EvaluationConfig):
     dataset = package.metadata.training.get("dataset", {})
     meta = package.metadata
-    simulation = SimulationConfig(
-        height=config.scene_size,
-        width=config.scene_size,
-        bands=meta.bands,
-        depth=dataset.get("depth", "10yr"),
-        galaxy_density=dataset.get("galaxy_density"),
-        star_density=dataset.get("star_density", 8.0),
-        psf_model=dataset.get("psf_model", "kolmogorov"),
-    )
+    changes = EVALUATION_VARIANTS[config.variant]
+    changes = changes() if callable(changes) else changes
+    fields = {
+        "height": config.scene_size,
+        "width": config.scene_size,
+        "bands": meta.bands,
+        "depth": dataset.get("depth", "10yr"),
+        "galaxy_density": dataset.get("galaxy_density"),
+        "star_density": dataset.get("star_density", 8.0),
+        "psf_model": dataset.get("psf_model", "kolmogorov"),
+    }
+    simulation = SimulationConfig(**{**fields, **changes})
     where = f"model package {meta.name!r}: training dataset"
     labels = validate_config(LabelConfig, {**dataset.get("labels", {}), "mode": meta.mode}, f"{where} labels")
     detection = validate_config(DetectionConfig, dataset.get("detection", {}), f"{where} detection")
@@ -323,6 +356,7 @@ def evaluate_package(
             "seeds": [config.seed, config.seed + config.n_scenes - 1],
             "size": config.scene_size,
             "depth": simulation.depth,
+            "variant": config.variant,
         },
         "match_radius": config.match_radius,
         "n_true_sources": n_sources,
