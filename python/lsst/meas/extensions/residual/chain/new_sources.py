@@ -11,7 +11,7 @@ import pydantic
 from scipy.spatial import cKDTree
 
 from ..configs import StrictModel
-from ..network import Detector, InferenceConfig, SourceDetections
+from ..network import Detector, InferenceConfig, SourceDetections, find_sources_in_scene
 from ..scene import Scene
 
 #: The class of a detection the network calls an artefact (a model trained with artefact truth): it is
@@ -120,15 +120,7 @@ def find_new_sources(
     lsst.meas.extensions.residual.network.ModelPackageError
         If the scene lacks a band the package needs.
     """
-    found = detector.find(
-        scene.image,
-        scene.variance,
-        scene.bands,
-        first_pass_model,
-        scene.bad_mask(),
-        inference=inference,
-        progress=progress,
-    )
+    found = find_sources_in_scene(detector, scene, first_pass_model, inference=inference, progress=progress)
     config = NewSourcesConfig() if config is None else config
     x, y = _pixels(found, scene.shape)
     with_data = scene.has_data()[y, x]

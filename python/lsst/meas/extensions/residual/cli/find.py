@@ -69,7 +69,13 @@ def _read_model_cube(path: str, shape: tuple[int, ...]):
 def main(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from ..network import Detector, default_model_path, read_model_metadata, select_device
+    from ..network import (
+        Detector,
+        default_model_path,
+        find_sources_in_scene,
+        read_model_metadata,
+        select_device,
+    )
     from ..scene import read_scene
     from .main import input_files
     from .options import inference_config_from_args
@@ -95,15 +101,7 @@ def main(args: argparse.Namespace) -> None:
             model_cube = first_pass_model(scene, detect_peaks(scene))
     detector = Detector(package_path, device=device)
     start = time.perf_counter()
-    detections = detector.find(
-        scene.image,
-        scene.variance,
-        scene.bands,
-        model_cube,
-        scene.bad_mask(),
-        inference=inference,
-        progress=True,
-    )
+    detections = find_sources_in_scene(detector, scene, model_cube, inference=inference, progress=True)
     seconds = time.perf_counter() - start
     with folder.staging() as staged:
         detections.write(staged / "sources.fits")

@@ -75,50 +75,59 @@ def _residual_of(scene: Scene, model: np.ndarray) -> np.ndarray:
     return residual
 
 
-class _Residual:
+class _DerivedCube:
+    """A `DeblendResult` cube field: the array it was given, or else one made from the result.
+
+    Subclasses say how (`make`) and whether the made cube is kept (`keep`). As a dataclass field
+    it has no default (reading it from the class raises AttributeError).
+    """
+
+    keep = False
+
+    def __set_name__(self, owner, name):
+        self.name = name
+        self.attribute = f"_{name}"
+
+    def __get__(self, result, owner=None):
+        if result is None:
+            raise AttributeError(self.name)
+        stored = getattr(result, self.attribute)
+        if stored is None:
+            stored = self.make(result)
+            if self.keep:
+                setattr(result, self.attribute, stored)
+        return stored
+
+    def __set__(self, result, value):
+        setattr(result, self.attribute, None if value is None else np.asarray(value))
+
+    def make(self, result) -> np.ndarray:
+        raise NotImplementedError
+
+
+class _Residual(_DerivedCube):
     """`DeblendResult.residual`: the cube it was given, or else one computed from its scene and model.
 
     A full patch's chain keeps only the models: each residual is a patch-sized cube, made when it
     is asked for (to write it, say) and not kept.
     """
 
-    def __set_name__(self, owner, name):
-        self.attribute = f"_{name}"
-
-    def __get__(self, result, owner=None):
-        if result is None:
-            raise AttributeError("residual")  # a dataclass field without a default
-        stored = getattr(result, self.attribute)
-        if stored is not None:
-            return stored
+    def make(self, result) -> np.ndarray:
         if result.scene is None:
             raise ValueError("This DeblendResult has neither a residual cube nor the scene to compute it.")
         return _residual_of(result.scene, result.model)
 
-    def __set__(self, result, value):
-        setattr(result, self.attribute, None if value is None else np.asarray(value))
 
-
-class _Model:
+class _Model(_DerivedCube):
     """`DeblendResult.model`: the cube it was given, or once released (`DeblendResult.release_model`)
     the same cube rendered again from the model data and the scene (`patch_model`), then kept."""
 
-    def __set_name__(self, owner, name):
-        self.attribute = f"_{name}"
+    keep = True
 
-    def __get__(self, result, owner=None):
-        if result is None:
-            raise AttributeError("model")  # a dataclass field without a default
-        stored = getattr(result, self.attribute)
-        if stored is None:
-            if result.scene is None:
-                raise ValueError("This DeblendResult's model was released and it has no scene to render it.")
-            stored = patch_model(result.scene, result.model_data)
-            setattr(result, self.attribute, stored)
-        return stored
-
-    def __set__(self, result, value):
-        setattr(result, self.attribute, None if value is None else np.asarray(value))
+    def make(self, result) -> np.ndarray:
+        if result.scene is None:
+            raise ValueError("This DeblendResult's model was released and it has no scene to render it.")
+        return patch_model(result.scene, result.model_data)
 
 
 @dataclasses.dataclass
