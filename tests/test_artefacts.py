@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import numpy as np
@@ -13,7 +14,6 @@ from lsst.meas.extensions.residual.configs import validate_config
 from lsst.meas.extensions.residual.errors import ConfigError
 from lsst.meas.extensions.residual.masks import DEFAULT_MASK_PLANES
 from lsst.meas.extensions.residual.scene import (
-    Scene,
     SceneFormatError,
     read_scene,
     write_scene,
@@ -313,15 +313,7 @@ def test_band_subset_and_bad_artefact_tables(dense_scene):
     table["type"] = table["type"].astype("U20")
     table["type"][0] = "lens_flare"
     with pytest.raises(SceneFormatError, match="unknown type"):
-        Scene(
-            image=dense_scene.image,
-            variance=dense_scene.variance,
-            psf=dense_scene.psf,
-            bands=dense_scene.bands,
-            mask=dense_scene.mask,
-            mask_planes=dense_scene.mask_planes,
-            artefacts=table,
-        )
+        dataclasses.replace(dense_scene, artefacts=table)
 
 
 @pytest.mark.parametrize(

@@ -387,6 +387,24 @@ class _Scratch:
         yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
         self.yy, self.xx = yy.astype(np.float64), xx.astype(np.float64)
 
+    def line(self, x: float, y: float, angle: float) -> tuple[np.ndarray, dict[str, float]]:
+        """A straight line through (x, y) at ``angle`` (radians from +x), across the whole scene.
+
+        Returns each pixel's distance to it, and the row columns of its geometry (`add_row`): where
+        it enters and leaves the scene, its length there and its angle in degrees.
+        """
+        x_start, y_start, x_end, y_end = _line_through_scene(x, y, angle, self.shape)
+        across = np.abs(-(self.xx - x) * np.sin(angle) + (self.yy - y) * np.cos(angle))
+        geometry = {
+            "x": x_start,
+            "y": y_start,
+            "x_end": x_end,
+            "y_end": y_end,
+            "length": float(np.hypot(x_end - x_start, y_end - y_start)),
+            "angle": float(np.degrees(angle)),
+        }
+        return across, geometry
+
     def add_row(
         self,
         kind: str,
@@ -824,8 +842,7 @@ def _satellite_trails(
         angle = rng.uniform(0.0, np.pi)
         peak = rng.uniform(*(config.bright_trail_peak_range if masked else config.faint_trail_peak_range))
         residue = rng.uniform(*config.trail_residue_range) if masked else 1.0
-        x_start, y_start, x_end, y_end = _line_through_scene(x, y, angle, scratch.shape)
-        across = np.abs(-(scratch.xx - x) * np.sin(angle) + (scratch.yy - y) * np.cos(angle))
+        across, line = scratch.line(x, y, angle)
         trail = np.stack(
             [
                 np.where(across <= _LINE_DRAW_SIGMA * w, peak * s * np.exp(-0.5 * (across / w) ** 2), 0.0)
@@ -845,12 +862,7 @@ def _satellite_trails(
             "satellite_trail",
             pixels,
             mask_plane="STREAK" if masked else "",
-            x=x_start,
-            y=y_start,
-            x_end=x_end,
-            y_end=y_end,
-            length=float(np.hypot(x_end - x_start, y_end - y_start)),
-            angle=float(np.degrees(angle)),
+            **line,
             width=float(psf_sigma[reference]),
             flux=added.sum(axis=(1, 2)),
         )
@@ -867,24 +879,12 @@ def _chip_gaps(
         angle = rng.uniform(0.0, np.pi)
         gap_width = rng.uniform(*config.chip_gap_width_range)
         factor = rng.uniform(*config.chip_gap_variance_range)
-        across = np.abs(-(scratch.xx - x) * np.sin(angle) + (scratch.yy - y) * np.cos(angle))
+        across, line = scratch.line(x, y, angle)
         pixels = across <= 0.5 * gap_width
         border = pixels & (across > 0.5 * gap_width - config.chip_gap_edge_width)
         scratch.variance_factor[pixels] *= factor
         scratch.mask[:, border] |= edge_bit
-        x_start, y_start, x_end, y_end = _line_through_scene(x, y, angle, scratch.shape)
-        scratch.add_row(
-            "chip_gap",
-            pixels,
-            mask_plane="EDGE",
-            x=x_start,
-            y=y_start,
-            x_end=x_end,
-            y_end=y_end,
-            length=float(np.hypot(x_end - x_start, y_end - y_start)),
-            angle=float(np.degrees(angle)),
-            width=float(gap_width),
-        )
+        scratch.add_row("chip_gap", pixels, mask_plane="EDGE", **line, width=float(gap_width))
 
 
 def _cosmic_rays(

@@ -62,24 +62,22 @@ def _unit_bulge():
 
 
 def _draw_bulge(hlr, g1, g2, half, offset, pixel_scale):
-    size = 2 * half + 1
-    ss = _BULGE_SUPERSAMPLING
-    image = (
-        _unit_bulge()
-        .dilate(hlr)
-        .shear(g1=g1, g2=g2)
-        .drawImage(
-            nx=size * ss,
-            ny=size * ss,
-            scale=pixel_scale / ss,
-            offset=(offset[0] * ss, offset[1] * ss),
-            method="no_pixel",
-            dtype=np.float64,
-        )
-        .array
-    )
-    image = image.reshape(size, ss, size, ss).sum(axis=(1, 3))
+    profile = _unit_bulge().dilate(hlr).shear(g1=g1, g2=g2)
+    image = _supersampled(profile, 2 * half + 1, _BULGE_SUPERSAMPLING, offset, pixel_scale)
     return image / image.sum()
+
+
+def _supersampled(profile, size: int, ss: int, offset, pixel_scale: float) -> np.ndarray:
+    """(size, size) pixel integral of a galsim profile, sampled ``ss``² times per pixel in real space."""
+    image = profile.drawImage(
+        nx=size * ss,
+        ny=size * ss,
+        scale=pixel_scale / ss,
+        offset=(offset[0] * ss, offset[1] * ss),
+        method="no_pixel",
+        dtype=np.float64,
+    ).array
+    return image.reshape(size, ss, size, ss).sum(axis=(1, 3))
 
 
 def _draw_disk(hlr, g1, g2, half, offset, pixel_scale):
@@ -90,19 +88,7 @@ def _draw_disk(hlr, g1, g2, half, offset, pixel_scale):
     if hlr < _SMALL_DISK_HLR:
         # galsim's FFT of a disk this small needs a huge k grid (~0.1 s a disk); sampling it
         # 16x per pixel side in real space is as good (0.1-0.2% of the peak) and ~1000x faster.
-        ss = _SMALL_DISK_SUPERSAMPLING
-        image = (
-            disk.drawImage(
-                nx=size * ss,
-                ny=size * ss,
-                scale=pixel_scale / ss,
-                offset=(offset[0] * ss, offset[1] * ss),
-                method="no_pixel",
-                dtype=np.float64,
-            )
-            .array.reshape(size, ss, size, ss)
-            .sum(axis=(1, 3))
-        )
+        image = _supersampled(disk, size, _SMALL_DISK_SUPERSAMPLING, offset, pixel_scale)
     else:
         image = disk.drawImage(nx=size, ny=size, scale=pixel_scale, offset=offset, dtype=np.float64).array
     return image / image.sum()
