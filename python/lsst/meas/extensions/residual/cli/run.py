@@ -92,20 +92,18 @@ def add_parser(subparsers) -> None:
 
 
 def write_residual(path: Path, scene, model, name: str = "RESIDUAL") -> None:
-    """``scene.image − model`` (zero at bad pixels, as `DeblendResult.residual`) as FITS: the cube in
-    an ``name`` extension, the band names in the primary header (``BANDS``).
+    """`patch_residual` of ``scene`` and ``model`` as FITS: the cube in a ``name`` extension, the band
+    names in the primary header (``BANDS``).
 
-    Made band by band into the big-endian cube FITS stores: on a full patch, neither the residual
-    cube nor the byte-swapped copy astropy would make of it is held besides.
+    Made straight into the big-endian cube FITS stores: on a full patch, no native-order copy is
+    held besides.
     """
     import numpy as np
     from astropy.io import fits
 
-    cube = np.empty(scene.image.shape, dtype=">f4")
-    for band in range(scene.nbands):
-        residual = np.subtract(scene.image[band], model[band], dtype=np.float32)
-        residual[~scene.good_at(band)] = 0.0
-        cube[band] = residual
+    from ..deblending.deblend import patch_residual
+
+    cube = patch_residual(scene, model, out=np.empty(scene.image.shape, dtype=">f4"))
     primary = fits.PrimaryHDU()
     primary.header["BANDS"] = ",".join(scene.bands)
     fits.HDUList([primary, fits.ImageHDU(cube, name=name)]).writeto(path)

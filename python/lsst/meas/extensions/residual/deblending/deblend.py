@@ -24,6 +24,8 @@ __all__ = [
     "deblend",
     "deblend_with_new_peaks",
     "DeblendResult",
+    "patch_model",
+    "patch_residual",
     "SKIP_REASONS",
     "CATALOG_COLUMNS",
     "PER_BAND_COLUMNS",
@@ -64,14 +66,17 @@ FIRST_PASS = "first_pass"
 RESIDUAL = "residual"
 
 
-def _residual_of(scene: Scene, model: np.ndarray) -> np.ndarray:
+def patch_residual(scene: Scene, model: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """(nbands, H, W) float32 ``scene.image − model``, zero at the scene's bad pixels (never NaN).
 
-    In place, so that a full patch holds the one residual cube and, besides, only a boolean mask.
+    Band by band into one cube (``out``, e.g. the big-endian array a FITS writer takes; default: a
+    new float32 cube), so that a full patch holds that cube and, besides, only one band's arrays.
     """
-    residual = np.subtract(scene.image, model).astype(np.float32, copy=False)
-    bad = np.logical_not(scene.good)
-    residual[bad] = 0.0
+    residual = np.empty(scene.image.shape, dtype=np.float32) if out is None else out
+    for band in range(scene.nbands):
+        plane = np.subtract(scene.image[band], model[band], dtype=np.float32)
+        plane[~scene.good_at(band)] = 0.0
+        residual[band] = plane
     return residual
 
 
@@ -115,7 +120,7 @@ class _Residual(_DerivedCube):
     def make(self, result) -> np.ndarray:
         if result.scene is None:
             raise ValueError("This DeblendResult has neither a residual cube nor the scene to compute it.")
-        return _residual_of(result.scene, result.model)
+        return patch_residual(result.scene, result.model)
 
 
 class _Model(_DerivedCube):

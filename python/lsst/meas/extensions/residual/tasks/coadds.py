@@ -150,18 +150,24 @@ def _read_planes(
     afw_name = _afw_plane_names()
     wanted = set(bad_mask_planes)
     bad = np.zeros(shape, dtype=bool)
-    for name in names:
-        if name in wanted or afw_name.get(name) in wanted:
-            bad |= is_set(name)
     planes = np.zeros(shape, dtype=np.int32)
-    for name in names:
+    # A plane the core counts as bad but the task does not is kept only where the task's are set.
+    restricted = []
+    for name in names:  # each plane decoded once
         core_name = afw_name.get(name, name)
-        if core_name not in DEFAULT_MASK_PLANES or core_name == _BAD_PLANE:
+        is_bad = name in wanted or core_name in wanted
+        kept = core_name in DEFAULT_MASK_PLANES and core_name != _BAD_PLANE
+        if not (is_bad or kept):
             continue
         pixels = is_set(name)
-        if core_name in DEFAULT_BAD_PLANES:
-            pixels = pixels & bad
-        planes[pixels] |= np.int32(1 << DEFAULT_MASK_PLANES[core_name])
+        if is_bad:
+            bad |= pixels
+        if kept and core_name in DEFAULT_BAD_PLANES and not is_bad:
+            restricted.append((core_name, pixels))
+        elif kept:
+            planes[pixels] |= np.int32(1 << DEFAULT_MASK_PLANES[core_name])
+    for core_name, pixels in restricted:
+        planes[pixels & bad] |= np.int32(1 << DEFAULT_MASK_PLANES[core_name])
     return bad, planes
 
 
