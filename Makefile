@@ -48,8 +48,12 @@ $(VENV)/.bench-installed: $(STAMP)
 bench: venv $(VENV)/.bench-installed
 	$(VPY) -m bench --out $(BENCH_DIR)
 
+# The shipped residual package's config by default; e.g. TRAIN_CONFIG=config/train_residual_v2.yaml.
+TRAIN_CONFIG ?= config/train_residual.yaml
+TRAIN_OUT ?= runs/$(basename $(notdir $(TRAIN_CONFIG)))
+
 train: venv
-	$(VENV)/bin/residual-detectron train --config config/train_residual.yaml --out runs/train_residual
+	$(VENV)/bin/residual-detectron train --config $(TRAIN_CONFIG) --out $(TRAIN_OUT)
 
 lint: venv
 	$(VPY) -m pip install -q -e '.[dev]'

@@ -158,7 +158,7 @@ class _FakeDetector:
         self.positions = positions
         self.bands = bands
 
-    def find(self, image, variance, bands, model, mask, *, inference=None, progress=False):
+    def find(self, image, variance, bands, model, mask, *, pixel_scale=None, inference=None, progress=False):
         table = Table()
         n = len(self.positions)
         table["id"] = np.arange(1, n + 1)

@@ -163,8 +163,14 @@ def test_package_round_trip(tiny_package_path, tmp_path):
     meta = read_model_metadata(tiny_package_path)
     assert meta == package.metadata
     assert meta.inference == InferenceConfig(
-        tile_size=64, tile_overlap=16, score_threshold=0.0, merge_ios=0.5, class_nms_iou=0.7
+        tile_size=64,
+        tile_overlap=16,
+        score_threshold=0.0,
+        merge_ios=0.5,
+        class_nms_iou=0.7,
+        pixel_scale_tolerance=0.05,
     )
+    assert meta.pixel_scales == (0.2, 0.2)
     assert (meta.tile_size, meta.tile_overlap, meta.score_threshold) == (64, 16, 0.0)
     assert meta.bands == ("g", "r", "i") and meta.recipe == "image" and meta.classes == ("star", "galaxy")
     assert meta.channels == ["image_g", "image_r", "image_i"]
@@ -297,6 +303,23 @@ def _edited_package(source, target, edit):
     return target
 
 
+def test_pixel_scales_outside_the_training_range_are_refused(tiny_package_path):
+    meta = read_model_metadata(tiny_package_path)
+    for scale in (0.2, 0.19, 0.2099):  # within 5% of the 0.2" it was trained on
+        meta.check_pixel_scale(scale)
+    for scale in (0.168, 0.262, 0.2101):
+        with pytest.raises(ModelPackageError, match=r"trained on pixels of 0\.2\"; .*tolerance of 5%"):
+            meta.check_pixel_scale(scale)
+    meta.check_pixel_scale(0.262, tolerance=0.35)
+    widened = meta.replace(pixel_scales=(0.17, 0.27))
+    widened.check_pixel_scale(0.168)
+    widened.check_pixel_scale(0.262)
+    with pytest.raises(ModelPackageError, match=r'0\.17-0\.27"; the data has 0\.3" pixels'):
+        widened.check_pixel_scale(0.3)
+    with pytest.raises(ValueError, match="pixel_scales"):
+        meta.replace(pixel_scales=(0.27, 0.17))
+
+
 @pytest.mark.parametrize("mode", ["residual", "image"])
 def test_shipped_packages_load_and_their_metadata_round_trips(mode):
     from lsst.meas.extensions.residual.network.package import _metadata_json
@@ -305,25 +328,28 @@ def test_shipped_packages_load_and_their_metadata_round_trips(mode):
     package = load_model_package(path)
     meta = package.metadata
     assert meta == read_model_metadata(path)
-    # The shipped files (format version 1) predate class_nms_iou: it takes the package default.
+    # The shipped files (format version 1) predate class_nms_iou and pixel_scale_tolerance: they
+    # take the package defaults.
     assert meta.inference.class_nms_iou == 0.7 and meta.inference.batch_size is None
+    assert meta.inference.pixel_scale_tolerance == 0.05 and meta.pixel_scales == (0.2, 0.2)
     assert meta.inference.tile_size == 512 and 0 < meta.score_threshold < 1
     # Dumped to JSON and validated again: the same metadata.
     dumped = json.loads(json.dumps(meta.model_dump(mode="json")))
     assert validate_config(ModelMetadata, dumped) == meta
     # Written now, the metadata.json is the shipped one, key for key and in the same order, plus
-    # the class_nms_iou it lacked, in format version 2 (migrated: no band subsets).
+    # the inference settings it lacked, in format version 3 (migrated: no band subsets, 0.2" pixels).
     with zipfile.ZipFile(path) as archive:
         shipped = json.loads(archive.read("metadata.json"))
     written = _metadata_json(meta, shipped["weights_dtype"], shipped["weights_sha256"])
     assert "class_nms_iou" not in shipped["inference"] and "band_subsets" not in shipped
     assert meta.score_calibration is None
-    assert shipped["format_version"] == 1 and written["format_version"] == 2
+    assert shipped["format_version"] == 1 and written["format_version"] == 3
     assert meta.band_subsets is False
-    shipped["inference"]["class_nms_iou"] = 0.7
-    shipped["format_version"] = 2
+    shipped["inference"].update(class_nms_iou=0.7, pixel_scale_tolerance=0.05)
+    shipped["format_version"] = 3
     weights = {key: shipped.pop(key) for key in ("weights_dtype", "weights_sha256")}
-    shipped = {**shipped, "score_calibration": None, "band_subsets": False, **weights}
+    migrated = {"score_calibration": None, "band_subsets": False, "pixel_scales": [0.2, 0.2]}
+    shipped = {**shipped, **migrated, **weights}
     assert written == shipped and list(written) == list(shipped)
 
 
@@ -341,7 +367,7 @@ def test_shipped_packages_load_and_their_metadata_round_trips(mode):
         (lambda d: {**d, "inference": {**d["inference"], "batch_size": 4}}, "does not fix batch_size"),
         (lambda d: {k: v for k, v in d.items() if k != "recipe"}, "recipe: Field required"),
         (lambda d: {**d, "format": "other"}, "not a ResidualDetectron model package"),
-        (lambda d: {**d, "format_version": 99}, "format version 99; this code reads versions 1 to 2"),
+        (lambda d: {**d, "format_version": 99}, "format version 99; this code reads versions 1 to 3"),
     ],
 )
 def test_bad_metadata_is_refused_naming_the_field(tiny_package_path, tmp_path, edit, message):
@@ -355,8 +381,8 @@ def test_older_format_versions_are_migrated_in_order(tiny_package_path, tmp_path
     package_module = importlib.import_module("lsst.meas.extensions.residual.network.package")
     # Every version before the current one has its upgrade.
     assert set(package_module.MIGRATIONS) == set(range(1, package_module.PACKAGE_FORMAT_VERSION))
-    # A hypothetical format version 4 where ``stamp_size`` became ``training_stamp_size`` (version 3)
-    # and is back (version 4): a version-2 file goes through both steps, in order.
+    # A hypothetical format version 5 where ``stamp_size`` became ``training_stamp_size`` (version 4)
+    # and is back (version 5): a version-3 file goes through both steps, in order.
     steps = []
 
     def rename(old, new):
@@ -366,20 +392,20 @@ def test_older_format_versions_are_migrated_in_order(tiny_package_path, tmp_path
 
         return upgrade
 
-    monkeypatch.setattr(package_module, "PACKAGE_FORMAT_VERSION", 4)
+    monkeypatch.setattr(package_module, "PACKAGE_FORMAT_VERSION", 5)
     monkeypatch.setattr(
         package_module,
         "MIGRATIONS",
         {
             **package_module.MIGRATIONS,
-            2: rename("stamp_size", "training_stamp_size"),
-            3: rename("training_stamp_size", "stamp_size"),
+            3: rename("stamp_size", "training_stamp_size"),
+            4: rename("training_stamp_size", "stamp_size"),
         },
     )
     assert read_model_metadata(tiny_package_path).stamp_size == 128
     assert steps == [("stamp_size", "training_stamp_size"), ("training_stamp_size", "stamp_size")]
     steps.clear()
-    current = _edited_package(tiny_package_path, tmp_path / "v4.zip", lambda d: {**d, "format_version": 4})
+    current = _edited_package(tiny_package_path, tmp_path / "v5.zip", lambda d: {**d, "format_version": 5})
     assert read_model_metadata(current).stamp_size == 128 and steps == []
     # Version 1 (the shipped packages) had no band subsets; one claiming them is refused.
     monkeypatch.undo()
@@ -387,13 +413,27 @@ def test_older_format_versions_are_migrated_in_order(tiny_package_path, tmp_path
         tiny_package_path,
         tmp_path / "v1.zip",
         lambda d: (
-            {k: v for k, v in d.items() if k not in ("band_subsets", "score_calibration")}
+            {k: v for k, v in d.items() if k not in ("band_subsets", "score_calibration", "pixel_scales")}
             | {"format_version": 1}
         ),
     )
     assert read_model_metadata(old).band_subsets is False
-    claims = _edited_package(tiny_package_path, tmp_path / "v1b.zip", lambda d: {**d, "format_version": 1})
+    claims = _edited_package(
+        tiny_package_path,
+        tmp_path / "v1b.zip",
+        lambda d: {k: v for k, v in d.items() if k != "pixel_scales"} | {"format_version": 1},
+    )
     with pytest.raises(ModelPackageError, match="version 1 package has no band_subsets"):
+        read_model_metadata(claims)
+    # Version 2 had no pixel scales: its models were trained on 0.2" pixels.
+    v2 = _edited_package(
+        tiny_package_path,
+        tmp_path / "v2.zip",
+        lambda d: {k: v for k, v in d.items() if k != "pixel_scales"} | {"format_version": 2},
+    )
+    assert read_model_metadata(v2).pixel_scales == (0.2, 0.2)
+    claims = _edited_package(tiny_package_path, tmp_path / "v2b.zip", lambda d: {**d, "format_version": 2})
+    with pytest.raises(ModelPackageError, match="version 2 package has no pixel_scales"):
         read_model_metadata(claims)
 
 

@@ -76,6 +76,22 @@ def test_run_refuses_a_scene_without_the_package_bands(files, tmp_path, capsys):
     )
 
 
+def test_run_refuses_pixels_the_package_was_not_trained_on_unless_told(files, tmp_path, capsys):
+    import dataclasses
+
+    tmp, package, scene = files
+    decam = dataclasses.replace(scene, metadata={**scene.metadata, "PIXSCALE": 0.262})
+    write_scene(decam, tmp_path / "decam.fits")
+    argv = ["run", str(tmp_path / "decam.fits"), "--model", str(package), "--no-plot"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert 'trained on pixels of 0.2"; the data has 0.262" pixels' in err and "--pixel-scale-tolerance" in err
+    assert not (tmp_path / "out").exists()
+    # Told to, it runs the model on the coarser pixels.
+    assert main([*argv, "--out", str(tmp_path / "told"), "--pixel-scale-tolerance", "0.35"]) == 0
+    assert (tmp_path / "told" / "catalog.fits").exists()
+
+
 def test_run_on_a_band_subset_with_a_package_that_takes_them(files, tmp_path):
     tmp, _, scene = files
     subsets = make_tiny_package(tmp_path / "subsets.zip", recipe="residual+model+bad", band_subsets=True)

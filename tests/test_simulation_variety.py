@@ -240,9 +240,21 @@ def test_widened_mix_is_seeded_and_varied(tmp_path):
     assert len({scene.metadata["DEPTHYR"] for scene in scenes}) == 6
     assert len({scene.metadata["PSFERR_R"] for scene in scenes}) == 6
     assert all(2.0 <= s.metadata["PSFBETA"] <= 5.0 for s in scenes if s.metadata["PSFMODEL"] == "moffat")
+    # Pixel scales from HSC's to DECam's; the sources are drawn at the scene's scale.
+    scales = [scene.metadata["PIXSCALE"] for scene in scenes]
+    assert len(set(scales)) == 6 and all(0.17 <= v <= 0.27 for v in scales)
+    for scene in scenes:
+        # The PSF is drawn at the scene's scale: its FWHM in pixels is the seeing over the scale
+        # (from the area above half the peak, pixelised).
+        psf = scene.psf[scene.bands.index("r")]
+        fwhm_pixels = np.sqrt(np.count_nonzero(psf >= 0.5 * psf.max()) * 4 / np.pi)
+        assert 0.75 < fwhm_pixels / (scene.metadata["PSFFWHM"] / scene.metadata["PIXSCALE"]) < 1.3
     # Overrides replace the mix's values.
-    fixed = SimulationConfig.widened(psf_model="moffat", depth="1yr", knot_fraction=0.0, **SMALL)
+    fixed = SimulationConfig.widened(
+        psf_model="moffat", depth="1yr", knot_fraction=0.0, pixel_scale=0.2, **SMALL
+    )
     assert fixed.psf_model_mix == () and fixed.depth_years_range is None and fixed.knot_fraction == 0.0
+    assert fixed.pixel_scale_range is None and simulate_scene(3, fixed).metadata["PIXSCALE"] == 0.2
     with pytest.raises(ConfigError, match="knot_fraction"):
         SimulationConfig.widened(knot_fraction=2.0)
 
@@ -268,6 +280,7 @@ def test_widened_mix_is_seeded_and_varied(tmp_path):
         ({"galaxy_sizes": "tiny"}, "galaxy_sizes"),
         ({"psf_model_error": -0.01}, "psf_model_error"),
         ({"background_gradient_sigma": -1.0}, "background_gradient_sigma"),
+        ({"pixel_scale_range": (0.27, 0.17)}, "pixel_scale_range"),
     ],
 )
 def test_bad_widened_options(values, message):

@@ -104,9 +104,29 @@ def test_cell_coadds_round_trip_to_the_scene_in_lsst_band_order(small_scene, coa
     np.testing.assert_array_equal(patch.scene.variance, small_scene.variance)
     np.testing.assert_allclose(patch.scene.psf, small_scene.psf, atol=1e-7)
     assert (patch.x0, patch.y0) == (96, 96)
+    assert patch.scene.metadata["PIXSCALE"] == pytest.approx(SKYMAP.pixel_scale, rel=1e-5)  # from the WCS
     ra, dec = patch.placement(0, 3).sky(np.array([0.0]), np.array([0.0]))
     expected = SKYMAP.pixel_to_sky(np.array([96.0]), np.array([96.0]))
     np.testing.assert_allclose([ra[0], dec[0]], [expected[0][0], expected[1][0]], atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("scale", "dec", "rotation"), [(0.262, 0.0, 0.0), (0.168, 60.0, 30.0), (0.2, -89.9, 10.0)]
+)
+def test_the_pixel_scale_of_a_patch_comes_from_its_wcs(scale, dec, rotation):
+    from lsst.meas.extensions.residual.tasks.coadds import local_pixel_scale
+
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [359.99, dec]  # across RA = 0
+    wcs.wcs.crpix = [50.0, 50.0]
+    angle = np.radians(rotation)
+    wcs.wcs.cd = scale / 3600.0 * np.array([[-np.cos(angle), np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+
+    def pixel_to_sky(x, y):
+        return wcs.all_pix2world(x, y, 0)
+
+    assert local_pixel_scale(pixel_to_sky, 49.0, 49.0) == pytest.approx(scale, rel=1e-5)
 
 
 def test_missing_unknown_and_out_of_order_bands_are_named(coadds):

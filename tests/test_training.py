@@ -81,6 +81,58 @@ def test_labels_need_truth_and_peaks(small_scene):
         LabelConfig(mode="both")
 
 
+ARTEFACT_TARGET_TYPES = ("diffraction_spike", "psf_wing", "satellite_trail", "cosmic_ray")
+
+
+@pytest.fixture(scope="module")
+def artefact_scene():
+    """A 128² scene with a bright star (its spikes and halo) and the other artefacts of the mix."""
+    from lsst.meas.extensions.residual.simulation import ArtefactConfig, SimulationConfig, simulate_scene
+
+    return simulate_scene(
+        3, SimulationConfig(height=128, width=128, artefacts=ArtefactConfig(min_bright_stars=1))
+    )
+
+
+def test_artefact_truth_gives_targets_of_a_third_class(artefact_scene):
+    scene = artefact_scene
+    peaks = detect_peaks(scene).xy
+    plain = make_labels(scene, peaks, LabelConfig(mode="residual"))
+    assert plain.classes == ("star", "galaxy") and len(plain.artefacts) == 0
+    config = LabelConfig(mode="residual", artefact_types=ARTEFACT_TARGET_TYPES, artefact_cell=24)
+    labels = make_labels(scene, peaks, config)
+    assert labels.classes == ("star", "galaxy", "artefact") == config.classes
+    # The source targets are those of the labels without artefacts.
+    np.testing.assert_array_equal(labels.target_index, plain.target_index)
+    types = set(np.asarray(labels.artefacts["type"]).astype(str))
+    assert {"diffraction_spike", "psf_wing"} <= types <= set(ARTEFACT_TARGET_TYPES)
+    boxes, class_ids, footprints = labels.network_targets()
+    n_sources = len(labels.target_index)
+    assert len(boxes) == len(class_ids) == len(footprints) == n_sources + len(labels.artefacts)
+    assert np.all(class_ids[n_sources:] == 3) and np.all(np.isin(class_ids[:n_sources], (1, 2)))
+    usable = scene.good.any(axis=0)
+    truth_pixels = {int(r["id"]): r["footprint"] for r in scene.artefacts}
+    for row, fp, box in zip(labels.artefacts, footprints[n_sources:], boxes[n_sources:], strict=True):
+        assert max(fp.mask.shape) <= 24 and fp.area > 0  # one cell
+        np.testing.assert_array_equal(box, [fp.x0, fp.y0, fp.x0 + fp.mask.shape[1], fp.y0 + fp.mask.shape[0]])
+        # Its pixels are the artefact's own, with data, and outside every source target's mask.
+        assert np.all(truth_pixels[int(row["artefact_id"])].cut(fp.box)[fp.mask])
+        assert np.all(usable[fp.slices][fp.mask])
+        for source in footprints[:n_sources]:
+            assert not np.any(source.cut(fp.box) & fp.mask)
+    # Every visible pixel of a spike is in one of its cells.
+    spike = next(r for r in scene.artefacts if r["type"] == "diffraction_spike")
+    cells = [
+        fp
+        for r, fp in zip(labels.artefacts, footprints[n_sources:], strict=True)
+        if r["artefact_id"] == spike["id"]
+    ]
+    covered = sum(fp.area for fp in cells)
+    assert covered == int(np.count_nonzero(spike["footprint"].mask & usable[spike["footprint"].slices]))
+    with pytest.raises(ValueError, match=r"unknown artefact type\(s\) \['ghost'\]"):
+        LabelConfig(artefact_types=("ghost",))
+
+
 # --- augmentation and stamps -------------------------------------------------------------------------
 
 
@@ -264,6 +316,38 @@ def test_a_dataset_of_realistic_patches_sees_their_masks(tmp_path):
         DatasetConfig(widened=True, depth="1yr")
 
 
+def test_a_dataset_with_artefact_targets_trains_an_artefact_class(tmp_path):
+    from lsst.meas.extensions.residual.simulation import ArtefactConfig
+
+    labels = LabelConfig(mode="residual", artefact_types=ARTEFACT_TARGET_TYPES)
+    config = DatasetConfig(
+        name="t-art",
+        recipe="residual+model+bad",
+        n_scenes=1,
+        seed=3,
+        scene_size=128,
+        labels=labels,
+        artefacts=ArtefactConfig(min_bright_stars=1),
+    )
+    directory = generate_dataset(config, tmp_path, progress=False, deblender=truth_deblender)
+    record = load_dataset(directory)[0]
+    n_artefacts = int(np.sum(record.class_ids == 3))
+    assert n_artefacts > 0 and len(record.footprints) == len(record.class_ids) == len(record.boxes)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["n_targets_per_class"]["artefact"] == n_artefacts
+    assert set(manifest["n_targets_per_class"]) == {"star", "galaxy", "artefact"}
+    # Band dropout keeps an artefact while a band it lies in is kept: infinite S/N² in those bands.
+    band_snr2 = np.asarray(record.info["band_snr2"])[record.class_ids == 3]
+    assert np.all(np.isin(band_snr2, (0.0, np.inf))) and np.all(np.isinf(band_snr2).any(axis=1))
+    assert np.all(np.isfinite(np.asarray(record.info["band_snr2"])[record.class_ids != 3]))
+    train_config = TrainConfig(
+        mode="residual", dataset=config, stamp_size=64, focus={"artefact": 0.3}, model=TINY
+    )
+    assert train_config.network_config().num_classes == 4
+    with pytest.raises(ValueError, match=r"unknown class\(es\) \['artefact'\]"):
+        TrainConfig(mode="residual", dataset=config.replace(labels=LabelConfig()), focus={"artefact": 0.3})
+
+
 def test_residual_dataset_uses_the_first_pass_model(tmp_path):
     config = DatasetConfig(name="t-res", recipe="residual+model", n_scenes=1, seed=11, scene_size=96)
     directory = generate_dataset(config, tmp_path, progress=False, deblender=truth_deblender)
@@ -355,12 +439,20 @@ def test_train_config_errors(tmp_path):
 
 
 def test_shipped_training_configs_parse():
-    for name in ("train_residual.yaml", "train_image.yaml", "train_smoke.yaml"):
+    channels = {"residual+model": 12, "image": 6, "residual+model+bad": 18}
+    for name in ("train_residual.yaml", "train_image.yaml", "train_smoke.yaml", "train_residual_v2.yaml"):
         config = load_train_config(REPO / "config" / name)
         config.validation_dataset()
-        assert config.network_config().in_channels == (12 if config.mode == "residual" else 6)
+        assert config.network_config().in_channels == channels[config.dataset.recipe]
         assert validate_config(TrainConfig, config.model_dump(mode="json")) == config
         assert config.inference.score_threshold is None and config.inference.tile_size is not None
+    # Network v2: every scene widened and with artefacts, an artefact class, band dropout.
+    v2 = load_train_config(REPO / "config" / "train_residual_v2.yaml")
+    assert v2.dataset.widened and v2.dataset.artefacts is not None and v2.augment.band_dropout > 0
+    assert (
+        v2.dataset.labels.classes == ("star", "galaxy", "artefact") and v2.network_config().num_classes == 4
+    )
+    assert v2.dataset.simulation().pixel_scale_range == (0.17, 0.27)
 
 
 def test_smoke_training_writes_a_package_and_resumes_exactly(tmp_path, monkeypatch):
@@ -408,3 +500,28 @@ def test_smoke_training_writes_a_package_and_resumes_exactly(tmp_path, monkeypat
     # A different configuration in the same directory is refused.
     with pytest.raises(ValueError, match="different configuration"):
         train(config.replace(epochs=3), resumed, progress=False)
+
+
+def test_a_network_v2_run_trains_the_artefact_class_for_band_subsets(tmp_path):
+    # config/train_residual_v2.yaml with tiny data and a tiny model: widened scenes with
+    # artefacts, through the first pass, to a package of three classes taking band subsets.
+    v2 = load_train_config(REPO / "config" / "train_residual_v2.yaml")
+    smoke = load_train_config(REPO / "config" / "train_smoke.yaml")
+    config = v2.replace(
+        cache_dir=str(tmp_path / "cache"),
+        dataset=v2.dataset.replace(n_scenes=2, scene_size=128),
+        validation={"n_scenes": 1, "seed": 910000},
+        model=smoke.model,
+        stamp_size=96,
+        batch_size=2,
+        epochs=1,
+        steps_per_epoch=3,
+        inference=smoke.inference,
+    )
+    metadata = load_model_package(train(config, tmp_path / "out", progress=False)).metadata
+    assert metadata.classes == ("star", "galaxy", "artefact") and metadata.band_subsets
+    assert (metadata.model.num_classes, metadata.model.in_channels) == (4, 18)
+    assert metadata.pixel_scales == (0.17, 0.27)  # the widened mix's
+    # The source metrics leave the artefact detections out, and count them.
+    assert metadata.metrics["validation"]["n_artefact_detections"] >= 0
+    assert "artefact_precision_at_80_recall" not in metadata.metrics["validation"]

@@ -12,11 +12,8 @@ from scipy.spatial import cKDTree
 
 from ..configs import StrictModel
 from ..network import Detector, InferenceConfig, SourceDetections, find_sources_in_scene
+from ..network.classes import ARTEFACT_CLASS
 from ..scene import Scene
-
-#: The class of a detection the network calls an artefact (a model trained with artefact truth): it is
-#: written to ``new_sources`` with that class, and never becomes a peak of the second pass.
-ARTEFACT_CLASS = "artefact"
 
 
 class NewSourcesConfig(StrictModel):

@@ -178,11 +178,16 @@ def run_chain(
     Raises
     ------
     lsst.meas.extensions.residual.network.ModelPackageError
-        If the scene lacks a band the package needs (checked before any work).
+        If the scene lacks a band the package needs, or its pixel scale is not the package's
+        (checked before any work).
     """
     config = ChainConfig() if config is None else config
     placement = PatchPlacement() if placement is None else placement
+    # Checked before any work: the network runs only after the first pass.
     detector.metadata.check_data(scene.bands, has_model=True)
+    detector.metadata.check_pixel_scale(
+        scene.pixel_scale, detector.settings(config.inference).pixel_scale_tolerance
+    )
     deblend_config = config.deblend.replace(show_progress=progress)
     timing = {}
     start = time.perf_counter()

@@ -88,7 +88,9 @@ def main(args: argparse.Namespace) -> None:
         package_path = args.model or default_model_path("residual")
         metadata = read_model_metadata(package_path)
     scene = read_scene(args.scene)
-    metadata.check_data(scene.bands, has_model=True)  # bands first: cheaper than deblending to find out
+    # Bands and pixel scale first: cheaper than deblending to find out.
+    metadata.check_data(scene.bands, has_model=True)
+    metadata.check_pixel_scale(scene.pixel_scale, inference.over(metadata.inference).pixel_scale_tolerance)
     model_cube = None
     if metadata.needs_model:
         if args.first_pass_model:

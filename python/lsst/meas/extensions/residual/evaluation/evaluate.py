@@ -45,7 +45,7 @@ from ..configs import StrictModel, validate_config
 from ..deblending import DeblendConfig
 from ..detection import DetectionConfig
 from ..errors import InputError
-from ..groundtruth.labels import LabelConfig
+from ..groundtruth.labels import ARTEFACT_CLASS, LabelConfig
 from ..groundtruth.metrics import (
     DEFAULT_THRESHOLDS,
     CurveCounts,
@@ -246,7 +246,9 @@ def evaluate_package(
     operating = _operating(meta, config)
     thresholds = np.union1d(DEFAULT_THRESHOLDS, [operating])
     op_index = int(np.flatnonzero(np.isclose(thresholds, operating))[0])
-    classes = list(meta.classes)
+    # Detections classed as artefacts claim no source: the source metrics leave them out.
+    classes = [name for name in meta.classes if name != ARTEFACT_CLASS]
+    n_artefact_detections = 0
 
     total = CurveCounts.zeros(thresholds)
     per_class = {c: CurveCounts.zeros(thresholds) for c in classes}
@@ -290,13 +292,17 @@ def evaluate_package(
             inference=InferenceConfig(score_threshold=float(thresholds[0])),
         )
         timing["network"] += time.perf_counter() - start
+        is_artefact = np.asarray(detections.table["class"]).astype(str) == ARTEFACT_CLASS
+        n_artefact_detections += int(np.count_nonzero(is_artefact & (detections.table["score"] >= operating)))
+        detections = detections.select(~is_artefact)
         xy, score = detections.xy, np.asarray(detections.table["score"], dtype=float)
         det_class = np.asarray(detections.table["class_id"])
         total = total + count_curve(truth, xy, score, config.match_radius, thresholds)
         real, counted = detection_labels(truth, xy, score, config.match_radius)
         scored.append(score[counted])
         scored_real.append(real[counted])
-        for c, name in enumerate(classes, start=1):
+        for name in classes:
+            c = meta.classes.index(name) + 1
             per_class[name] = per_class[name] + count_curve(
                 truth, xy, score, config.match_radius, thresholds, det_class, c
             )
@@ -364,6 +370,8 @@ def evaluate_package(
         "n_targets": int(total.n_targets),
         "n_targets_per_class": {name: int(c.n_targets) for name, c in per_class.items()},
         "operating_threshold": operating,
+        # Detections the model classes as artefacts at the operating threshold (left out above).
+        "n_artefact_detections": n_artefact_detections if ARTEFACT_CLASS in meta.classes else None,
         "network_at_operating_threshold": {
             "recall": float(curves["recall"][op_index]),
             "precision": float(curves["precision"][op_index]),

@@ -24,11 +24,23 @@ the noise (combined over bands: √Σ_b (stamp_b / σ_b)²); a faint source whos
 image never gets there in any pixel keeps its ``min_mask_pixels`` most
 significant pixels instead, so every target has a mask. The box is the
 mask's bounding box (torchvision convention: pixel i spans [i, i+1)).
+
+With ``artefact_types`` set, the scene's artefact truth (``ARTEFACTS``) gives
+targets of a third class, ``artefact``, so that a network learns to name what
+would otherwise be spurious detections. An artefact's pixels (its footprint
+in the truth) lose those that are bad in every band (the network sees
+nothing there, and the chain drops detections centred on them) and those
+inside a source target's mask (a real source on a spike is a source); what is
+left is cut into square cells of ``artefact_cell`` pixels aligned on the
+footprint's corner, and each cell's pixels are one target. Cells keep the
+boxes within the anchor sizes a detector proposes (a satellite trail crosses
+the whole scene; a spike runs 20–90 pixels), and a detection anywhere along
+an artefact then has a target of its size to match.
 """
 
 from __future__ import annotations
 
-__all__ = ["LabelConfig", "SceneLabels", "make_labels", "CLASSES", "class_ids"]
+__all__ = ["LabelConfig", "SceneLabels", "make_labels", "CLASSES", "ARTEFACT_CLASS", "class_ids"]
 
 import dataclasses
 from typing import Literal
@@ -37,15 +49,13 @@ import numpy as np
 import pydantic
 from astropy.table import Table
 
+from ..artefact_truth import ARTEFACT_TYPES
 from ..configs import StrictModel
 from ..errors import InputError
 from ..geometry import Footprint
+from ..network.classes import ARTEFACT_CLASS, CLASSES
 from ..scene import Scene
 from .matching import match_positions
-
-#: Network classes (label 0 is background). Extensible: new classes such as
-#: cosmic rays or bleed trails go at the end.
-CLASSES = ("star", "galaxy")
 
 
 def class_ids(classes, names=CLASSES) -> np.ndarray:
@@ -77,6 +87,24 @@ class LabelConfig(StrictModel):
     """Mask threshold in noise σ (combined over bands)."""
     min_mask_pixels: int = pydantic.Field(default=6, ge=1)
     """Fewest pixels in a mask."""
+    artefact_types: tuple[str, ...] = ()
+    """Types of the artefact truth (``ARTEFACT_TYPES``) whose pixels are targets of the class
+    ``artefact``; empty: no artefact targets, and the classes are the source classes only."""
+    artefact_cell: int = pydantic.Field(default=32, ge=4)
+    """Side (pixels) of the cells an artefact's pixels are cut into, one target each."""
+
+    @pydantic.field_validator("artefact_types")
+    @classmethod
+    def _known_artefact_types(cls, types: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(types) - set(ARTEFACT_TYPES))
+        if unknown:
+            raise ValueError(f"unknown artefact type(s) {unknown}; known: {list(ARTEFACT_TYPES)}")
+        return tuple(dict.fromkeys(types))
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The network's classes these labels train (label ``k`` is ``classes[k - 1]``)."""
+        return (*CLASSES, ARTEFACT_CLASS) if self.artefact_types else CLASSES
 
 
 @dataclasses.dataclass
@@ -96,16 +124,42 @@ class SceneLabels:
         Mask of each target (same order as ``target_index``).
     boxes : `numpy.ndarray`
         (ntargets, 4) float32 boxes x0, y0, x1, y1 (pixel i spans [i, i+1)).
+    artefacts : `astropy.table.Table`
+        One row per artefact target (a cell of an artefact's pixels):
+        ``artefact_id`` (its row's ``id`` in the scene's ``ARTEFACTS``),
+        ``type``, ``x``, ``y`` (centroid of its pixels) and ``band_present``
+        (nbands bool: the bands it lies in); empty without ``artefact_types``.
+    artefact_footprints : `list` [`Footprint`]
+        Pixels of each artefact target.
+    artefact_boxes : `numpy.ndarray`
+        (nartefacts, 4) float32 boxes, as ``boxes``.
+    classes : `tuple` [`str`]
+        The classes of the labels (`LabelConfig.classes`).
     """
 
     sources: Table
     target_index: np.ndarray
     footprints: list[Footprint]
     boxes: np.ndarray
+    artefacts: Table
+    artefact_footprints: list[Footprint]
+    artefact_boxes: np.ndarray
+    classes: tuple[str, ...] = CLASSES
 
     @property
     def targets(self) -> Table:
         return self.sources[self.target_index]
+
+    def network_targets(self) -> tuple[np.ndarray, np.ndarray, list[Footprint]]:
+        """What the network is trained to find: (N, 4) boxes, (N,) labels and footprints of the
+        source targets, then of the artefact targets."""
+        source_ids = np.asarray(self.targets["class_id"], dtype=np.int64)
+        artefact_ids = np.full(len(self.artefacts), len(self.classes), dtype=np.int64)
+        return (
+            np.concatenate([self.boxes, self.artefact_boxes]).astype(np.float32).reshape(-1, 4),
+            np.concatenate([source_ids, artefact_ids]),
+            [*self.footprints, *self.artefact_footprints],
+        )
 
 
 def _reference_band(bands: tuple[str, ...]) -> int:
@@ -177,6 +231,7 @@ def make_labels(scene: Scene, peaks_xy: np.ndarray | None, config: LabelConfig) 
         )
         boxes.append((x0, y0, x1, y1))
 
+    artefacts, artefact_footprints = _artefact_targets(scene, footprints, config)
     ref = _reference_band(scene.bands)
     table = Table()
     table["truth_index"] = np.arange(n, dtype=np.int64)
@@ -197,4 +252,56 @@ def make_labels(scene: Scene, peaks_xy: np.ndarray | None, config: LabelConfig) 
         target_index=np.flatnonzero(target),
         footprints=footprints,
         boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+        artefacts=artefacts,
+        artefact_footprints=artefact_footprints,
+        artefact_boxes=_boxes_of(artefact_footprints),
+        classes=config.classes,
     )
+
+
+def _boxes_of(footprints: list[Footprint]) -> np.ndarray:
+    """(N, 4) float32 boxes x0, y0, x1, y1 of ``footprints``' masks."""
+    boxes = [(f.x0, f.y0, f.x0 + f.mask.shape[1], f.y0 + f.mask.shape[0]) for f in footprints]
+    return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+
+
+def _artefact_targets(
+    scene: Scene, source_footprints: list[Footprint], config: LabelConfig
+) -> tuple[Table, list[Footprint]]:
+    """The artefact targets of ``scene`` (see the module docstring): their table and footprints."""
+    rows: dict[str, list] = {"artefact_id": [], "type": [], "x": [], "y": [], "band_present": []}
+    footprints: list[Footprint] = []
+    nbands = scene.nbands
+    if config.artefact_types and scene.artefacts is not None:
+        usable = scene.good.any(axis=0)
+        for footprint in source_footprints:
+            usable[footprint.slices] &= ~footprint.mask
+        cell = config.artefact_cell
+        for row in scene.artefacts:
+            if str(row["type"]) not in config.artefact_types:
+                continue
+            pixels = row["footprint"]
+            visible = pixels.mask & usable[pixels.slices]
+            band = str(row["band"])
+            present = np.array([not band or name == band for name in scene.bands])
+            for y in range(0, visible.shape[0], cell):
+                for x in range(0, visible.shape[1], cell):
+                    piece = Footprint.from_mask(
+                        visible[y : y + cell, x : x + cell], (pixels.y0 + y, pixels.x0 + x)
+                    )
+                    if piece is None:
+                        continue
+                    ys, xs = np.nonzero(piece.mask)
+                    rows["artefact_id"].append(int(row["id"]))
+                    rows["type"].append(str(row["type"]))
+                    rows["x"].append(piece.x0 + float(xs.mean()))
+                    rows["y"].append(piece.y0 + float(ys.mean()))
+                    rows["band_present"].append(present)
+                    footprints.append(piece)
+    table = Table()
+    table["artefact_id"] = np.asarray(rows["artefact_id"], dtype=np.int64)
+    table["type"] = np.asarray(rows["type"], dtype="U20")
+    table["x"] = np.asarray(rows["x"], dtype=np.float64)
+    table["y"] = np.asarray(rows["y"], dtype=np.float64)
+    table["band_present"] = np.asarray(rows["band_present"], dtype=bool).reshape(-1, nbands)
+    return table, footprints

@@ -208,6 +208,7 @@ class Detector:
         model: np.ndarray | None = None,
         mask: np.ndarray | None = None,
         *,
+        pixel_scale: float | None = None,
         inference: InferenceConfig | None = None,
         progress: bool = False,
     ) -> SourceDetections:
@@ -227,6 +228,9 @@ class Detector:
             whose recipe has ``residual`` or ``model`` channels.
         mask : `numpy.ndarray`, optional
             (nbands, H, W) mask, nonzero = bad pixel (a scene with mask planes: `Scene.bad_mask`).
+        pixel_scale : `float`, optional
+            Arcsec per pixel of the image, checked against the package's
+            (`ModelMetadata.check_pixel_scale`); None: not checked.
         inference : `InferenceConfig`, optional
             Tiling, batching and score threshold; unset fields take the
             package's values.
@@ -240,7 +244,7 @@ class Detector:
         Raises
         ------
         ModelPackageError
-            If bands or model cube do not fit the package.
+            If bands, model cube or pixel scale do not fit the package.
         ValueError
             If arrays have inconsistent shapes or no usable pixel.
         """
@@ -256,6 +260,8 @@ class Detector:
                 raise ValueError(f"{name} shape {np.shape(array)} differs from image shape {image.shape}.")
         index = meta.check_data(tuple(bands), model is not None)
         settings = self.settings(inference)
+        if pixel_scale is not None:
+            meta.check_pixel_scale(float(pixel_scale), settings.pixel_scale_tolerance)
 
         height, width = image.shape[1:]
         # Band noise over the whole image, one band at a time (no image-sized copies). A band the
@@ -498,5 +504,14 @@ def find_sources(
 def find_sources_in_scene(
     detector: Detector, scene, model: np.ndarray | None = None, **kwargs
 ) -> SourceDetections:
-    """`Detector.find` on a `~lsst.meas.extensions.residual.scene.Scene` (its mask included)."""
-    return detector.find(scene.image, scene.variance, scene.bands, model, scene.bad_mask(), **kwargs)
+    """`Detector.find` on a `~lsst.meas.extensions.residual.scene.Scene` (its mask and pixel scale
+    included)."""
+    return detector.find(
+        scene.image,
+        scene.variance,
+        scene.bands,
+        model,
+        scene.bad_mask(),
+        pixel_scale=scene.pixel_scale,
+        **kwargs,
+    )

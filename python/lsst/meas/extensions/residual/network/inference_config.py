@@ -34,6 +34,10 @@ class InferenceConfig(StrictModel):
     class_nms_iou: float | None = pydantic.Field(default=None, gt=0.0, le=1.0)
     """Box IoU above which detections of different classes are one source
     (the better-scoring one is kept); None: the package's."""
+    pixel_scale_tolerance: float | None = pydantic.Field(default=None, ge=0.0)
+    """How far (relative) the data's pixel scale may lie outside the range the package was
+    trained on (`ModelMetadata.pixel_scales`) before the data are refused; None: the package's
+    (0.05). A larger value runs a model on pixels it has not seen, at the user's risk."""
 
     @pydantic.model_validator(mode="after")
     def _overlap_below_tile(self) -> InferenceConfig:

@@ -67,7 +67,7 @@ from .model import ModelConfig, build_model
 from .recipes import ChannelNormalisation, channel_names, parse_recipe, recipe_needs_model
 
 PACKAGE_FORMAT = "residual-detectron-model"
-PACKAGE_FORMAT_VERSION = 2
+PACKAGE_FORMAT_VERSION = 3
 MODES = ("residual", "image")
 
 
@@ -83,16 +83,31 @@ def _v1_to_v2(content: dict[str, Any]) -> dict[str, Any]:
     return {**content, "score_calibration": None, "band_subsets": False}
 
 
+def _v2_to_v3(content: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 says which pixel scales a model was trained on (``pixel_scales``); every earlier
+    model was trained on the simulator's 0.2″ pixels (no training option varied them)."""
+    if "pixel_scales" in content:
+        raise ModelPackageError("A format version 2 package has no pixel_scales entry; this one has.")
+    return {**content, "pixel_scales": [TRAINED_PIXEL_SCALE, TRAINED_PIXEL_SCALE]}
+
+
 #: ``{format_version: upgrade}``: ``upgrade`` takes the ``metadata.json``
 #: content of that version (without ``format``/``format_version``) and
 #: returns it in the layout of the next version.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 #: A package's inference settings where it gives none (packages written
 #: before ``class_nms_iou`` existed have no such entry).
 DEFAULT_PACKAGE_INFERENCE = InferenceConfig(
-    tile_size=512, tile_overlap=64, score_threshold=0.5, merge_ios=0.5, class_nms_iou=0.7
+    tile_size=512,
+    tile_overlap=64,
+    score_threshold=0.5,
+    merge_ios=0.5,
+    class_nms_iou=0.7,
+    pixel_scale_tolerance=0.05,
 )
+#: Arcsec per pixel of the scenes of every model trained before pixel scales were drawn.
+TRAINED_PIXEL_SCALE = 0.2
 
 _METADATA_MEMBER = "metadata.json"
 _WEIGHTS_MEMBER = "weights.pt"
@@ -153,6 +168,12 @@ class ModelMetadata(StrictModel):
     """The model takes any non-empty subset of ``bands`` (it was trained with band dropout): a band
     the data lack enters as a plane of bad pixels, 0 in every channel but ``bad`` (1), so the
     recipe needs the ``bad`` channel. False: the data must have every band."""
+    pixel_scales: tuple[pydantic.PositiveFloat, pydantic.PositiveFloat] = (
+        TRAINED_PIXEL_SCALE,
+        TRAINED_PIXEL_SCALE,
+    )
+    """(min, max) arcsec per pixel of the training scenes. Data whose pixel scale lies further
+    outside than ``inference.pixel_scale_tolerance`` (relative) are refused (`check_pixel_scale`)."""
 
     # Checks that need other fields are on the later field (fields are validated in order), so
     # that an error names that field; they are skipped where the earlier field is itself invalid.
@@ -163,6 +184,13 @@ class ModelMetadata(StrictModel):
         if info.data.get("mode") == "residual" and not recipe_needs_model(recipe):
             raise ValueError(f"a residual-mode model needs a residual or model channel; recipe is {recipe!r}")
         return recipe
+
+    @pydantic.field_validator("pixel_scales")
+    @classmethod
+    def _ordered_scales(cls, scales: tuple[float, float]) -> tuple[float, float]:
+        if scales[0] > scales[1]:
+            raise ValueError(f"must be (min, max), not {list(scales)}")
+        return scales
 
     @pydantic.field_validator("band_subsets")
     @classmethod
@@ -286,6 +314,30 @@ class ModelMetadata(StrictModel):
     def class_nms_iou(self) -> float:
         """``inference.class_nms_iou``."""
         return self.inference.class_nms_iou
+
+    def check_pixel_scale(self, pixel_scale: float, tolerance: float | None = None) -> None:
+        """Refuse data of ``pixel_scale`` arcsec per pixel beyond ``tolerance`` of `pixel_scales`.
+
+        The network reads sizes and profiles in pixels: on pixels much finer or coarser than it
+        was trained on, sources look like other sources (a galaxy like a star) and its scores
+        mean something else. ``tolerance``: relative (default: the package's
+        ``inference.pixel_scale_tolerance``).
+
+        Raises
+        ------
+        ModelPackageError
+            If the scale is outside ``[min · (1 - tolerance), max · (1 + tolerance)]``.
+        """
+        tolerance = self.inference.pixel_scale_tolerance if tolerance is None else float(tolerance)
+        low, high = self.pixel_scales
+        if low * (1.0 - tolerance) <= pixel_scale <= high * (1.0 + tolerance):
+            return
+        trained = f'{low:g}"' if low == high else f'{low:g}-{high:g}"'
+        raise ModelPackageError(
+            f"Model package {self.name!r} was trained on pixels of {trained}; the data has "
+            f'{pixel_scale:.4g}" pixels, beyond its tolerance of {tolerance:.0%} '
+            "(pixel_scale_tolerance, --pixel-scale-tolerance: raise it to run the model anyway)."
+        )
 
     def check_data(self, bands: tuple[str, ...] | list[str], has_model: bool) -> list[int | None]:
         """Check that data with ``bands`` (and a model cube or not) fits this package.

@@ -65,6 +65,9 @@ class SimulationConfig(StrictModel):
     """Fraction of the background variance due to read noise."""
     pixel_scale: float = pydantic.Field(default=PIXEL_SCALE, gt=0.0)
     """Arcsec per pixel."""
+    pixel_scale_range: tuple[float, float] | None = None
+    """Range (arcsec, within [0.05, 1]) of the pixel scale drawn uniformly per scene, overriding
+    ``pixel_scale`` (HSC's 0.168″ to DECam's 0.263″: 0.17-0.27); None: ``pixel_scale``."""
     # Widened scenes (issue 10): each option's default keeps the standard scene, and
     # their draws come from their own generator, so the standard stream is unchanged.
     psf_model_mix: tuple[PsfModel, ...] = ()
@@ -108,6 +111,15 @@ class SimulationConfig(StrictModel):
             raise ValueError(f"depth_years_range must be (min, max) with 1 <= min <= max <= 10, not {years}")
         return years
 
+    @pydantic.field_validator("pixel_scale_range")
+    @classmethod
+    def _scale_range(cls, scales: tuple[float, float] | None) -> tuple[float, float] | None:
+        if scales is not None and not 0.05 <= scales[0] <= scales[1] <= 1.0:
+            raise ValueError(
+                f"pixel_scale_range must be (min, max) with 0.05 <= min <= max <= 1, not {scales}"
+            )
+        return scales
+
     @pydantic.model_validator(mode="after")
     def _one_depth_in_years(self) -> SimulationConfig:
         if self.depth_years is not None and self.depth_years_range is not None:
@@ -121,16 +133,18 @@ class SimulationConfig(StrictModel):
         Every scene draws, from its own seed: a PSF family (Kolmogorov,
         Kolmogorov ⊗ Airy or Moffat, equally likely), a Moffat β in [2, 5],
         a 2.5% PSF-model error, compact galaxy sizes, knots in 30% of the
-        galaxies, a coadd of 1-10 years (log-uniform), and background
-        offsets of 0.1 σ and gradients of 0.2 σ across the scene (r.m.s.).
+        galaxies, a coadd of 1-10 years (log-uniform), background offsets of
+        0.1 σ and gradients of 0.2 σ across the scene (r.m.s.), and a pixel
+        scale of 0.17-0.27″ (uniform: HSC to DECam).
         The same seed gives the same scene.
 
         Parameters
         ----------
         **overrides
             Any field, replacing the mix's value or the default; a
-            ``psf_model`` replaces the family mix, and a ``depth`` or
-            ``depth_years`` the range of depths.
+            ``psf_model`` replaces the family mix, a ``depth`` or
+            ``depth_years`` the range of depths, and a ``pixel_scale`` the
+            range of scales.
 
         Raises
         ------
@@ -146,11 +160,14 @@ class SimulationConfig(StrictModel):
             "depth_years_range": (1.0, 10.0),
             "background_offset_sigma": 0.1,
             "background_gradient_sigma": 0.2,
+            "pixel_scale_range": WIDENED_PIXEL_SCALES,
         }
         if "psf_model" in overrides:
             del mix["psf_model_mix"]
         if "depth" in overrides or overrides.get("depth_years") is not None:
             del mix["depth_years_range"]
+        if "pixel_scale" in overrides:
+            del mix["pixel_scale_range"]
         return make_config(cls, "widened simulation options", **{**mix, **overrides})
 
     @pydantic.field_validator("bands", mode="before")
@@ -175,6 +192,9 @@ class SimulationConfig(StrictModel):
 
 # Second seed entry of the generator of the widened options' draws (distinct from the scene's own stream).
 _VARIETY_STREAM = 10
+_PIXEL_SCALE_STREAM = 11
+#: Pixel scales (arcsec) of the widened mix: HSC (0.168″) to DECam (0.263″).
+WIDENED_PIXEL_SCALES = (0.17, 0.27)
 
 
 def _variety_generator(entropy) -> np.random.Generator:
@@ -298,6 +318,10 @@ def simulate_scene(seed: int, config: SimulationConfig | None = None) -> Scene:
         (`~lsst.meas.extensions.residual.simulation.artefacts.apply_artefacts`).
     """
     config = SimulationConfig() if config is None else config
+    if config.pixel_scale_range is not None:
+        # Drawn first, from its own stream: everything after is simulated at the drawn scale.
+        scale = np.random.default_rng([seed, _PIXEL_SCALE_STREAM]).uniform(*config.pixel_scale_range)
+        config = config.replace(pixel_scale=float(round(scale, 5)), pixel_scale_range=None)
     rng = np.random.default_rng(seed)
     bands = config.bands
     shape = (config.height, config.width)

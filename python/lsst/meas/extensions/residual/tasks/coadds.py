@@ -27,6 +27,7 @@ __all__ = [
     "read_coadd_plane",
     "read_legacy_coadd_file",
     "assemble_patch",
+    "local_pixel_scale",
     "read_patch",
     "scene_to_cell_coadds",
     "DEFAULT_BAD_MASK_PLANES",
@@ -323,6 +324,20 @@ def read_legacy_coadd_file(uri: Any, bad_mask_planes: Sequence[str] = DEFAULT_BA
     return plane
 
 
+def local_pixel_scale(pixel_to_sky: PixelToSky, x: float, y: float) -> float:
+    """Arcsec per pixel at pixel (x, y) of a pixel → (RA, Dec) degrees mapping: the square root of
+    the sky area of the pixel, from its neighbours on the plane tangent at (x, y) (gnomonic, so
+    exact anywhere on the sphere to second order in the pixel's size)."""
+    ra, dec = pixel_to_sky(np.array([x, x + 1.0, x]), np.array([y, y, y + 1.0]))
+    ra, dec = np.radians(np.asarray(ra, dtype=float)), np.radians(np.asarray(dec, dtype=float))
+    d_ra = ra[1:] - ra[0]
+    cos_c = np.sin(dec[0]) * np.sin(dec[1:]) + np.cos(dec[0]) * np.cos(dec[1:]) * np.cos(d_ra)
+    xi = np.cos(dec[1:]) * np.sin(d_ra) / cos_c
+    eta = (np.cos(dec[0]) * np.sin(dec[1:]) - np.sin(dec[0]) * np.cos(dec[1:]) * np.cos(d_ra)) / cos_c
+    area = abs(xi[0] * eta[1] - xi[1] * eta[0])
+    return round(float(np.degrees(np.sqrt(area)) * 3600.0), 6)
+
+
 def assemble_patch(
     planes: Mapping[str, CoaddPlane],
     bands: Sequence[str] | None = None,
@@ -406,6 +421,14 @@ def assemble_patch(
         bands=tuple(bands),
         mask=mask,
         mask_planes=dict(DEFAULT_MASK_PLANES),
+        # Without a WCS the scene says nothing, and is taken to have LSST's 0.2" (`Scene.pixel_scale`).
+        metadata={}
+        if first.pixel_to_sky is None
+        else {
+            "PIXSCALE": local_pixel_scale(
+                first.pixel_to_sky, first.x0 + image.shape[2] / 2, first.y0 + image.shape[1] / 2
+            )
+        },
     )
     return PatchImages(scene=scene, x0=first.x0, y0=first.y0, pixel_to_sky=first.pixel_to_sky)
 

@@ -296,19 +296,27 @@ def _write_scene(directory: Path, index: int, config: DatasetConfig, deblender=N
         normalisation=config.normalisation,
     )
     labels = prepared.labels
-    targets = labels.targets
-    fps = labels.footprints
+    targets, artefacts = labels.targets, labels.artefacts
+    boxes, class_ids, fps = labels.network_targets()
     fp_columns, fp_masks = pack_footprints(fps, bool)
+    nbands, no_value = len(config.bands), np.full(len(artefacts), np.nan)
     arrays = {
-        "boxes": labels.boxes,
-        "class_ids": np.asarray(targets["class_id"], dtype=np.int64),
+        "boxes": boxes,
+        "class_ids": class_ids,
         **fp_columns,
         "fp_masks": fp_masks,
-        "x": np.asarray(targets["x"], dtype=np.float64),
-        "y": np.asarray(targets["y"], dtype=np.float64),
-        "mag": np.asarray(targets["mag"], dtype=np.float64),
-        "snr": np.asarray(targets["snr"], dtype=np.float64),
-        "band_snr2": np.asarray(targets["band_snr2"], dtype=np.float64).reshape(len(targets), -1),
+        # Per target: the sources', then the artefacts' (no magnitude or S/N; band dropout keeps an
+        # artefact while one of the bands it lies in is kept, hence an infinite S/N² there).
+        "x": np.concatenate([np.asarray(targets["x"], dtype=np.float64), artefacts["x"]]),
+        "y": np.concatenate([np.asarray(targets["y"], dtype=np.float64), artefacts["y"]]),
+        "mag": np.concatenate([np.asarray(targets["mag"], dtype=np.float64), no_value]),
+        "snr": np.concatenate([np.asarray(targets["snr"], dtype=np.float64), no_value]),
+        "band_snr2": np.concatenate(
+            [
+                np.asarray(targets["band_snr2"], dtype=np.float64).reshape(len(targets), nbands),
+                np.where(np.asarray(artefacts["band_present"]).reshape(-1, nbands), np.inf, 0.0),
+            ]
+        ),
         "src_x": np.asarray(labels.sources["x"], dtype=np.float64),
         "src_y": np.asarray(labels.sources["y"], dtype=np.float64),
         "src_class_id": np.asarray(labels.sources["class_id"], dtype=np.int64),
@@ -383,7 +391,8 @@ def generate_dataset(
         "n_scenes": len(records),
         "n_targets": int(sum(len(r.class_ids) for r in records)),
         "n_targets_per_class": {
-            str(c): int(sum(int(np.sum(r.class_ids == c)) for r in records)) for c in (1, 2)
+            name: int(sum(int(np.sum(r.class_ids == c)) for r in records))
+            for c, name in enumerate(config.labels.classes, start=1)
         },
         "channels": channel_names(config.recipe, config.bands),
         "channel_mean": mean.tolist(),

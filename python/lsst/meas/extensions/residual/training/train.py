@@ -35,7 +35,7 @@ import pydantic
 
 from ..configs import StrictModel, make_config, validate_config
 from ..errors import ConfigError
-from ..groundtruth.labels import CLASSES
+from ..groundtruth.labels import ARTEFACT_CLASS, CLASSES
 from ..network.inference_config import InferenceConfig
 from ..network.model import ModelConfig, build_model, set_input_size
 from ..network.package import ModelMetadata, ModelPackage, save_model_package
@@ -200,10 +200,12 @@ class TrainConfig(StrictModel):
 
     @pydantic.field_validator("focus")
     @classmethod
-    def _known_classes(cls, focus: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(focus) - set(CLASSES))
+    def _known_classes(cls, focus: dict[str, float], info: pydantic.ValidationInfo) -> dict[str, float]:
+        dataset = info.data.get("dataset")
+        classes = CLASSES if dataset is None else dataset.labels.classes
+        unknown = sorted(set(focus) - set(classes))
         if unknown:
-            raise ValueError(f"unknown class(es) {unknown}; classes are {list(CLASSES)}")
+            raise ValueError(f"unknown class(es) {unknown}; classes are {list(classes)}")
         if sum(focus.values()) > 1:
             raise ValueError(f"fractions must sum to at most 1, not {sum(focus.values())}")
         return focus
@@ -247,7 +249,8 @@ def _validation_dataset(dataset: DatasetConfig, validation: dict[str, Any]) -> D
 
 def _network_config(dataset: DatasetConfig, model: dict[str, Any]) -> ModelConfig:
     channels = len(channel_names(dataset.recipe, dataset.bands))
-    return make_config(ModelConfig, "model", **model, in_channels=channels, num_classes=len(CLASSES) + 1)
+    classes = dataset.labels.classes
+    return make_config(ModelConfig, "model", **model, in_channels=channels, num_classes=len(classes) + 1)
 
 
 def load_train_config(path: str | os.PathLike) -> TrainConfig:
@@ -286,7 +289,7 @@ def _metadata(config: TrainConfig, mean, std, score_threshold: float, provenance
         mode=config.mode,
         recipe=config.dataset.recipe,
         bands=config.dataset.bands,
-        classes=CLASSES,
+        classes=config.dataset.labels.classes,
         model=config.network_config(),
         normalisation=config.dataset.normalisation,
         channel_mean=[float(v) for v in mean],
@@ -297,11 +300,23 @@ def _metadata(config: TrainConfig, mean, std, score_threshold: float, provenance
         provenance=provenance,
         metrics=metrics,
         band_subsets=config.augment.band_dropout > 0,
+        pixel_scales=_trained_pixel_scales(config.dataset),
     )
 
 
+def _trained_pixel_scales(dataset: DatasetConfig) -> tuple[float, float]:
+    """(min, max) arcsec per pixel of a dataset's scenes."""
+    simulation = dataset.simulation()
+    return simulation.pixel_scale_range or (simulation.pixel_scale, simulation.pixel_scale)
+
+
 def validate(detector, records, mode: str, match_radius: float) -> dict[str, Any]:
-    """Precision/recall/F1 curves of a detector on cached validation scenes."""
+    """Precision/recall/F1 curves of a detector on cached validation scenes.
+
+    The curves score sources: detections of the class ``artefact`` (a model
+    trained with artefact targets) claim no source, so they neither match
+    one nor count against the precision; their number is reported.
+    """
     from ..groundtruth.metrics import (
         DEFAULT_THRESHOLDS,
         CurveCounts,
@@ -313,7 +328,10 @@ def validate(detector, records, mode: str, match_radius: float) -> dict[str, Any
 
     thresholds = DEFAULT_THRESHOLDS
     total = CurveCounts.zeros(thresholds)
-    per_class = {c: CurveCounts.zeros(thresholds) for c in range(1, len(CLASSES) + 1)}
+    classes = tuple(detector.metadata.classes)
+    source_classes = [c for c, name in enumerate(classes, start=1) if name != ARTEFACT_CLASS]
+    per_class = {c: CurveCounts.zeros(thresholds) for c in source_classes}
+    n_artefact_detections = 0
     size = min(records[0].channels.shape[1:])
     tile = max(32, int(math.ceil(size / 32)) * 32)
     for record in records:
@@ -323,6 +341,9 @@ def validate(detector, records, mode: str, match_radius: float) -> dict[str, Any
                 tile_size=tile, tile_overlap=min(64, tile // 4), score_threshold=float(thresholds[0])
             ),
         )
+        is_artefact = np.asarray(found.table["class"]).astype(str) == ARTEFACT_CLASS
+        n_artefact_detections += int(np.count_nonzero(is_artefact))
+        found = found.select(~is_artefact)
         truth = record.truth_set(mode)
         xy, score = found.xy, np.asarray(found.table["score"])
         det_class = np.asarray(found.table["class_id"])
@@ -347,10 +368,12 @@ def validate(detector, records, mode: str, match_radius: float) -> dict[str, Any
     }
     for c, counts in per_class.items():
         class_curves = curve_metrics(counts)
-        result[f"{CLASSES[c - 1]}_precision_at_80_recall"] = precision_at_recall(
+        result[f"{classes[c - 1]}_precision_at_80_recall"] = precision_at_recall(
             class_curves["precision"], class_curves["recall"], 0.8
         )
-        result[f"{CLASSES[c - 1]}_n_targets"] = int(counts.n_targets)
+        result[f"{classes[c - 1]}_n_targets"] = int(counts.n_targets)
+    if ARTEFACT_CLASS in classes:
+        result["n_artefact_detections"] = n_artefact_detections
     recall, index = recall_at_precision(curves["precision"], curves["recall"], 0.9)
     result["recall_at_precision_0.9"] = recall
     result["threshold_at_precision_0.9"] = None if index is None else float(thresholds[index])
@@ -471,7 +494,7 @@ def train(
         history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
         _log.info("Resuming %s after epoch %d.", out, state["epoch"] + 1)
 
-    focus = {CLASSES.index(name) + 1: p for name, p in config.focus.items()}
+    focus = {config.dataset.labels.classes.index(name) + 1: p for name, p in config.focus.items()}
     sampler = StampSampler(
         train_records, config.stamp_size, config.augment, config.seed, focus, config.band_dropout()
     )
