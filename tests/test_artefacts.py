@@ -10,7 +10,7 @@ import pytest
 from astropy.io import fits
 from lsst.meas.extensions.residual.artefact_truth import ARTEFACT_COLUMNS, ARTEFACT_TYPES
 from lsst.meas.extensions.residual.cli.main import main
-from lsst.meas.extensions.residual.configs import validate_config
+from lsst.meas.extensions.residual.configs import make_config, validate_config
 from lsst.meas.extensions.residual.errors import ConfigError
 from lsst.meas.extensions.residual.masks import DEFAULT_MASK_PLANES
 from lsst.meas.extensions.residual.scene import (
@@ -338,6 +338,30 @@ def test_correlated_noise_keeps_the_pixel_variance_and_correlates_sums(kernel, l
     assert ratios["correlated"] > least_ratio
     assert scenes["correlated"].metadata["NOISEKER"] == kernel.describe()
     assert NoiseKernelConfig.parse(kernel.describe()) == kernel
+
+
+def test_a_drawn_noise_kernel_varies_from_scene_to_scene_and_leaves_the_rest():
+    config = SimulationConfig(height=64, width=64, bands="ri", galaxy_density=10.0, star_density=0.0)
+    drawn = ArtefactConfig(correlated_noise_sigma_range=(0.2, 1.0))
+    widths = []
+    for seed in range(4):
+        scene = simulate_scene(seed, config.replace(artefacts=drawn))
+        kernel = NoiseKernelConfig.parse(scene.metadata["NOISEKER"])
+        assert kernel.kind == "gaussian" and 0.2 <= kernel.sigma <= 1.0
+        widths.append(kernel.sigma)
+        # The same scene with that kernel given: the draw changes nothing else.
+        fixed = simulate_scene(seed, config.replace(artefacts=ArtefactConfig(correlated_noise_kernel=kernel)))
+        np.testing.assert_array_equal(scene.image, fixed.image)
+        np.testing.assert_array_equal(scene.mask, fixed.mask)
+    assert len(set(widths)) == 4
+    with pytest.raises(ConfigError, match="not both"):
+        make_config(
+            ArtefactConfig,
+            correlated_noise_sigma_range=(0.2, 1.0),
+            correlated_noise_kernel=NoiseKernelConfig(),
+        )
+    with pytest.raises(ConfigError, match="correlated_noise_sigma_range"):
+        make_config(ArtefactConfig, correlated_noise_sigma_range=(0.0, 1.0))
 
 
 def test_noise_kernel_text():

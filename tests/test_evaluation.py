@@ -270,3 +270,50 @@ def test_evaluation_variants_change_one_thing_of_the_training_scenes(tiny_image_
     assert _settings(package, EvaluationConfig(variant="correlated_noise"))[0].artefacts.saturate is False
     with pytest.raises(ValueError, match="unknown variant 'fog'"):
         EvaluationConfig(variant="fog")
+
+
+def test_evaluation_scenes_follow_a_v2_training_and_its_band_subsets(tmp_path):
+    from lsst.meas.extensions.residual.evaluation.evaluate import _scene_bands, _settings
+    from lsst.meas.extensions.residual.network import load_model_package
+
+    bands = ("u", "g", "r", "i", "z", "y")
+    meta = ModelMetadata(
+        name="tiny-v2",
+        mode="image",
+        recipe="image+bad",
+        bands=bands,
+        classes=("star", "galaxy", "artefact"),
+        model=ModelConfig(in_channels=12, num_classes=4, **TINY),
+        band_subsets=True,
+        training={"dataset": {"widened": True, "artefacts": {}, "labels": {"mode": "image"}}},
+    )
+    package = load_model_package(
+        save_model_package(tmp_path / "v2.zip", meta, build_model(meta.model).state_dict())
+    )
+    simulation = _settings(package, EvaluationConfig())[0]
+    assert simulation.psf_model_mix and simulation.pixel_scale_range and simulation.artefacts is not None
+    assert simulation.bands == bands
+    # A variant replaces the mix's draw of what it changes.
+    assert _settings(package, EvaluationConfig(variant="moffat"))[0].psf_model_mix == ()
+    assert _scene_bands(meta, EvaluationConfig(bands="gri")) == ("g", "r", "i")
+    gri = meta.replace(
+        bands=("g", "r", "i"),
+        model=ModelConfig(in_channels=6, num_classes=4, **TINY),
+        channel_mean=None,
+        channel_std=None,
+    )
+    with pytest.raises(ValueError, match=r"does not use band\(s\) z"):
+        _scene_bands(gri, EvaluationConfig(bands="gz"))
+    # A package without band subsets is evaluated on its own bands only.
+    with pytest.raises(ValueError, match="needs bands u,g,r,i,z,y"):
+        _scene_bands(meta.replace(band_subsets=False), EvaluationConfig(bands="gri"))
+    # The scenes are the package's six bands cut to the subset: the same sources in fewer bands.
+    config = EvaluationConfig(n_scenes=1, seed=500, scene_size=96, device="cpu", baselines=False)
+    runs = {}
+    for name in ("ugrizy", "gri"):
+        runs[name] = evaluate_package(package, config.replace(bands=name), tmp_path / name, progress=False)
+    assert runs["gri"]["scenes"]["bands"] == ["g", "r", "i"] and runs["gri"]["scenes"]["artefacts"]
+    assert runs["gri"]["n_true_sources"] == runs["ugrizy"]["n_true_sources"]
+    # Fewer bands, less S/N: no more recoverable targets.
+    assert 0 < runs["gri"]["n_targets"] <= runs["ugrizy"]["n_targets"]
+    assert runs["gri"]["n_artefact_detections"] is not None

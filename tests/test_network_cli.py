@@ -171,6 +171,20 @@ def test_evaluate_command(tmp_path, capsys):
     assert main([*calibrate, "--purity", "1.5"]) == 2
     assert "--purity must be between 0 and 1" in capsys.readouterr().err
     assert not (tmp_path / "cal").exists()
+    # A band subset needs a package that takes them (this one needs all of its bands).
+    subset = [
+        "evaluate",
+        "--model",
+        str(package),
+        "--bands",
+        "gr",
+        "--scenes",
+        "1",
+        "--out",
+        str(tmp_path / "gr"),
+    ]
+    assert main(subset) == 2
+    assert "needs bands" in capsys.readouterr().err and not (tmp_path / "gr").exists()
 
 
 def test_train_command_reports_bad_config(tmp_path, capsys):

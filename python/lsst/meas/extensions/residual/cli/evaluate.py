@@ -53,6 +53,12 @@ def add_parser(subparsers) -> None:
         "variant: another PSF family, compact galaxies, correlated noise, 1-year depth "
         "(evaluation.EVALUATION_VARIANTS)",
     )
+    parser.add_argument(
+        "--bands",
+        default=None,
+        help="bands of the scenes, e.g. grizy: a subset of the package's, for a package taking band "
+        "subsets (default: the package's)",
+    )
     parser.add_argument("--no-baselines", action="store_true", help="skip SEP and photutils")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument(
@@ -92,6 +98,7 @@ def main(args: argparse.Namespace) -> None:
         baselines=not args.no_baselines,
         device=args.device,
         variant=args.variant,
+        bands=args.bands,
     )
     folder = OutputFolder(args.out, overwrite=args.overwrite, output_names=_OUTPUTS)
     with input_files():

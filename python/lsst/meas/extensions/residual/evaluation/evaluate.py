@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import pydantic
 
+from ..bands import parse_bands
 from ..configs import StrictModel, validate_config
 from ..deblending import DeblendConfig
 from ..detection import DetectionConfig
@@ -126,6 +127,16 @@ class EvaluationConfig(StrictModel):
     bright_snr: float = pydantic.Field(default=20.0, ge=0.0)
     """Per-class precision at 80% recall is also reported for sources above
     this S/N (fainter ones ignored: neither right nor wrong)."""
+    bands: tuple[str, ...] | None = None
+    """Bands of the scenes: a subset of the package's, for a package taking band subsets. The
+    scenes are simulated in the package's bands and cut to these, so every subset sees the same
+    sources; the first pass, the labels' S/N and the network see only these. None: the
+    package's."""
+
+    @pydantic.field_validator("bands", mode="before")
+    @classmethod
+    def _parse_bands(cls, bands: Any) -> tuple[str, ...] | None:
+        return None if bands is None else parse_bands(bands)
 
     @pydantic.field_validator("variant")
     @classmethod
@@ -162,7 +173,20 @@ def check_held_out(package: ModelPackage, seed: int, n_scenes: int) -> None:
             )
 
 
+def _scene_bands(meta, config: EvaluationConfig) -> tuple[str, ...]:
+    """The bands of the evaluation scenes (`EvaluationConfig.bands`), checked against the package."""
+    if config.bands is None:
+        return tuple(meta.bands)
+    meta.check_data(config.bands, has_model=True)  # a subset needs a package that takes them
+    extra = sorted(set(config.bands) - set(meta.bands))
+    if extra:
+        raise InputError(f"Model package {meta.name!r} does not use band(s) {','.join(extra)}.")
+    return tuple(config.bands)
+
+
 def _settings(package: ModelPackage, config: EvaluationConfig):
+    """The simulation, labels, detection and deblending of the package's training data (with the
+    variant's changes, at the evaluation's size)."""
     dataset = package.metadata.training.get("dataset", {})
     meta = package.metadata
     changes = EVALUATION_VARIANTS[config.variant]
@@ -171,12 +195,17 @@ def _settings(package: ModelPackage, config: EvaluationConfig):
         "height": config.scene_size,
         "width": config.scene_size,
         "bands": meta.bands,
-        "depth": dataset.get("depth", "10yr"),
         "galaxy_density": dataset.get("galaxy_density"),
         "star_density": dataset.get("star_density", 8.0),
-        "psf_model": dataset.get("psf_model", "kolmogorov"),
     }
-    simulation = SimulationConfig(**{**fields, **changes})
+    if dataset.get("artefacts") is not None:
+        fields["artefacts"] = dataset["artefacts"]
+    if dataset.get("widened"):
+        # The mix draws depth and PSF; a variant's value replaces that draw (`SimulationConfig.widened`).
+        simulation = SimulationConfig.widened(**{**fields, **changes})
+    else:
+        fields |= {"depth": dataset.get("depth", "10yr"), "psf_model": dataset.get("psf_model", "kolmogorov")}
+        simulation = SimulationConfig(**{**fields, **changes})
     where = f"model package {meta.name!r}: training dataset"
     labels = validate_config(LabelConfig, {**dataset.get("labels", {}), "mode": meta.mode}, f"{where} labels")
     detection = validate_config(DetectionConfig, dataset.get("detection", {}), f"{where} detection")
@@ -243,6 +272,7 @@ def evaluate_package(
     out.mkdir(parents=True, exist_ok=True)
     detector = Detector(package, device=config.device)
     simulation, label_config, detection_config, deblend_config = _settings(package, config)
+    scene_bands = _scene_bands(meta, config)
     operating = _operating(meta, config)
     thresholds = np.union1d(DEFAULT_THRESHOLDS, [operating])
     op_index = int(np.flatnonzero(np.isclose(thresholds, operating))[0])
@@ -275,6 +305,7 @@ def evaluate_package(
             detection=detection_config,
             deblend_config=deblend_config,
             deblender=deblender,
+            bands=scene_bands,
         )
         timing["prepare"] += time.perf_counter() - start
         scene, labels = prepared.scene, prepared.labels
@@ -363,6 +394,9 @@ def evaluate_package(
             "size": config.scene_size,
             "depth": simulation.depth,
             "variant": config.variant,
+            "bands": list(scene_bands),
+            "widened": bool(simulation.psf_model_mix or simulation.depth_years_range),
+            "artefacts": simulation.artefacts is not None,
         },
         "match_radius": config.match_radius,
         "n_true_sources": n_sources,

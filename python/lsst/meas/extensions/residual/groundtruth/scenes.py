@@ -52,6 +52,7 @@ def prepare_scene(
     detection: DetectionConfig | None = None,
     deblend_config: DeblendConfig | None = None,
     deblender: Callable[[Scene, Detections], np.ndarray] | None = None,
+    bands: tuple[str, ...] | None = None,
 ) -> PreparedScene:
     """Simulate scene ``seed`` and take it through the first pass.
 
@@ -73,6 +74,9 @@ def prepare_scene(
     deblender : callable, optional
         ``deblender(scene, detections) -> model`` replacing the project's
         deblender (tests use simple stand-ins).
+    bands : `tuple` [`str`], optional
+        Keep only these of the simulated bands (`Scene.band_subset`) before
+        the first pass: the same sources seen in fewer bands.
 
     Raises
     ------
@@ -81,6 +85,8 @@ def prepare_scene(
         finite.
     """
     scene = simulate_scene(int(seed), simulation)
+    if bands is not None:
+        scene = scene.band_subset(tuple(bands))
     detections = detect_peaks(scene, detection)
     model = None
     if need_model:

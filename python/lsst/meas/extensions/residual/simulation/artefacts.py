@@ -108,6 +108,7 @@ from .survey import NOMINAL_PSF_FWHM, depth, flux_to_mag, mag_to_flux
 
 #: Second entry of the seed of the artefacts' generator (the scene's own stream is seeded by the seed alone).
 ARTEFACT_STREAM = 7
+_NOISE_KERNEL_STREAM = 1
 
 # Counts are given per 512×512-pixel patch and scaled with the scene's area.
 _PATCH_PIXELS = 512 * 512
@@ -259,6 +260,10 @@ class ArtefactConfig(StrictModel):
     """Fraction of the hits masked CR (the others were missed by the coadd's clipping)."""
     correlated_noise_kernel: NoiseKernelConfig | None = None
     """Kernel correlating the noise, as resampling and coadding do; None: white noise."""
+    correlated_noise_sigma_range: _Range | None = None
+    """Range (pixels, within (0, 5]) of the σ of a Gaussian kernel correlating the noise, drawn
+    uniformly per scene (training on many correlation lengths; σ = 0.2 px is nearly white); None:
+    ``correlated_noise_kernel``. Give one of the two."""
 
     @pydantic.field_validator(
         "bright_star_mag_range",
@@ -290,6 +295,19 @@ class ArtefactConfig(StrictModel):
         if value[0] < 1.0:
             raise ValueError(f"chip gaps have fewer inputs: the variance factor is >= 1, not {value}")
         return value
+
+    @pydantic.field_validator("correlated_noise_sigma_range")
+    @classmethod
+    def _kernel_widths(cls, value: _Range | None) -> _Range | None:
+        if value is not None and not 0.0 < value[0] <= value[1] <= 5.0:
+            raise ValueError(f"must be (min, max) with 0 < min <= max <= 5 pixels, not {value}")
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _one_noise_kernel(self) -> Self:
+        if self.correlated_noise_kernel is not None and self.correlated_noise_sigma_range is not None:
+            raise ValueError("give correlated_noise_kernel or correlated_noise_sigma_range, not both")
+        return self
 
     @pydantic.field_validator("saturation_level")
     @classmethod
@@ -559,11 +577,18 @@ def apply_artefacts(
     new_variance = np.asarray(noise.variance(new_model), dtype=np.float64) * scratch.variance_factor
     background = 0.0 if background is None else background
     white = (image - model - background) / np.sqrt(variance)
-    if config.correlated_noise_kernel is not None:
-        kernel = config.correlated_noise_kernel.kernel()
+    noise_kernel = config.correlated_noise_kernel
+    if config.correlated_noise_sigma_range is not None:
+        # Its own generator: the other artefacts' draws do not change with it.
+        width = np.random.default_rng([int(seed), ARTEFACT_STREAM, _NOISE_KERNEL_STREAM]).uniform(
+            *config.correlated_noise_sigma_range
+        )
+        noise_kernel = NoiseKernelConfig(kind="gaussian", sigma=round(float(width), 4))
+    if noise_kernel is not None:
+        kernel = noise_kernel.kernel()
         # Periodic boundaries: every pixel is a sum of independent deviates with Σk² = 1, so unit variance.
         white = np.stack([ndimage.convolve(plane, kernel, mode="wrap") for plane in white])
-        metadata["NOISEKER"] = config.correlated_noise_kernel.describe()
+        metadata["NOISEKER"] = noise_kernel.describe()
     new_image = new_model + white * np.sqrt(new_variance) + background
 
     _cosmic_rays(scratch, new_image, ray_rng, config, sigma, area_scale, bit["CR"])
