@@ -12,13 +12,17 @@ Seeded six-band 10-year scenes of 512² (seeds from 2 000 000; quick: two of
   variance the plane implies) and the variance plane scaled as LSST's is;
 * ``artefacts+correlated``: both.
 
-The whole chain (``run_chain``, the shipped residual-mode package, CPU) runs on
-each. Reported per variant:
+The whole chain (``run_chain``, CPU) runs on each with every shipped
+residual-mode package (`shipped_model_paths`: the default, and the earlier
+ones still shipped). Reported per package and variant:
 
 * **spurious new sources per scene**: network detections kept as new whose
   nearest true source (any flux, the added bright stars included) is farther
   than 3 px, and how many of them lie within 5 px of an artefact's pixels
   (the artefact truth) or in a bright star's zone;
+* **recall of real missed sources**: true sources with multi-band S/N >= 5
+  that no first-pass peak matches within 3 px, matched by a new source
+  within 3 px; and the new sources the package classes as artefacts;
 * **sources centred on pixels without data** (no usable band): first-pass
   peaks, new sources and final sources; the target is 0;
 * **fluxes of sources touching masks vs truth**: true sources with i-band
@@ -32,8 +36,9 @@ each. Reported per variant:
   Of the fluxes off by more than 50 %, the share that carries a flag
   (``near_bright_star``; ``mostly_masked`` ones are NaN, not counted as off).
 
-These are the figures the network v2 issue (an artefact class, a bad-pixel
-channel) is to improve on.
+Issue 11's target: the default package's spurious new sources per artefact
+scene at most a third of ``residual_ugrizy``'s (the package before network v2),
+at equal recall of the real missed sources.
 """
 
 from __future__ import annotations
@@ -52,6 +57,10 @@ ARTEFACT_RADIUS = 5.0
 MATCH_RADIUS = 2.0
 FLUX_SNR_CUT = 10.0
 BAD_FLUX_ERROR = 0.5
+MISSED_SNR = 5.0
+#: Spurious new sources per artefact scene: the default package's at most this share of the old one's.
+SPURIOUS_TARGET = 1 / 3
+OLD_PACKAGE = "residual_ugrizy"
 VARIANTS = ("clean", "artefacts", "correlated", "artefacts+correlated")
 PASSES = ("first_pass", "final")
 
@@ -123,6 +132,7 @@ def _one(seed: int, size: int, variant: str, detector) -> dict:
     from scipy.spatial import cKDTree
 
     from bench.deblend import _truth_properties
+    from bench.second_pass import _multiband_snr
 
     scene = simulate_scene(seed, simulation_config(variant, size))
     start = time.perf_counter()
@@ -133,12 +143,20 @@ def _one(seed: int, size: int, variant: str, detector) -> dict:
     truth_xy = scene.truth.xy
     new_xy = result.new_sources.xy.reshape(-1, 2)
     nearest = cKDTree(truth_xy).query(new_xy)[0] if len(new_xy) else np.zeros(0)
-    spurious = nearest > SPURIOUS_RADIUS
+    # Detections classed as artefacts are not new sources (they never reach the second pass).
+    spurious = (nearest > SPURIOUS_RADIUS) & result.new_sources.peaks
     config = ChainConfig().deblend
     zone = bright_star_zones(scene, config.bright_star_zone_factor, config.bright_star_zone_min_radius)
     near_artefact = (_at(_artefact_distance(scene), new_xy) <= ARTEFACT_RADIUS) | _at(zone, new_xy)
     no_data = ~scene.has_data()
     peaks = result.first_pass.detections.peaks
+    # Real missed sources: S/N >= 5, no first-pass peak within the radius; found if a new one is.
+    peak_xy = np.column_stack([peaks["x"], peaks["y"]]).reshape(-1, 2)
+    missed = (_multiband_snr(scene) >= MISSED_SNR) & (cKDTree(peak_xy).query(truth_xy)[0] > SPURIOUS_RADIUS)
+    kept = result.new_sources.peaks
+    found = np.zeros(len(truth_xy), dtype=bool)
+    if kept.any():
+        found = cKDTree(new_xy[kept]).query(truth_xy)[0] <= SPURIOUS_RADIUS
     final = result.second_pass.catalog
     bright = props["snr"] > FLUX_SNR_CUT
     # Stars saturated in i are not measured there: the reference is the brightest true source that is not.
@@ -156,6 +174,9 @@ def _one(seed: int, size: int, variant: str, detector) -> dict:
         "n_new": len(new_xy),
         "n_spurious": int(spurious.sum()),
         "n_spurious_near_artefacts": int((spurious & near_artefact).sum()),
+        "n_classed_artefact": int((~result.new_sources.peaks).sum()),
+        "n_missed": int(missed.sum()),
+        "n_missed_found": int((missed & found).sum()),
         "n_dropped_on_masked_pixels": int(result.new_sources.n_masked),
         "no_data_fraction": float(no_data.mean()),
         "centred_without_data": {
@@ -211,6 +232,10 @@ def summarise(runs: list[dict]) -> dict:
             "spurious_new_per_scene": per_scene("n_spurious"),
             "spurious_near_artefacts_per_scene": per_scene("n_spurious_near_artefacts"),
             "new_per_scene": per_scene("n_new"),
+            "classed_artefact_per_scene": per_scene("n_classed_artefact"),
+            "missed_recall": round(
+                sum(r["n_missed_found"] for r in mine) / max(sum(r["n_missed"] for r in mine), 1), 3
+            ),
             "new_dropped_on_masked_pixels": sum(r["n_dropped_on_masked_pixels"] for r in mine),
             "no_data_fraction": round(float(np.mean([r["no_data_fraction"] for r in mine])), 4),
             "centred_without_data": {
@@ -261,7 +286,8 @@ def _plot(runs: list[dict], table: dict, path: Path) -> None:
 
 def _print(table: dict) -> None:
     print(
-        f"{'variant':>22} {'s/scene':>7} {'new':>5} {'spurious':>8} {'near art.':>9} "
+        f"{'variant':>22} {'s/scene':>7} {'new':>5} {'spurious':>8} {'near art.':>9} {'artefact':>8} "
+        f"{'missed rec.':>11} "
         f"{'no-data centres':>15} {'runaway':>7} {'touching: n':>11} {'|err| 1st':>9} {'|err| fin':>9} "
         f"{'>50% fin':>8} {'flagged':>7} {'unmasked |err|':>14}"
     )
@@ -271,7 +297,8 @@ def _print(table: dict) -> None:
         centred = f"{centres['first_pass_peaks']}/{centres['new_sources']}/{centres['final_sources']}"
         print(
             f"{variant:>22} {row['seconds_per_scene']:>7} {row['new_per_scene']:>5} "
-            f"{row['spurious_new_per_scene']:>8} {row['spurious_near_artefacts_per_scene']:>9} {centred:>15} "
+            f"{row['spurious_new_per_scene']:>8} {row['spurious_near_artefacts_per_scene']:>9} "
+            f"{row['classed_artefact_per_scene']:>8} {row['missed_recall']:>11} {centred:>15} "
             f"{row['runaway_fluxes']:>7} {touching['final']['n']:>11} "
             f"{str(touching['first_pass']['median_abs_error']):>9} "
             f"{str(touching['final']['median_abs_error']):>9} "
@@ -279,30 +306,77 @@ def _print(table: dict) -> None:
             f"{str(touching['final']['share_flagged_mostly_masked']):>7} "
             f"{str(unmasked['final']['median_abs_error']):>14}"
         )
-    print("(no-data centres: first-pass peaks / new sources / final sources; target 0/0/0)")
+    print(
+        "(artefact: detections classed as artefacts, per scene; missed rec.: recall of the S/N >= 5 "
+        "sources without a first-pass peak; no-data centres: first-pass peaks / new sources / final "
+        "sources, target 0/0/0)"
+    )
+
+
+def _comparison(tables: dict[str, dict]) -> dict | None:
+    """The default package's spurious rate and recall on artefact scenes against the old package's."""
+    names = list(tables)
+    if OLD_PACKAGE not in tables or names[0] == OLD_PACKAGE:
+        return None
+    default, old = tables[names[0]], tables[OLD_PACKAGE]
+    rows = {}
+    for variant in ("artefacts", "artefacts+correlated"):
+        ratio = (
+            default[variant]["spurious_new_per_scene"] / old[variant]["spurious_new_per_scene"]
+            if old[variant]["spurious_new_per_scene"]
+            else None
+        )
+        rows[variant] = {
+            "spurious_ratio": None if ratio is None else round(ratio, 3),
+            "missed_recall": {
+                names[0]: default[variant]["missed_recall"],
+                OLD_PACKAGE: old[variant]["missed_recall"],
+            },
+            "target_met": ratio is not None
+            and ratio <= SPURIOUS_TARGET
+            and default[variant]["missed_recall"] >= old[variant]["missed_recall"] - 0.02,
+        }
+    return rows
 
 
 def run(out_dir: Path, quick: bool = False) -> dict:
     import logging
 
-    from lsst.meas.extensions.residual.network import Detector, default_model_path
+    from lsst.meas.extensions.residual.network import Detector, shipped_model_paths
     from tqdm.auto import tqdm
 
     logging.getLogger("lsst.meas.extensions.residual").setLevel(logging.WARNING)
     out_dir.mkdir(parents=True, exist_ok=True)
     seeds, size = _scene_plan(quick)
-    detector = Detector(default_model_path("residual"), "cpu")
-    runs = []
-    plan = [(seed, variant) for seed in seeds for variant in VARIANTS]
-    for seed, variant in tqdm(plan, desc="artefact scenes", unit="run"):
-        runs.append(_one(seed, size, variant, detector))
-    table = summarise(runs)
-    _print(table)
-    _plot(runs, table, out_dir / "artefacts.png")
+    packages = shipped_model_paths("residual")
+    tables, per_scene = {}, {}
+    for name, path in packages.items():
+        detector = Detector(path, "cpu")
+        runs = []
+        plan = [(seed, variant) for seed in seeds for variant in VARIANTS]
+        for seed, variant in tqdm(plan, desc=f"artefact scenes, {name}", unit="run"):
+            runs.append(_one(seed, size, variant, detector))
+        tables[name] = summarise(runs)
+        per_scene[name] = [{k: v for k, v in r.items() if k != "fluxes"} for r in runs]
+        print(f"package {name}:")
+        _print(tables[name])
+        _plot(runs, tables[name], out_dir / f"artefacts_{name}.png")
+    comparison = _comparison(tables)
+    if comparison is not None:
+        default = next(iter(packages))
+        for variant, row in comparison.items():
+            recall = row["missed_recall"]
+            print(
+                f"{variant}: spurious new sources {default} / {OLD_PACKAGE} = {row['spurious_ratio']} "
+                f"(target <= {SPURIOUS_TARGET:.3f}), recall of missed sources {recall[default]} vs "
+                f"{recall[OLD_PACKAGE]}: {'met' if row['target_met'] else 'NOT met'}"
+            )
     report = {
         "scenes": {"seeds": seeds, "size": size, "depth": "10yr"},
-        "variants": table,
-        "per_scene": [{k: v for k, v in r.items() if k != "fluxes"} for r in runs],
+        "packages": {name: str(path.name) for name, path in packages.items()},
+        "variants": tables,
+        "comparison": comparison,
+        "per_scene": per_scene,
     }
     (out_dir / "artefacts.json").write_text(json.dumps(report, indent=2))
     return report

@@ -266,6 +266,10 @@ def test_evaluation_variants_change_one_thing_of_the_training_scenes(tiny_image_
         "compact": {"galaxy_sizes"},
         "correlated_noise": {"artefacts"},
         "1yr": {"depth"},
+        "standard_galaxies": set(),  # the tiny package was trained on standard sizes
+        "dense": {"galaxy_density"},
+        "star_field": {"star_density"},
+        "poor_seeing": {"psf_fwhm_range"},
     }
     assert _settings(package, EvaluationConfig(variant="correlated_noise"))[0].artefacts.saturate is False
     with pytest.raises(ValueError, match="unknown variant 'fog'"):

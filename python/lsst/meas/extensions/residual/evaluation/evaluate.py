@@ -94,7 +94,15 @@ EVALUATION_VARIANTS: dict[str, Any] = {
     "compact": {"galaxy_sizes": "compact"},
     "correlated_noise": _correlated_noise,
     "1yr": {"depth": "1yr"},
+    # Outside the widened mix too (held out for network v2 as well):
+    "standard_galaxies": {"galaxy_sizes": "standard"},
+    "dense": {"galaxy_density": 150.0},  # 2.5x the 10-year default: crowding
+    "star_field": {"star_density": 60.0},  # low Galactic latitude
+    "poor_seeing": {"psf_fwhm_range": (1.1, 1.5)},  # beyond the 0.5-1.1" every training drew from
 }
+#: The variants whose scenes the widened mix (`SimulationConfig.widened`, network v2's training)
+#: already draws: held out for a package trained without it, not for one trained on it.
+WIDENED_MIX_VARIANTS = ("kolmogorov_airy", "moffat", "compact", "1yr")
 
 
 class EvaluationConfig(StrictModel):

@@ -42,6 +42,7 @@ __all__ = [
     "load_model_package",
     "read_model_metadata",
     "default_model_path",
+    "shipped_model_paths",
     "MODES",
 ]
 
@@ -725,3 +726,11 @@ def default_model_path(mode: str = "residual") -> Path:
     if not path.exists():
         raise FileNotFoundError(f"The shipped {mode}-mode model package {path} is missing.")
     return path
+
+
+def shipped_model_paths(mode: str = "residual") -> dict[str, Path]:
+    """Every model package shipped for ``mode``, by file stem: the default first, then the
+    others (earlier versions, still loadable) by name."""
+    default = default_model_path(mode)
+    others = sorted(p for p in default.parent.glob(f"{mode}_*.zip") if p != default)
+    return {path.stem: path for path in (default, *others)}
