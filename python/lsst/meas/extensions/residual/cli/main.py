@@ -27,7 +27,17 @@ from collections.abc import Iterator
 from ..errors import MissingInputError, ResidualDetectronError
 
 # Subcommand modules, in the order ``--help`` lists them.
-_SUBCOMMANDS = ("simulate", "detect_peaks", "deblend", "train", "find", "evaluate", "run", "demo")
+_SUBCOMMANDS = (
+    "simulate",
+    "import_images",
+    "detect_peaks",
+    "deblend",
+    "train",
+    "find",
+    "evaluate",
+    "run",
+    "demo",
+)
 
 
 class CommandError(ResidualDetectronError):

@@ -1,0 +1,212 @@
+"""Import of per-band survey images: units, grids, variance and PSF estimation (simulated files and
+the real fixtures)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+from lsst.meas.extensions.residual.cli.main import main
+from lsst.meas.extensions.residual.errors import InputError
+from lsst.meas.extensions.residual.realdata import (
+    PsfEstimationError,
+    import_fits,
+    njy_per_unit,
+    psf_fwhm,
+    scene_from_arrays,
+)
+from lsst.meas.extensions.residual.scene import read_scene
+from lsst.meas.extensions.residual.simulation import SimulationConfig, simulate_scene
+
+FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "real"
+needs_fixtures = pytest.mark.skipif(
+    not FIXTURES.exists(), reason=f"the real-image fixtures ({FIXTURES}) are not here"
+)
+BANDS = ("g", "r", "i")
+
+
+def _wcs(scale: float, shape: tuple[int, int], shift: float = 0.0) -> WCS:
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [150.1, 2.2]
+    wcs.wcs.crpix = [shape[1] / 2 + shift, shape[0] / 2]
+    wcs.wcs.cd = np.diag([-scale / 3600.0, scale / 3600.0])
+    return wcs
+
+
+@pytest.fixture(scope="module")
+def star_field(tmp_path_factory):
+    """A simulated 256² g,r,i star field written as one FITS file per band (nanomaggies, TAN WCS)."""
+    scene = simulate_scene(
+        5, SimulationConfig(height=256, width=256, bands="gri", star_density=120.0, galaxy_density=15.0)
+    )
+    folder = tmp_path_factory.mktemp("field")
+    factor = njy_per_unit("nanomaggies")
+    header = _wcs(0.2, scene.shape).to_header()
+    files = {}
+    for index, band in enumerate(scene.bands):
+        for name, data in (
+            ("image", scene.image[index] / factor),
+            ("var", scene.variance[index] / factor**2),
+            ("psf", scene.psf[index]),
+        ):
+            path = folder / f"{name}_{band}.fits"
+            fits.PrimaryHDU(data.astype(np.float32), header=header if name != "psf" else None).writeto(path)
+            files[name, band] = str(path)
+    return scene, files, folder
+
+
+def test_units_convert_to_njy():
+    assert njy_per_unit("nJy") == 1.0
+    assert njy_per_unit("nmgy") == pytest.approx(3631.0, rel=1e-4)  # AB 22.5
+    assert njy_per_unit("counts", 27.0) == pytest.approx(57.544, rel=1e-4)  # HSC coadds
+    for unit, zeropoint, message in (
+        ("counts", None, "need a zero point"),
+        ("nanomaggies", 22.5, "zero point goes with images in counts"),
+        ("erg", None, "Unknown image unit 'erg'"),
+    ):
+        with pytest.raises(InputError, match=message):
+            njy_per_unit(unit, zeropoint)
+
+
+def test_a_known_source_keeps_its_flux_in_njy():
+    # A point source of AB 20 on an image in counts at zero point 27: 7 mag above one count.
+    image = np.zeros((41, 41))
+    image[20, 20] = 10 ** (0.4 * 7.0)
+    psf = np.zeros((5, 5))
+    psf[2, 2] = 1.0
+    scene, report = scene_from_arrays(
+        {"r": image},
+        pixel_scale=0.168,
+        variance={"r": np.ones_like(image)},
+        psf={"r": psf},
+        unit="counts",
+        zeropoint=27.0,
+    )
+    assert scene.image.sum() == pytest.approx(3631e9 * 10 ** (-0.4 * 20.0), rel=1e-5)  # AB 20 in nJy
+    assert scene.metadata["BUNIT"] == "nJy" and scene.metadata["ZEROPT"] == pytest.approx(31.4, abs=1e-3)
+    assert scene.variance[0, 0, 0] == pytest.approx(report.njy_per_unit**2, rel=1e-6)
+    assert scene.pixel_scale == 0.168 and scene.metadata["VARSRC_R"] == "given"
+
+
+def test_import_with_variance_and_psf_keeps_them(star_field, tmp_path):
+    scene, files, _ = star_field
+    imported, report = import_fits(
+        {b: files["image", b] for b in BANDS},
+        variance={b: files["var", b] for b in BANDS},
+        psf={b: files["psf", b] for b in BANDS},
+        unit="nanomaggies",
+    )
+    np.testing.assert_allclose(imported.image, scene.image, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(imported.variance, scene.variance, rtol=1e-5)
+    np.testing.assert_allclose(imported.psf, scene.psf, atol=1e-7)
+    assert imported.pixel_scale == pytest.approx(0.2, rel=1e-6)  # from the WCS
+    assert imported.metadata["CTYPE1"] == "RA---TAN" and imported.metadata["PSFSRC_G"] == "given"
+    assert report.sources["g"].endswith("image_g.fits[PRIMARY]")
+    # The scene file keeps it all, the WCS included.
+    from lsst.meas.extensions.residual.scene import write_scene
+
+    write_scene(imported, tmp_path / "scene.fits")
+    back = read_scene(tmp_path / "scene.fits")
+    assert back.metadata["CRVAL1"] == pytest.approx(150.1) and back.pixel_scale == imported.pixel_scale
+
+
+def test_estimated_variance_and_psf_recover_the_known_ones(star_field):
+    scene, files, _ = star_field
+    imported, report = import_fits({b: files["image", b] for b in BANDS}, unit="nanomaggies")
+    for index, band in enumerate(BANDS):
+        # The sky σ: the simulated variance away from the sources.
+        true_sky = np.sqrt(np.percentile(scene.variance[index], 5))
+        assert report.sky_sigma_njy[band] == pytest.approx(true_sky, rel=0.1)
+        assert report.variance[band].startswith("estimated: sky")
+        # The PSF within 5% of the true FWHM, from at least the required stars.
+        true_fwhm = psf_fwhm(scene.psf[index])
+        assert report.psf[band]["fwhm_arcsec"] / 0.2 == pytest.approx(true_fwhm, rel=0.05)
+        assert report.psf[band]["n_stars"] >= 5 == len(report.psf[band]["stars"][:5])
+        assert imported.metadata[f"PSFSRC_{band.upper()}"] == "estimated"
+        assert imported.psf[index].sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_misaligned_grids_and_mismatched_planes_are_refused(star_field, tmp_path):
+    scene, files, _ = star_field
+    shifted = tmp_path / "image_r_shifted.fits"
+    header = _wcs(0.2, scene.shape, shift=0.5).to_header()
+    fits.PrimaryHDU(fits.getdata(files["image", "r"]), header=header).writeto(shifted)
+    with pytest.raises(InputError, match=r"Band r's pixel grid is not band g's: .* 0\.5 px apart"):
+        import_fits({"g": files["image", "g"], "r": str(shifted)}, unit="nanomaggies")
+    with pytest.raises(InputError, match="both a variance and an inverse variance"):
+        import_fits(
+            {"g": files["image", "g"]},
+            variance={"g": files["var", "g"]},
+            inverse_variance={"g": files["var", "g"]},
+            unit="nanomaggies",
+        )
+    with pytest.raises(InputError, match=r"Unknown band\(s\) HSC-G.*band map"):
+        import_fits({"HSC-G": files["image", "g"]}, unit="nanomaggies")
+    renamed, _ = import_fits(
+        {"HSC-G": files["image", "g"]},
+        psf={"HSC-G": files["psf", "g"]},
+        variance={"HSC-G": files["var", "g"]},
+        band_map={"HSC-G": "g"},
+        unit="nanomaggies",
+    )
+    assert renamed.bands == ("g",)
+    with pytest.raises(InputError, match=r"no HDU 'SCI'"):
+        import_fits({"g": files["image", "g"] + "[SCI]"}, unit="nanomaggies")
+
+
+def test_too_few_stars_are_refused_naming_the_count(star_field):
+    _, files, _ = star_field
+    with pytest.raises(
+        PsfEstimationError, match=r"Band g: \d+ bright, isolated, unsaturated stars .* at least 500"
+    ):
+        import_fits({"g": files["image", "g"]}, unit="nanomaggies", min_psf_stars=500)
+
+
+def test_import_command_writes_the_scene_and_its_report(star_field, tmp_path, capsys):
+    _, files, _ = star_field
+    out = tmp_path / "scene.fits"
+    argv = ["import", "--unit", "nanomaggies", "--out", str(out)]
+    argv += [f"--band={b}={files['image', b]}" for b in BANDS] + [f"--psf=g={files['psf', 'g']}"]
+    assert main(argv) == 0
+    scene = read_scene(out)
+    report = json.loads(out.with_suffix(".import.json").read_text())
+    assert scene.bands == BANDS and report["psf"]["g"]["source"] == "given"
+    assert report["psf"]["r"]["source"] == "estimated" and len(report["psf"]["r"]["stars"]) >= 5
+    assert main(argv) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert main(["import", "--band", "g", "--out", str(tmp_path / "x.fits")]) == 2
+    assert "give NAME=VALUE" in capsys.readouterr().err
+
+
+@needs_fixtures
+def test_the_decals_cutout_imports_with_its_variance_and_psf_estimated():
+    decals = FIXTURES / "decals"
+    scene, report = import_fits({b: str(decals / f"img_{b}.fits") for b in "grz"}, unit="nanomaggies")
+    assert scene.bands == ("g", "r", "z") and scene.pixel_scale == pytest.approx(0.262, rel=1e-3)
+    for band in scene.bands:
+        # DECaLS DR7 seeing: about 1.1-1.6".
+        assert 1.0 < report.psf[band]["fwhm_arcsec"] < 1.7 and report.psf[band]["n_stars"] >= 5
+        assert report.sky_sigma_njy[band] > 0
+
+
+@needs_fixtures
+def test_the_hsc_blend_becomes_a_scene_with_its_own_variance_and_psfs():
+    with np.load(FIXTURES / "hsc" / "hsc_cosmos_35.npz") as data:
+        bands = [str(b) for b in data["filters"]]
+        scene, report = scene_from_arrays(
+            dict(zip(bands, data["images"], strict=True)),
+            variance=dict(zip(bands, data["variance"], strict=True)),
+            psf=dict(zip(bands, data["psfs"], strict=True)),
+            pixel_scale=0.168,
+            unit="counts",
+            zeropoint=27.0,
+        )
+    assert scene.bands == ("g", "r", "i", "z", "y") and scene.psf.shape == (5, 43, 43)
+    assert all(report.psf[b]["source"] == "given" for b in scene.bands)
+    # HSC's seeing in COSMOS: 0.5-0.8".
+    assert all(0.4 < report.psf[b]["fwhm_arcsec"] < 1.0 for b in scene.bands)
