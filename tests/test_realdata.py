@@ -87,8 +87,8 @@ def test_a_known_source_keeps_its_flux_in_njy():
         unit="counts",
         zeropoint=27.0,
     )
-    assert scene.image.sum() == pytest.approx(3631e9 * 10 ** (-0.4 * 20.0), rel=1e-5)  # AB 20 in nJy
-    assert scene.metadata["BUNIT"] == "nJy" and scene.metadata["ZEROPT"] == pytest.approx(31.4, abs=1e-3)
+    assert scene.image.sum() == pytest.approx(10 ** (-0.4 * (20.0 - 31.4)), rel=1e-5)  # AB 20 in nJy
+    assert scene.metadata["BUNIT"] == "nJy" and scene.metadata["ZEROPT"] == 31.4
     assert scene.variance[0, 0, 0] == pytest.approx(report.njy_per_unit**2, rel=1e-6)
     assert scene.pixel_scale == 0.168 and scene.metadata["VARSRC_R"] == "given"
 
@@ -210,3 +210,122 @@ def test_the_hsc_blend_becomes_a_scene_with_its_own_variance_and_psfs():
     assert all(report.psf[b]["source"] == "given" for b in scene.bands)
     # HSC's seeing in COSMOS: 0.5-0.8".
     assert all(0.4 < report.psf[b]["fwhm_arcsec"] < 1.0 for b in scene.bands)
+
+
+# --- injection and recovery --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plain_scene():
+    """A 128² g,r,i scene as a real one comes: no truth."""
+    import dataclasses
+
+    scene = simulate_scene(9, SimulationConfig(height=128, width=128, bands="gri"))
+    return dataclasses.replace(scene, truth=None)
+
+
+def test_injection_adds_the_truth_it_records(plain_scene):
+    import dataclasses
+
+    from lsst.meas.extensions.residual.realdata import InjectionConfig, inject_sources, point_source_depth
+
+    # A sky-only variance (as `import` estimates without a gain): no noise or variance is added.
+    sky_only = dataclasses.replace(
+        plain_scene,
+        metadata={
+            **plain_scene.metadata,
+            **{f"VARSRC_{b.upper()}": "estimated: sky; no source Poisson term" for b in "GRI"},
+        },
+    )
+    injected = inject_sources(sky_only, 3, InjectionConfig(n_sources=20))
+    assert len(injected.truth) == 20 and injected.metadata["INJN"] == 20
+    np.testing.assert_allclose(
+        injected.image - sky_only.image, injected.truth.render(sky_only.shape), atol=1e-2
+    )
+    np.testing.assert_array_equal(injected.variance, sky_only.variance)
+    assert [injected.metadata[f"INJGAIN_{b}"] for b in "GRI"] == [0.0, 0.0, 0.0]
+    # Magnitudes from the 5σ point-source depth - 3 to the depth, in i.
+    depth = point_source_depth(sky_only)[2]
+    mag_i = np.asarray(injected.truth.table["mag"])[:, 2]
+    assert injected.metadata["INJREF"] == "i" and injected.metadata["DEPTH_I"] == pytest.approx(
+        depth, abs=1e-3
+    )
+    assert np.all((mag_i >= depth - 3 - 1e-6) & (mag_i < depth + 1e-6))
+    assert 2 <= np.sum(injected.truth.is_star) <= 6  # 20% of 20
+    # A star drawn with the scene's PSF is that PSF.
+    star = int(np.flatnonzero(injected.truth.is_star)[0])
+    stamp, _ = injected.truth.isolated_image(star, sky_only.shape)
+    assert psf_fwhm(stamp[2] / stamp[2].sum()) == pytest.approx(psf_fwhm(sky_only.psf[2]), rel=0.05)
+    # With the simulator's Poisson term in the variance, the gain is measured and the variance grows.
+    from lsst.meas.extensions.residual.realdata import scene_gain
+
+    gain = scene_gain(plain_scene)
+    assert np.all(gain > 0)
+    noisy = inject_sources(plain_scene, 3, InjectionConfig(n_sources=20))
+    added = noisy.truth.render(plain_scene.shape)
+    np.testing.assert_allclose(
+        noisy.variance - plain_scene.variance, added / gain[:, None, None], rtol=1e-3, atol=1e-3
+    )
+    # The same seed, the same injections.
+    again = inject_sources(plain_scene, 3, InjectionConfig(n_sources=20))
+    np.testing.assert_array_equal(again.truth.xy, noisy.truth.xy)
+    np.testing.assert_array_equal(again.image, noisy.image)
+
+
+def test_injections_near_sources_are_blends(plain_scene):
+    from lsst.meas.extensions.residual.detection import detect_peaks
+    from lsst.meas.extensions.residual.realdata import InjectionConfig, inject_sources
+    from scipy.spatial import cKDTree
+
+    injected = inject_sources(plain_scene, 4, InjectionConfig(n_sources=10, near_sources=True))
+    fwhm = psf_fwhm(plain_scene.psf[2])
+    distance = cKDTree(detect_peaks(plain_scene).xy).query(injected.truth.xy)[0] / fwhm
+    assert np.all(distance <= 3.0 + 1e-6) and injected.metadata["INJNEAR"]
+    with pytest.raises(ValueError, match="bright < faint"):
+        InjectionConfig(mag_range=(24.0, 22.0))
+
+
+def test_recovery_counts_what_the_chain_finds_of_the_injections(plain_scene, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _tasks_helpers import make_tiny_package
+    from lsst.meas.extensions.residual.scene import write_scene
+
+    package = make_tiny_package(tmp_path / "tiny.zip", bands=("g", "r", "i"))
+    write_scene(plain_scene, tmp_path / "scene.fits")
+    assert (
+        main(
+            [
+                "inject",
+                str(tmp_path / "scene.fits"),
+                "--n",
+                "12",
+                "--seed",
+                "5",
+                "--out",
+                str(tmp_path / "inj.fits"),
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "recovery"
+    argv = ["evaluate", "--injected", str(tmp_path / "inj.fits"), "--original", str(tmp_path / "scene.fits")]
+    assert main([*argv, "--model", str(package), "--device", "cpu", "--out", str(out)]) == 0
+    summary = json.loads((out / "recovery.json").read_text())
+    assert (out / "recovery.png").exists() and summary["n_injected"] == 12
+    recovered = summary["recovered"]
+    # The first pass finds the injected sources well above the depth; pass 1 + 2 finds no fewer.
+    per_source = summary["per_source"]
+    bright = np.asarray(per_source["mag"]) < np.percentile(per_source["mag"], 50)
+    assert np.mean(np.asarray(per_source["pass_1"])[bright]) >= 0.5
+    assert recovered["pass_1_2"] >= recovered["pass_1"] and recovered["only_residual"] == pytest.approx(
+        recovered["pass_1_2"] - recovered["pass_1"]
+    )
+    assert (
+        sum(r["n"] for r in summary["vs_magnitude"])
+        == 12
+        == sum(r["n"] for r in summary["vs_separation_fwhm"])
+    )
+    assert summary["uninjected"]["first_pass_sources"] > 0
+    assert main([*argv[:3], "--out", str(tmp_path / "x")]) == 2  # --original missing

@@ -30,6 +30,7 @@ from ..errors import MissingInputError, ResidualDetectronError
 _SUBCOMMANDS = (
     "simulate",
     "import_images",
+    "inject",
     "detect_peaks",
     "deblend",
     "train",

@@ -7,7 +7,7 @@ nJy: it converts the units (`njy_per_unit`), estimates what is missing
 `estimate_psfs`) and records in the header what each band's planes are:
 
 ``BUNIT``, ``ZEROPT``
-    ``nJy`` and its AB zero point, 31.4 (`NJY_ZEROPOINT`); ``UNITFAC``: nJy per input unit.
+    ``nJy`` and its AB zero point, 31.4; ``UNITFAC``: nJy per input unit.
 ``PIXSCALE``
     Arcsec per pixel (from the WCS, or given).
 ``VARSRC_<B>``
@@ -43,9 +43,10 @@ from ..bands import LSST_BANDS
 from ..errors import InputError, MissingInputError
 from ..masks import DEFAULT_MASK_PLANES
 from ..scene import Scene
+from ..simulation.survey import NJY_ZEROPOINT
 from .noise import estimate_variance
 from .psf_estimation import estimate_psfs, psf_fwhm
-from .units import NJY_ZEROPOINT, njy_per_unit
+from .units import njy_per_unit
 
 #: Largest sky offset (pixels) between two bands' grids at the image corners and centre.
 GRID_TOLERANCE = 0.01
@@ -252,7 +253,7 @@ def scene_from_arrays(
 
     metadata: dict[str, Any] = {
         "BUNIT": "nJy",
-        "ZEROPT": round(NJY_ZEROPOINT, 5),
+        "ZEROPT": NJY_ZEROPOINT,
         "UNITFAC": factor,
         "PIXSCALE": round(float(pixel_scale), 6),
     }

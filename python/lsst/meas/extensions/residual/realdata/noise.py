@@ -15,7 +15,7 @@ pixels show, and sums over many pixels have more variance than it implies.
 
 from __future__ import annotations
 
-__all__ = ["NoiseEstimate", "estimate_variance"]
+__all__ = ["NoiseEstimate", "estimate_variance", "NO_POISSON_TERM"]
 
 import dataclasses
 import warnings
@@ -23,6 +23,9 @@ import warnings
 import numpy as np
 
 from ..errors import InputError
+
+#: How an estimate's method says that it holds no source Poisson term.
+NO_POISSON_TERM = "no source Poisson term"
 
 
 @dataclasses.dataclass
@@ -90,7 +93,7 @@ def estimate_variance(
         variance = variance + np.maximum(image, 0.0) / gain
         method += f" + source Poisson (gain {gain:g} e-/unit)"
     else:
-        method += "; no source Poisson term (no gain given)"
+        method += f"; {NO_POISSON_TERM} (no gain given)"
     variance = np.where(good, variance, np.inf)
     return NoiseEstimate(
         variance=variance.astype(np.float32),

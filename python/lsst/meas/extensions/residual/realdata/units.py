@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["UNITS", "NJY_ZEROPOINT", "njy_per_unit"]
-
-import math
+__all__ = ["UNITS", "njy_per_unit"]
 
 from ..errors import InputError
-
-#: AB zero point: a flux density of 3631 Jy is magnitude 0.
-_AB_NJY = 3631e9
-#: AB magnitude of 1 nJy (31.4).
-NJY_ZEROPOINT = 2.5 * math.log10(_AB_NJY)
+from ..simulation.survey import mag_to_flux
 
 #: Pixel units `njy_per_unit` knows: ``nJy``; ``nanomaggies`` (SDSS/DESI Legacy Surveys: 1 nmgy is
 #: AB 22.5, 3631 nJy); ``counts`` (an image unit of AB magnitude ``zeropoint``: HSC coadds have 27,
@@ -43,9 +37,9 @@ def njy_per_unit(unit: str, zeropoint: float | None = None) -> float:
     if name == "counts":
         if zeropoint is None:
             raise InputError("Images in counts need a zero point (the AB magnitude of one count).")
-        return _AB_NJY * 10.0 ** (-0.4 * float(zeropoint))
+        return float(mag_to_flux(float(zeropoint)))
     if name not in UNITS:
         raise InputError(f"Unknown image unit {unit!r}; known: {', '.join(UNITS)}.")
     if zeropoint is not None:
         raise InputError(f"A zero point goes with images in counts, not in {name}.")
-    return 1.0 if name == "nJy" else _AB_NJY * 10.0 ** (-0.4 * 22.5)
+    return 1.0 if name == "nJy" else float(mag_to_flux(22.5))

@@ -6,6 +6,7 @@ __all__ = [
     "SimulationConfig",
     "simulate_scene",
     "draw_psf_and_population",
+    "population_truth",
     "DEFAULT_GALAXY_DENSITY",
     "Depth",
     "PsfModel",
@@ -300,6 +301,30 @@ def draw_psf_and_population(
     return psf, population
 
 
+def population_truth(population: Table, rendered: list, nbands: int) -> Truth:
+    """The `Truth` of drawn sources (`draw_population`) in ``nbands`` bands and their stamps
+    (`render_sources`), ids from 1."""
+    truth_table = Table()
+    truth_table["id"] = np.arange(1, len(population) + 1, dtype=np.int64)
+    truth_table["x"] = np.asarray(population["x"], dtype=np.float64)
+    truth_table["y"] = np.asarray(population["y"], dtype=np.float64)
+    truth_table["class"] = population["class"]
+    truth_table["flux"] = np.asarray(population["flux"], dtype=np.float64).reshape(len(population), nbands)
+    truth_table["mag"] = flux_to_mag(truth_table["flux"])
+    truth_table["hlr"] = [r.hlr for r in rendered]
+    truth_table["e1"] = [r.e1 for r in rendered]
+    truth_table["e2"] = [r.e2 for r in rendered]
+    truth_table["redshift"] = population["redshift"]
+    truth_table["bulge_fraction"] = population["bulge_fraction"]
+    truth_table["stamp_x0"] = np.array([r.x0 for r in rendered], dtype=np.int32)
+    truth_table["stamp_y0"] = np.array([r.y0 for r in rendered], dtype=np.int32)
+    truth_table["stamp_height"] = np.array([r.stamp.shape[1] for r in rendered], dtype=np.int32)
+    truth_table["stamp_width"] = np.array([r.stamp.shape[2] for r in rendered], dtype=np.int32)
+    truth_table["flux"].unit = "nJy"
+    truth_table["hlr"].unit = "arcsec"
+    return Truth(truth_table, [r.stamp.astype(np.float32) for r in rendered])
+
+
 def simulate_scene(seed: int, config: SimulationConfig | None = None) -> Scene:
     """Simulate a scene.
 
@@ -332,27 +357,7 @@ def simulate_scene(seed: int, config: SimulationConfig | None = None) -> Scene:
     reference = bands.index("i") if "i" in bands else len(bands) // 2
     rendered = render_sources(population, psf, config.pixel_scale, reference, noise.background_sigma)
 
-    truth_table = Table()
-    truth_table["id"] = np.arange(1, len(population) + 1, dtype=np.int64)
-    truth_table["x"] = np.asarray(population["x"], dtype=np.float64)
-    truth_table["y"] = np.asarray(population["y"], dtype=np.float64)
-    truth_table["class"] = population["class"]
-    truth_table["flux"] = np.asarray(population["flux"], dtype=np.float64).reshape(
-        len(population), len(bands)
-    )
-    truth_table["mag"] = flux_to_mag(truth_table["flux"])
-    truth_table["hlr"] = [r.hlr for r in rendered]
-    truth_table["e1"] = [r.e1 for r in rendered]
-    truth_table["e2"] = [r.e2 for r in rendered]
-    truth_table["redshift"] = population["redshift"]
-    truth_table["bulge_fraction"] = population["bulge_fraction"]
-    truth_table["stamp_x0"] = np.array([r.x0 for r in rendered], dtype=np.int32)
-    truth_table["stamp_y0"] = np.array([r.y0 for r in rendered], dtype=np.int32)
-    truth_table["stamp_height"] = np.array([r.stamp.shape[1] for r in rendered], dtype=np.int32)
-    truth_table["stamp_width"] = np.array([r.stamp.shape[2] for r in rendered], dtype=np.int32)
-    truth_table["flux"].unit = "nJy"
-    truth_table["hlr"].unit = "arcsec"
-    truth = Truth(truth_table, [r.stamp.astype(np.float32) for r in rendered])
+    truth = population_truth(population, rendered, len(bands))
 
     model = truth.render(shape).astype(np.float64)
     image = noise.add_noise(rng, model)
