@@ -70,8 +70,16 @@ def put_empty_patch(butler, skymap, patch: int, run: str, size: int = 64) -> Non
         butler.put(coadd, "deep_coadd", data_id, run=run)
 
 
-def make_repo(root: Path, package: Path, patch_size: int = 64, patches=2, empty_patches=(), seed: int = 7):
-    """A repository with ``patches`` patches (1 row) of tiny scenes and the package ingested."""
+def make_repo(
+    root: Path,
+    package: Path,
+    patch_size: int = 64,
+    patches=2,
+    empty_patches=(),
+    seed: int = 7,
+    bands=("u", "g", "r", "i", "z", "y"),
+):
+    """A repository with ``patches`` patches (1 row) of tiny scenes in ``bands`` and the package ingested."""
     from lsst.meas.extensions.residual.tasks.repo import (
         create_repo,
         ingest_model_package,
@@ -89,7 +97,7 @@ def make_repo(root: Path, package: Path, patch_size: int = 64, patches=2, empty_
         if patch in empty_patches:
             put_empty_patch(butler, skymap, patch, "demo/inputs", patch_size)
         else:
-            ingest_scene(butler, tiny_scene(seed + patch, patch_size), skymap, patch, "demo/inputs")
+            ingest_scene(butler, tiny_scene(seed + patch, patch_size, bands), skymap, patch, "demo/inputs")
     ingest_model_package(butler, package, "demo/models")
     return butler, skymap
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,6 +34,7 @@ from lsst.meas.extensions.residual.network import (  # noqa: E402
     read_model_metadata,
     read_source_detections,
     save_model_package,
+    shipped_model_paths,
     tile_starts,
 )
 
@@ -320,11 +322,15 @@ def test_pixel_scales_outside_the_training_range_are_refused(tiny_package_path):
         meta.replace(pixel_scales=(0.27, 0.17))
 
 
-@pytest.mark.parametrize("mode", ["residual", "image"])
-def test_shipped_packages_load_and_their_metadata_round_trips(mode):
+def _shipped(name: str) -> Path:
+    return default_model_path("residual").parent / f"{name}.zip"
+
+
+@pytest.mark.parametrize("name", ["residual_ugrizy", "image_ugrizy"])
+def test_the_version_1_packages_load_and_their_metadata_round_trips(name):
     from lsst.meas.extensions.residual.network.package import _metadata_json
 
-    path = default_model_path(mode)
+    path = _shipped(name)
     package = load_model_package(path)
     meta = package.metadata
     assert meta == read_model_metadata(path)
@@ -351,6 +357,21 @@ def test_shipped_packages_load_and_their_metadata_round_trips(mode):
     migrated = {"score_calibration": None, "band_subsets": False, "pixel_scales": [0.2, 0.2]}
     shipped = {**shipped, **migrated, **weights}
     assert written == shipped and list(written) == list(shipped)
+
+
+def test_every_shipped_package_of_the_current_format_round_trips():
+    from lsst.meas.extensions.residual.network.package import PACKAGE_FORMAT_VERSION, _metadata_json
+
+    for mode in ("residual", "image"):
+        for path in shipped_model_paths(mode).values():
+            with zipfile.ZipFile(path) as archive:
+                shipped = json.loads(archive.read("metadata.json"))
+            if shipped["format_version"] != PACKAGE_FORMAT_VERSION:
+                continue
+            meta = load_model_package(path).metadata
+            # Written now, its metadata.json is the shipped one, key for key and in order.
+            assert _metadata_json(meta, shipped["weights_dtype"], shipped["weights_sha256"]) == shipped
+            assert meta.mode == mode and meta.score_threshold > 0
 
 
 @pytest.mark.parametrize(

@@ -115,3 +115,23 @@ def test_interrupted_run_is_resumed_and_a_fresh_run_keeps_the_old_one(repo):
         # The old run is kept as it was.
         assert butler.find_dataset("object_residual_detection", data_id, collections=[old_run]) is not None
         assert butler.collections.get_info(OUTPUT).children[:2] == (new_run, old_run)
+
+
+@pytest.mark.slow
+def test_a_patch_without_u_runs_through_pipetask_with_a_package_taking_band_subsets(tmp_path):
+    from lsst.daf.butler import Butler
+
+    package = make_tiny_package(tmp_path / "subsets.zip", recipe="residual+model+bad", band_subsets=True)
+    bands = ("g", "r", "i", "z", "y")
+    _, skymap = make_repo(tmp_path / "repo", package, patches=1, bands=bands)
+    run_pipeline(tmp_path / "repo", echo=False)
+    with Butler.from_config(str(tmp_path / "repo"), collections=[OUTPUT]) as butler:
+        data_id = {"skymap": skymap.name, "tract": 0, "patch": 0}
+        catalog = butler.get("object_residual_deblend", data_id)
+        fluxes = {
+            name[: -len("_flux")] for name in catalog.colnames if name.endswith("_flux") and len(name) == 6
+        }
+        assert fluxes == set(bands)  # g..y, no u
+        assert (catalog["found_by"] == "residual").sum() == len(
+            butler.get("object_residual_detection", data_id)
+        )
