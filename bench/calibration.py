@@ -57,6 +57,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     import logging
 
     import numpy as np
+    from lsst.meas.extensions.residual.errors import InputError
     from lsst.meas.extensions.residual.evaluation.evaluate import (
         EVALUATION_VARIANTS,
         EvaluationConfig,
@@ -84,13 +85,19 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         )
         return evaluate_package(package, config, out_dir / name, progress=False)
 
+    fit_error = None
     if shipped.metadata.score_calibration is None:
         evaluate(shipped, "training", FIT_SEED, plan["fit_scenes"], "fit")
         with np.load(out_dir / "fit" / "detection_scores.npz") as data:
-            calibrated = calibrate_package(
-                shipped, data["score"], data["is_real"], PURITY, scenes=plan["fit_scenes"], seed=FIT_SEED
-            )
-        packages = {"raw": shipped, "calibrated": calibrated}
+            try:
+                calibrated = calibrate_package(
+                    shipped, data["score"], data["is_real"], PURITY, scenes=plan["fit_scenes"], seed=FIT_SEED
+                )
+                packages = {"raw": shipped, "calibrated": calibrated}
+            except InputError as err:  # no threshold reaches the purity: the raw package alone
+                fit_error = str(err)
+                calibrated = None
+                packages = {"raw": shipped}
     else:
         calibrated = shipped
         packages = {"calibrated": shipped}
@@ -114,7 +121,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         return "-" if value is None else f"{value:.3f}"
 
     def meets(row) -> bool:
-        cal = row["calibrated"]
+        cal = row[list(packages)[-1]]
         return cal["ece"] is not None and cal["ece"] <= 0.05 and (cal["purity"] or 0.0) >= 0.90
 
     labels = list(packages)
@@ -130,8 +137,11 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         print(f"{variant:>17} {'yes' if row['held_out'] else 'no':>8} {cells}")
     passing = [v for v in held_out if meets(rows[v])]
     met = len(held_out) >= 4 and len(passing) == len(held_out)
+    if fit_error is not None:
+        print(f"No calibration: {fit_error}")
+    threshold = "-" if calibrated is None else f"{calibrated.metadata.score_threshold:.3f}"
     print(
-        f"(threshold {calibrated.metadata.score_threshold:.3f} for purity {PURITY}); held-out variants with "
+        f"(threshold {threshold} for purity {PURITY}); held-out variants with "
         f"ECE <= 0.05 and purity >= 0.90: {len(passing)} of {len(held_out)} "
         f"({', '.join(passing) or 'none'}): {'met' if met else 'NOT met'}"
     )
@@ -142,7 +152,8 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         "fit_seed": FIT_SEED if "raw" in packages else None,
         "check_seed": CHECK_SEED,
         "purity_target": PURITY,
-        "calibrated_threshold": calibrated.metadata.score_threshold,
+        "calibrated_threshold": None if calibrated is None else calibrated.metadata.score_threshold,
+        "calibration_error": fit_error,
         "held_out": held_out,
         "held_out_passing": passing,
         "target_met": met,

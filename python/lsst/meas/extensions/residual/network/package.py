@@ -112,7 +112,9 @@ TRAINED_PIXEL_SCALE = 0.2
 
 _METADATA_MEMBER = "metadata.json"
 _WEIGHTS_MEMBER = "weights.pt"
-_DEFAULT_MODELS = {"residual": "residual_ugrizy.zip", "image": "image_ugrizy.zip"}
+#: The default package of each mode. ``residual_v2`` (network v2: band subsets, 0.17-0.27" pixels,
+#: masked pixels, an artefact class) replaced ``residual_ugrizy``, which is still shipped and loadable.
+_DEFAULT_MODELS = {"residual": "residual_v2.zip", "image": "image_ugrizy.zip"}
 
 
 class ModelPackageError(InputError):
