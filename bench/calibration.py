@@ -1,4 +1,4 @@
-"""Score calibration of the shipped residual-mode package on held-out variants of the scenes.
+"""Score calibration of each shipped residual-mode package on held-out variants of the scenes.
 
 If the shipped package carries no calibration, one (`calibrate_package`,
 isotonic, threshold for purity 0.92) is fitted here on held-out scenes as the
@@ -54,8 +54,20 @@ def held_out_variants(package) -> list[str]:
 
 
 def run(out_dir: Path, quick: bool = False) -> dict:
+    """Every shipped residual-mode package, one after the other (``out_dir/<package name>/``)."""
     import logging
 
+    from lsst.meas.extensions.residual.network import load_model_package, shipped_model_paths
+
+    logging.getLogger("lsst.meas.extensions.residual").setLevel(logging.WARNING)
+    reports = {}
+    for name, path in shipped_model_paths("residual").items():
+        reports[name] = _package_report(load_model_package(path), out_dir / name, _plan(quick))
+    (out_dir / "calibration.json").write_text(json.dumps(reports, indent=2))
+    return reports
+
+
+def _package_report(shipped, out_dir: Path, plan: dict) -> dict:
     import numpy as np
     from lsst.meas.extensions.residual.errors import InputError
     from lsst.meas.extensions.residual.evaluation.evaluate import (
@@ -63,16 +75,9 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         EvaluationConfig,
         evaluate_package,
     )
-    from lsst.meas.extensions.residual.network import (
-        calibrate_package,
-        default_model_path,
-        load_model_package,
-    )
+    from lsst.meas.extensions.residual.network import calibrate_package
 
-    logging.getLogger("lsst.meas.extensions.residual").setLevel(logging.WARNING)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plan = _plan(quick)
-    shipped = load_model_package(default_model_path("residual"))
 
     def evaluate(package, variant: str, seed: int, n_scenes: int, name: str) -> dict:
         config = EvaluationConfig(
@@ -159,5 +164,4 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         "target_met": met,
         "variants": rows,
     }
-    (out_dir / "calibration.json").write_text(json.dumps(report, indent=2))
     return report

@@ -705,3 +705,18 @@ def test_calibrate_package_sets_the_calibration_and_a_threshold_for_the_purity(t
         calibrate_package(calibrated, raw, real)
     with pytest.raises(ModelPackageError, match="reaches purity 0.999"):
         calibrate_package(package, raw, rng.uniform(size=raw.size) < 0.5, 0.999)
+
+
+def test_a_model_is_named_by_path_or_by_a_shipped_name(tmp_path):
+    from lsst.meas.extensions.residual.errors import MissingInputError
+    from lsst.meas.extensions.residual.network import band_subset_model_path, model_path
+
+    assert model_path(None) == default_model_path("residual") == _shipped("residual_ugrizy")
+    assert model_path("residual_v2") == _shipped("residual_v2") == band_subset_model_path()
+    assert model_path(str(_shipped("image_ugrizy"))) == _shipped("image_ugrizy")
+    with pytest.raises(
+        MissingInputError, match="not a shipped one: image_ugrizy, residual_ugrizy, residual_v2"
+    ):
+        model_path(tmp_path / "nope.zip")
+    v2 = read_model_metadata(model_path("residual_v2"))
+    assert v2.band_subsets and v2.pixel_scales == (0.17, 0.27) and v2.classes[-1] == "artefact"

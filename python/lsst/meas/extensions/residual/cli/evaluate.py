@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 
+from .options import MODEL_HELP
+
 _log = logging.getLogger(__name__)
 
 # What `evaluate --injected` writes into --out instead.
@@ -38,7 +40,9 @@ def add_parser(subparsers) -> None:
         ),
     )
     parser.add_argument(
-        "--model", default=None, help="model package (.zip); default: the shipped residual one"
+        "--model",
+        default=None,
+        help=MODEL_HELP,
     )
     parser.add_argument("--scenes", type=int, default=20, help="number of scenes (default 20)")
     parser.add_argument("--seed", type=int, default=1_000_000, help="first scene seed (default 1000000)")
@@ -92,7 +96,7 @@ def add_parser(subparsers) -> None:
 def _recovery(args: argparse.Namespace) -> None:
     """``evaluate --injected --original``: injection-recovery through the whole chain."""
     from ..chain import run_chain
-    from ..network import Detector, default_model_path
+    from ..network import Detector, model_path
     from ..realdata import injection_recovery, plot_recovery
     from ..scene import read_scene
     from .main import CommandError, input_files
@@ -108,7 +112,7 @@ def _recovery(args: argparse.Namespace) -> None:
             f"{args.injected} and {args.original} are not the same scene (bands or size differ)."
         )
     with input_files():
-        detector = Detector(args.model or default_model_path("residual"), device=args.device)
+        detector = Detector(model_path(args.model), device=args.device)
     truth = injected.truth
     results = {}
     for name, scene in (("original", original), ("injected", injected)):
@@ -130,7 +134,7 @@ def main(args: argparse.Namespace) -> None:
         return
     from ..configs import make_config
     from ..evaluation.evaluate import EvaluationConfig, evaluate_package
-    from ..network import default_model_path, load_model_package
+    from ..network import load_model_package, model_path
     from .main import CommandError, input_files
     from .outputs import OutputFolder
 
@@ -149,7 +153,7 @@ def main(args: argparse.Namespace) -> None:
     )
     folder = OutputFolder(args.out, overwrite=args.overwrite, output_names=_OUTPUTS)
     with input_files():
-        package = load_model_package(args.model or default_model_path("residual"))
+        package = load_model_package(model_path(args.model))
     if not 0 < args.purity < 1:
         raise CommandError(f"--purity must be between 0 and 1, not {args.purity}.")
     if args.calibrate and package.metadata.score_calibration is not None:

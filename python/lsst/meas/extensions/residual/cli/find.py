@@ -8,7 +8,7 @@ import logging
 import os
 import time
 
-from .options import add_inference_options
+from .options import MODEL_HELP, add_inference_options
 
 _log = logging.getLogger(__name__)
 
@@ -29,7 +29,9 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("scene", help="scene FITS file")
     parser.add_argument(
-        "--model", default=None, help="model package (.zip); default: the shipped residual-mode package"
+        "--model",
+        default=None,
+        help=MODEL_HELP,
     )
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument(
@@ -71,8 +73,8 @@ def main(args: argparse.Namespace) -> None:
 
     from ..network import (
         Detector,
-        default_model_path,
         find_sources_in_scene,
+        model_path,
         read_model_metadata,
         select_device,
     )
@@ -85,7 +87,7 @@ def main(args: argparse.Namespace) -> None:
     device = select_device(args.device)  # an unknown device is refused before any work
     folder = OutputFolder(args.out, overwrite=args.overwrite, output_names=_OUTPUTS)
     with input_files():
-        package_path = args.model or default_model_path("residual")
+        package_path = model_path(args.model)
         metadata = read_model_metadata(package_path)
     scene = read_scene(args.scene)
     # Bands and pixel scale first: cheaper than deblending to find out.

@@ -31,6 +31,12 @@ from pydantic_core import PydanticUndefined
 from ..configs import StrictModel, make_config
 from ..network.inference_config import InferenceConfig
 
+#: Help of the ``--model`` options (`lsst.meas.extensions.residual.network.model_path`).
+MODEL_HELP = (
+    "model package (.zip), or a shipped one's name: residual_ugrizy (the default), residual_v2 (any band "
+    'subset of ugrizy, 0.17-0.27" pixels: real images)'
+)
+
 #: Option spellings of InferenceConfig fields kept from earlier releases.
 _INFERENCE_FLAGS: Mapping[str, tuple[str, ...]] = {"tile_overlap": ("--tile-overlap", "--overlap")}
 

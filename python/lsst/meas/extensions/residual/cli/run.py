@@ -47,7 +47,7 @@ from ..chain.new_sources import NewSourcesConfig
 from ..chain.run import ChainConfig
 from ..deblending.config import DeblendConfig
 from ..detection.detect import DetectionConfig
-from .options import add_inference_options, add_model_options, model_from_args
+from .options import MODEL_HELP, add_inference_options, add_model_options, model_from_args
 
 _log = logging.getLogger(__name__)
 
@@ -80,7 +80,9 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument(
-        "--model", default=None, help="model package (.zip); default: the shipped residual-mode one"
+        "--model",
+        default=None,
+        help=MODEL_HELP,
     )
     add_model_options(parser.add_argument_group("new sources"), NewSourcesConfig)
     add_model_options(parser.add_argument_group("first-pass detection"), DetectionConfig)
@@ -229,7 +231,7 @@ def _scene_folders(scenes: list[str]) -> dict[str, str]:
 
 def main(args: argparse.Namespace) -> int:
     from ..errors import ResidualDetectronError
-    from ..network import Detector, default_model_path, read_model_metadata, select_device
+    from ..network import Detector, model_path, read_model_metadata, select_device
     from .main import input_files
     from .options import inference_config_from_args
     from .outputs import OutputFolder
@@ -248,7 +250,7 @@ def main(args: argparse.Namespace) -> int:
     output_names = [*folders.values(), "summary.json"] if batch else RUN_OUTPUTS
     folder = OutputFolder(args.out, overwrite=args.overwrite, output_names=output_names)
     with input_files():
-        package_path = args.model or default_model_path("residual")
+        package_path = model_path(args.model)
         metadata = read_model_metadata(package_path)
     detector = Detector(package_path, device)  # loaded once for every scene
     if not batch:
