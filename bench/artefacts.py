@@ -134,22 +134,12 @@ def _matched_fluxes(catalog, truth_xy, true_flux, bright, band) -> dict:
 def _sweep(scene, result, detector, truth_xy: np.ndarray, missed: np.ndarray) -> dict:
     """Scores of the new sources of a low-threshold network run on the same first pass: those of the
     spurious ones, and per missed true source the best score of a new source within the radius."""
-    from lsst.meas.extensions.residual.chain.new_sources import find_new_sources
-    from lsst.meas.extensions.residual.deblending import parent_footprints
+    from lsst.meas.extensions.residual.chain.run import find_new_sources_after
     from lsst.meas.extensions.residual.network import InferenceConfig
     from scipy.spatial import cKDTree
 
     first = result.first_pass
-    catalog = first.deblend.catalog
-    low = find_new_sources(
-        scene,
-        first.deblend.model,
-        parent_footprints(first.deblend.model_data, scene.shape),
-        np.column_stack([catalog["x"], catalog["y"]]).reshape(-1, 2),
-        int(np.max(first.detections.peaks["id"], initial=0)) + 1,
-        detector,
-        InferenceConfig(score_threshold=SWEEP_FLOOR),
-    )
+    low = find_new_sources_after(scene, first, detector, InferenceConfig(score_threshold=SWEEP_FLOOR))
     first.deblend.release_model()
     xy = low.xy.reshape(-1, 2)[low.peaks]
     score = np.asarray(low.detections.table["score"], dtype=np.float64)[low.peaks]

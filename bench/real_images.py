@@ -52,14 +52,9 @@ def _decals(out_dir: Path, model: Path, quick: bool) -> dict:
         "psf_stars": {b: report.psf[b]["n_stars"] for b in scene.bands},
         "sky_sigma_njy": {b: round(v, 3) for b, v in report.sky_sigma_njy.items()},
     }
-    status = _run(
-        ["run", str(scene_path), "--model", str(model), "--out", str(out_dir / "run_decals"), "--overwrite"]
-    )
-    if status != 0:
-        result["refused"] = "run exited with status 2 (see its message above)"
+    _chain(scene_path, model, out_dir / "run_decals", result)
+    if "refused" in result:
         return result
-    summary = json.loads((out_dir / "run_decals" / "summary.json").read_text())
-    result["run"] = {k: summary.get(k) for k in _RUN_KEYS}
     injected = out_dir / "decals_injected.fits"
     n = 10 if quick else N_INJECTED
     _run(
@@ -98,19 +93,12 @@ def _decals(out_dir: Path, model: Path, quick: bool) -> dict:
 
 def _hsc(out_dir: Path, model: Path) -> dict:
     import numpy as np
-    from lsst.meas.extensions.residual.realdata import scene_from_arrays
+    from lsst.meas.extensions.residual.realdata import scene_from_scarlet_npz
     from lsst.meas.extensions.residual.scene import write_scene
 
-    with np.load(FIXTURES / "hsc" / "hsc_cosmos_35.npz") as data:
-        bands = [str(b) for b in data["filters"]]
-        scene, report = scene_from_arrays(
-            dict(zip(bands, data["images"], strict=True)),
-            variance=dict(zip(bands, data["variance"], strict=True)),
-            psf=dict(zip(bands, data["psfs"], strict=True)),
-            pixel_scale=0.168,
-            unit="counts",
-            zeropoint=27.0,
-        )
+    source = FIXTURES / "hsc" / "hsc_cosmos_35.npz"
+    scene, report = scene_from_scarlet_npz(source, pixel_scale=0.168)
+    with np.load(source) as data:
         catalog_peaks = len(data["catalog"])
     scene_path = out_dir / "hsc_cosmos_35.fits"
     write_scene(scene, scene_path, overwrite=True)
@@ -118,13 +106,15 @@ def _hsc(out_dir: Path, model: Path) -> dict:
         "psf_fwhm_arcsec": {b: report.psf[b]["fwhm_arcsec"] for b in scene.bands},
         "peaks_in_the_file": catalog_peaks,
     }
-    status = _run(
-        ["run", str(scene_path), "--model", str(model), "--out", str(out_dir / "run_hsc"), "--overwrite"]
-    )
-    if status != 0:
+    return _chain(scene_path, model, out_dir / "run_hsc", result)
+
+
+def _chain(scene_path: Path, model: Path, run_dir: Path, result: dict) -> dict:
+    """``run`` on a scene; its counts (``result["run"]``), or why it was refused."""
+    if _run(["run", str(scene_path), "--model", str(model), "--out", str(run_dir), "--overwrite"]) != 0:
         result["refused"] = "run exited with status 2 (see its message above)"
         return result
-    summary = json.loads((out_dir / "run_hsc" / "summary.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
     result["run"] = {k: summary.get(k) for k in _RUN_KEYS}
     return result
 

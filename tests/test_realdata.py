@@ -195,21 +195,21 @@ def test_the_decals_cutout_imports_with_its_variance_and_psf_estimated():
 
 
 @needs_fixtures
-def test_the_hsc_blend_becomes_a_scene_with_its_own_variance_and_psfs():
-    with np.load(FIXTURES / "hsc" / "hsc_cosmos_35.npz") as data:
-        bands = [str(b) for b in data["filters"]]
-        scene, report = scene_from_arrays(
-            dict(zip(bands, data["images"], strict=True)),
-            variance=dict(zip(bands, data["variance"], strict=True)),
-            psf=dict(zip(bands, data["psfs"], strict=True)),
-            pixel_scale=0.168,
-            unit="counts",
-            zeropoint=27.0,
-        )
+def test_the_hsc_blend_becomes_a_scene_with_its_own_variance_and_psfs(tmp_path):
+    from lsst.meas.extensions.residual.realdata import scene_from_scarlet_npz
+
+    source = FIXTURES / "hsc" / "hsc_cosmos_35.npz"
+    scene, report = scene_from_scarlet_npz(source, pixel_scale=0.168)
     assert scene.bands == ("g", "r", "i", "z", "y") and scene.psf.shape == (5, 43, 43)
     assert all(report.psf[b]["source"] == "given" for b in scene.bands)
+    assert all(report.variance[b] == "given" for b in scene.bands)
+    with np.load(source) as data:  # counts at zero point 27: 57.5 nJy each
+        np.testing.assert_allclose(scene.image[0].sum(), data["images"][0].sum() * 57.544, rtol=1e-3)
     # HSC's seeing in COSMOS: 0.5-0.8".
     assert all(0.4 < report.psf[b]["fwhm_arcsec"] < 1.0 for b in scene.bands)
+    np.savez(tmp_path / "no_psf.npz", images=np.zeros((1, 8, 8)), filters=np.array(["r"]))
+    with pytest.raises(InputError, match="has no psfs array"):
+        scene_from_scarlet_npz(tmp_path / "no_psf.npz", pixel_scale=0.168)
 
 
 # --- injection and recovery --------------------------------------------------------------------------

@@ -8,7 +8,15 @@ each and write the same tables (`PatchOutputs`).
 
 from __future__ import annotations
 
-__all__ = ["ChainConfig", "ChainResult", "PatchOutputs", "run_chain", "run_second_pass", "patch_outputs"]
+__all__ = [
+    "ChainConfig",
+    "ChainResult",
+    "PatchOutputs",
+    "run_chain",
+    "run_second_pass",
+    "patch_outputs",
+    "find_new_sources_after",
+]
 
 import ctypes
 import dataclasses
@@ -152,6 +160,29 @@ def patch_outputs(
     )
 
 
+def find_new_sources_after(
+    scene: Scene,
+    first: FirstPass,
+    detector: Detector,
+    inference: InferenceConfig | None = None,
+    config: NewSourcesConfig | None = None,
+    progress: bool = False,
+) -> NewSources:
+    """Step 3 on a first pass run here: `find_new_sources` with its model, parents, sources and ids."""
+    catalog = first.deblend.catalog
+    return find_new_sources(
+        scene,
+        first.deblend.model,
+        parent_footprints(first.deblend.model_data, scene.shape),
+        np.column_stack([catalog["x"], catalog["y"]]).reshape(-1, 2),
+        int(np.max(first.detections.peaks["id"], initial=0)) + 1,
+        detector,
+        inference,
+        config,
+        progress,
+    )
+
+
 def run_chain(
     scene: Scene,
     detector: Detector,
@@ -196,17 +227,7 @@ def run_chain(
     _return_freed_memory()
     start = time.perf_counter()
     catalog = first.deblend.catalog
-    new = find_new_sources(
-        scene,
-        first.deblend.model,
-        parent_footprints(first.deblend.model_data, scene.shape),
-        np.column_stack([catalog["x"], catalog["y"]]).reshape(-1, 2),
-        int(np.max(first.detections.peaks["id"], initial=0)) + 1,
-        detector,
-        config.inference,
-        config.new_sources,
-        progress,
-    )
+    new = find_new_sources_after(scene, first, detector, config.inference, config.new_sources, progress)
     timing["network"] = time.perf_counter() - start
     # The second pass needs only the first pass's model data: its model cube is rendered again
     # if it is read later (to write the first-pass residual), not held through the second pass.

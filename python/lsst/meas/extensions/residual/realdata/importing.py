@@ -28,7 +28,14 @@ estimated PSF included.
 
 from __future__ import annotations
 
-__all__ = ["ImportReport", "scene_from_arrays", "import_fits", "read_fits_plane", "GRID_TOLERANCE"]
+__all__ = [
+    "ImportReport",
+    "scene_from_arrays",
+    "scene_from_scarlet_npz",
+    "import_fits",
+    "read_fits_plane",
+    "GRID_TOLERANCE",
+]
 
 import dataclasses
 import os
@@ -452,3 +459,41 @@ def import_fits(
     )
     report.sources = {band: what for band, (_, _, what) in read.items()}
     return scene, report
+
+
+def scene_from_scarlet_npz(
+    path: str | os.PathLike, *, pixel_scale: float, unit: str = "counts", zeropoint: float | None = 27.0
+) -> tuple[Scene, ImportReport]:
+    """A scene from a blend in scarlet's example ``.npz`` layout (``images``, ``filters``, ``psfs``,
+    optionally ``variance``; e.g. its HSC COSMOS blends, in counts at zero point 27).
+
+    The file's mask is not used: its bits are HSC pipeline planes the file does not name.
+
+    Raises
+    ------
+    MissingInputError
+        If the file does not exist.
+    InputError
+        If it lacks ``images``, ``filters`` or ``psfs``, or `scene_from_arrays` refuses it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"{path} does not exist.")
+    with np.load(path) as data:
+        missing = sorted({"images", "filters", "psfs"} - set(data.files))
+        if missing:
+            raise InputError(f"{path} has no {', '.join(missing)} array(s) (scarlet's example layout).")
+        bands = [str(b) for b in data["filters"]]
+        planes = {
+            name: dict(zip(bands, data[key], strict=True))
+            for name, key in (("images", "images"), ("psf", "psfs"))
+        }
+        variance = dict(zip(bands, data["variance"], strict=True)) if "variance" in data.files else None
+    return scene_from_arrays(
+        planes["images"],
+        psf=planes["psf"],
+        variance=variance,
+        pixel_scale=pixel_scale,
+        unit=unit,
+        zeropoint=zeropoint,
+    )
