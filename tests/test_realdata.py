@@ -126,7 +126,7 @@ def test_estimated_variance_and_psf_recover_the_known_ones(star_field):
         # The PSF within 5% of the true FWHM, from at least the required stars.
         true_fwhm = psf_fwhm(scene.psf[index])
         assert report.psf[band]["fwhm_arcsec"] / 0.2 == pytest.approx(true_fwhm, rel=0.05)
-        assert report.psf[band]["n_stars"] >= 5 == len(report.psf[band]["stars"][:5])
+        assert report.psf[band]["n_stars"] == len(report.psf[band]["stars"]) >= 5
         assert imported.metadata[f"PSFSRC_{band.upper()}"] == "estimated"
         assert imported.psf[index].sum() == pytest.approx(1.0, abs=1e-5)
 

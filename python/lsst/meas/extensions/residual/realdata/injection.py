@@ -51,8 +51,6 @@ from .psf_estimation import psf_fwhm
 _MAX_DRAWS = 50
 #: Side (pixels) of each population draw the injected sources are chosen from.
 _DRAW_SIDE = 1024
-#: What an imported band's VARSRC says when its variance is the sky's only (`estimate_variance`).
-_SKY_ONLY = NO_POISSON_TERM
 
 
 class InjectionConfig(StrictModel):
@@ -144,7 +142,7 @@ def scene_gain(scene: Scene, min_pixels: int = 100) -> np.ndarray:
     good = scene.good
     for band in range(scene.nbands):
         usable = good[band]
-        if not usable.any() or _SKY_ONLY in str(
+        if not usable.any() or NO_POISSON_TERM in str(
             scene.metadata.get(f"VARSRC_{scene.bands[band].upper()}", "")
         ):
             continue
