@@ -7,9 +7,13 @@ pass missed (true sources with multi-band S/N >= 5 that no first-pass peak
 matches within 3 px), so that this benchmark measures the deblender, not the
 network. It runs twice on the same inputs:
 
-* warm (``second_pass_start="warm"``, the default): the existing sources of a
-  blend that gained a source start from their first-pass components, only the
-  new ones are initialised;
+* warm (the default: ``second_pass_start="warm"``,
+  ``second_pass_refit="local"``): the existing sources of a blend that gained
+  a source start from their first-pass components, only the new ones are
+  initialised, and only the sources near a new one are fitted again, on the
+  window they cover (`local_refit`);
+* warm_whole_blend (``second_pass_refit="blend"``): the same start, every
+  source of the blend fitted again;
 * cold (``"cold"``, the baseline measured in the same run: every source of
   those blends initialised from the image again, as before the warm start).
 
@@ -39,7 +43,11 @@ NEW_SOURCE_MIN_SNR = 5.0
 MATCH_RADIUS = 3.0
 FLUX_SNR_CUT = 20.0
 #: The second-pass variants compared, by name: changes to the default `DeblendConfig`.
-VARIANTS = {"warm": {}, "cold": {"second_pass_start": "cold"}}
+VARIANTS = {
+    "warm": {},
+    "warm_whole_blend": {"second_pass_refit": "blend"},
+    "cold": {"second_pass_start": "cold"},
+}
 
 
 def _scene_plan(quick: bool) -> tuple[list[int], int]:
@@ -168,6 +176,11 @@ def _median(values: np.ndarray, absolute: bool = False) -> float | None:
     return round(float(np.median(values)), 4) if len(values) else None
 
 
+def _cell(value: float | None, width: int, digits: int) -> str:
+    """``value`` right-aligned in ``width`` with ``digits`` decimals; a dash where there is none."""
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
+
+
 def _mean(values: np.ndarray) -> float | None:
     return round(float(np.mean(values)), 4) if len(values) else None
 
@@ -196,7 +209,7 @@ def _plot(scenes: list[dict], path: Path) -> None:
 
     ax = axes[1]
     first = _pooled(scenes, "chi2", "first_pass")
-    for name, marker in (("warm", "o"), ("cold", "^")):
+    for name, marker in (("warm", "o"), ("warm_whole_blend", "s"), ("cold", "^")):
         values = _pooled(scenes, "chi2", name)
         ax.scatter(first, values, s=14, marker=marker, label=f"{name} (median {np.median(values):.3f})")
     low, high = float(np.min(first, initial=1)), float(np.max(first, initial=1))
@@ -208,7 +221,7 @@ def _plot(scenes: list[dict], path: Path) -> None:
 
     ax = axes[2]
     snr = np.concatenate([s["snr_existing"] for s in scenes])
-    for name, marker in (("first_pass", "x"), ("warm", "o"), ("cold", "^")):
+    for name, marker in (("first_pass", "x"), ("warm", "o"), ("warm_whole_blend", "s"), ("cold", "^")):
         errors = _pooled(scenes, "flux_error_existing", name)
         label = f"{name} (median |err| {np.median(np.abs(errors)):.3f})" if len(errors) else name
         ax.scatter(snr, errors, s=14, marker=marker, label=label)
@@ -288,6 +301,8 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         "existing_flux_error_warm_over_cold": _ratio(
             existing["warm_median_abs_rel_error"], existing["cold_median_abs_rel_error"]
         ),
+        "warm_over_whole_blend_seconds": _ratio(seconds["warm"], seconds["warm_whole_blend"]),
+        "warm_over_whole_blend_chi2": _ratio(chi2["warm"], chi2["warm_whole_blend"]),
     }
     summary["per_scene"] = [
         {
@@ -308,25 +323,33 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     r = summary["ratios"]
     print(
         f"second pass on {len(scenes)} scenes of {size}^2 ({summary['n_new_peaks']} new peaks, "
-        f"{summary['n_refitted_blends']} re-fitted blends): "
-        f"warm {seconds['warm']} s, cold {seconds['cold']} s "
-        f"(warm/cold {r['warm_over_cold_seconds']}); first pass {summary['first_pass_seconds']} s "
-        f"(second/first: warm {r['warm_over_first_pass_seconds']}, cold {r['cold_over_first_pass_seconds']})"
+        f"{summary['n_refitted_blends']} re-fitted blends), first pass {summary['first_pass_seconds']} s:"
     )
     print(
-        f"iterations per re-fitted blend: median warm {iterations['warm']['median']} "
-        f"vs cold {iterations['cold']['median']} (total warm/cold {r['warm_over_cold_iterations']})"
+        f"  {'variant':<18} {'seconds':>8} {'/first':>7} {'iterations':>10} {'chi2':>7} "
+        f"{'flux err':>9} {'new err':>8}"
     )
     print(
-        f"median reduced chi2 of re-fitted blends: first pass {chi2['first_pass']}, "
-        f"warm {chi2['warm']}, cold {chi2['cold']} (warm/cold {r['warm_over_cold_chi2']})"
+        f"  {'first_pass':<18} {'':>8} {'':>7} {'':>10} {_cell(chi2['first_pass'], 7, 4)} "
+        f"{_cell(existing['first_pass_median_abs_rel_error'], 9, 4)} {'':>8}"
+    )
+    for name in VARIANTS:
+        print(
+            f"  {name:<18} {seconds[name]:>8.2f} "
+            f"{_cell(_ratio(seconds[name], summary['first_pass_seconds']), 7, 3)} "
+            f"{iterations[name]['total']:>10d} {_cell(chi2[name], 7, 4)} "
+            f"{_cell(existing[f'{name}_median_abs_rel_error'], 9, 4)} "
+            f"{_cell(new[f'{name}_median_abs_rel_error'], 8, 4)}"
+        )
+    print(
+        "  (chi2: median reduced chi2 of the re-fitted blends; flux err: median |relative conserved "
+        f"i-band flux error| of their first-pass sources with S/N > {FLUX_SNR_CUT:g}, n={existing['n']}; "
+        f"new err: the same for the new sources, n={new['n']})"
     )
     print(
-        f"conserved i-band flux, first-pass sources of re-fitted blends (S/N > {FLUX_SNR_CUT:g}, "
-        f"n={existing['n']}): median |err| first pass {existing['first_pass_median_abs_rel_error']}, "
-        f"warm {existing['warm_median_abs_rel_error']}, cold {existing['cold_median_abs_rel_error']}; "
-        f"new sources (n={new['n']}): warm {new['warm_median_abs_rel_error']}, "
-        f"cold {new['cold_median_abs_rel_error']}"
+        f"warm (local) / whole-blend warm: time {r['warm_over_whole_blend_seconds']}, "
+        f"chi2 {r['warm_over_whole_blend_chi2']}; warm / cold: time {r['warm_over_cold_seconds']}, "
+        f"chi2 {r['warm_over_cold_chi2']}"
     )
     (out_dir / "second_pass.json").write_text(json.dumps(summary, indent=2))
     return {k: v for k, v in summary.items() if k != "per_scene"}

@@ -17,6 +17,7 @@ from lsst.meas.extensions.residual.deblending import (
     deblend_with_new_peaks,
     detections_from_positions,
 )
+from lsst.meas.extensions.residual.deblending.component import FactorizedComponent
 from lsst.meas.extensions.residual.deblending.context import DeblendContext
 from lsst.meas.extensions.residual.deblending.warm_start import first_pass_sources, start_sources
 from lsst.meas.extensions.residual.geometry import Box
@@ -24,7 +25,10 @@ from lsst.meas.extensions.residual.simulation import SimulationConfig, simulate_
 from lsst.meas.extensions.residual.tasks.config_fields import DeblendFieldsConfig
 
 FAST = DeblendConfig(show_progress=False)
-WARM = FAST.replace(second_pass_start="warm")
+#: A warm start re-fitting every source of the blend (``second_pass_refit="blend"``).
+WARM = FAST.replace(second_pass_start="warm", second_pass_refit="blend")
+#: The default: warm, re-fitting only the sources near the new ones (`local_refit`).
+LOCAL = FAST.replace(second_pass_start="warm", second_pass_refit="local")
 COLD = FAST.replace(second_pass_start="cold")
 
 
@@ -64,6 +68,12 @@ def refits():
         cold = _second(scene, first, new_xy, COLD)
         cases.append((scene, first, new_xy, warm, cold))
     return cases
+
+
+@pytest.fixture(scope="module")
+def local_refits(refits):
+    """For each case of ``refits``: the default (local) second pass."""
+    return [_second(scene, first, new_xy, LOCAL) for scene, first, new_xy, _, _ in refits]
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +183,9 @@ def test_sources_without_a_fitted_first_pass_model_are_initialised_from_the_imag
     distance = np.hypot(xs - xy[single[0], 0], ys - xy[single[0], 1])
     pick = int(np.argmin(np.abs(distance - 2.0)))
     new_xy = np.array([[xs[pick], ys[pick]]], dtype=float)
-    warm = _second(small_scene, first, new_xy, cheap.replace(second_pass_start="warm"))
+    warm = _second(
+        small_scene, first, new_xy, cheap.replace(second_pass_start="warm", second_pass_refit="blend")
+    )
     cold = _second(small_scene, first, new_xy, cheap.replace(second_pass_start="cold"))
     assert parent not in warm.model_data.isolated and parent in warm.model_data.blends
     for name in ("flux", "n_iter"):
@@ -314,3 +326,122 @@ def test_detections_classed_as_artefacts_are_new_sources_but_not_second_pass_pea
     # The Butler's second pass reads the same table and leaves them out too.
     ids, _ = new_sources_from_catalog(table, PatchPlacement())
     assert set(ids.tolist()) == residual_ids
+
+
+def _centre(row) -> np.ndarray:
+    return np.array([np.floor(row["y"] + 0.5), np.floor(row["x"] + 0.5)])
+
+
+def test_local_refit_holds_the_sources_far_from_a_new_one_at_their_first_pass_models(refits):
+    config = LOCAL.replace(local_refit_share=1.0)  # only the distance decides which sources are fitted
+    n_held = n_near = 0
+    for scene, first, new_xy, _, _ in refits:
+        local = _second(scene, first, new_xy, config)
+        new_rows = local.catalog[local.catalog["found_by"] == "residual"]
+        for blend_id in _refitted(first, local):
+            before = first_pass_sources(first.model_data, blend_id)
+            after = first_pass_sources(local.model_data, blend_id)
+            news = [_centre(r) for r in new_rows[new_rows["parent_id"] == blend_id]]
+            for peak_id, source in before.items():
+                row = local.catalog[local.catalog["peak_id"] == peak_id][0]
+                distance = min(np.hypot(*(_centre(row) - c)) for c in news)
+                if distance <= config.local_refit_radius:
+                    n_near += 1
+                    continue
+                n_held += 1
+                for old, new in zip(source.components, after[peak_id].components, strict=True):
+                    assert new.origin == old.origin
+                    np.testing.assert_array_equal(new.spectrum, old.spectrum)
+                    np.testing.assert_array_equal(new.morph, old.morph)
+    assert n_held >= 3 and n_near >= 3
+
+
+def test_local_refit_keeps_most_of_the_whole_blend_refit_gain(refits, local_refits):
+    chi2 = {"first": [], "blend": [], "local": []}
+    for (_, first, _, warm, _), local in zip(refits, local_refits, strict=True):
+        refitted = sorted(_refitted(first, warm))
+        assert refitted == sorted(_refitted(first, local))
+        chi2["first"].append(_per_blend(first, refitted, "blend_reduced_chi2"))
+        chi2["blend"].append(_per_blend(warm, refitted, "blend_reduced_chi2"))
+        chi2["local"].append(_per_blend(local, refitted, "blend_reduced_chi2"))
+    chi2 = {k: np.median(np.concatenate(v)) for k, v in chi2.items()}
+    # These withheld sources are bright (S/N > 20), the local fit's hardest case: its held
+    # neighbours keep light they took from them.
+    assert chi2["first"] - chi2["local"] >= 0.8 * (chi2["first"] - chi2["blend"]), chi2
+
+
+def test_free_sources_are_the_new_ones_and_those_near_them_or_holding_their_light(first_pass):
+    from lsst.meas.extensions.residual.deblending.local_refit import free_sources
+
+    scene, first, _ = first_pass
+    context = DeblendContext.build(scene, FAST)
+    box = Box(0, 0, 40, 40)
+    obs = context.observation(box, np.ones(box.shape, bool), {})
+    obs.image[:] = 0.0
+    obs.image[:, 20, 20] = 10.0  # the image at the new source's peak
+
+    def component(peak, value_at_new_peak):
+        morph = np.zeros(box.shape)
+        morph[peak] = 1.0
+        morph[20, 20] = value_at_new_peak
+        return [FactorizedComponent(np.full(scene.nbands, 10.0), morph, box, peak, obs.noise_rms, FAST, None)]
+
+    sources = [
+        component((20, 20), 1.0),
+        component((20, 25), 0.0),
+        component((5, 5), 0.5),
+        component((5, 35), 0.01),
+    ]
+    centers = [(20, 20), (20, 25), (5, 5), (5, 35)]
+    warm = [False, True, True, True]
+    # New; 5 px away; 21 px away holding half the light at the new peak; 21 px away holding 1%.
+    assert free_sources(obs, sources, centers, warm, 10.0, 0.1) == [True, True, True, False]
+    assert free_sources(obs, sources, centers, warm, 3.0, 0.1) == [True, False, True, False]
+    assert free_sources(obs, sources, centers, warm, 3.0, 0.005) == [True, False, True, True]
+    assert free_sources(obs, sources, centers, [True] * 4, 0.0, 1.0) == [True] * 4  # nothing new: all
+
+
+def test_the_window_sees_the_held_sources_light_as_a_fit_of_the_whole_blend_does(refits):
+    from lsst.meas.extensions.residual.deblending.blend import model_frame
+    from lsst.meas.extensions.residual.deblending.local_refit import refit_window, window_observation
+
+    scene, first, _, _, _ = refits[0]
+    context = DeblendContext.build(scene, FAST)
+    blend_id = max(first.model_data.blends, key=lambda b: len(first_pass_sources(first.model_data, b)))
+    footprint = first.detections.footprints == blend_id
+    ys, xs = np.nonzero(footprint)
+    box = Box(ys.min(), xs.min(), ys.max() - ys.min() + 1, xs.max() - xs.min() + 1)
+    peaks = first.detections.peaks[first.detections.peaks["footprint_id"] == blend_id]
+    centers = [tuple(int(np.floor(v + 0.5)) for v in (p["y"], p["x"])) for p in peaks]
+    obs = context.observation(box, footprint[box.slices()], {})
+    sources, _ = start_sources(
+        obs,
+        list(peaks["id"]),
+        centers,
+        FAST,
+        context.monotonicity,
+        first_pass_sources(first.model_data, blend_id),
+    )
+    free, held = sources[0], [c for source in sources[1:] for c in source]
+    assert refit_window(obs, free, FAST.component_padding).intersect(box) == refit_window(
+        obs, free, FAST.component_padding
+    )
+    # A window well inside the blend: held light from beyond its edges reaches into it.
+    window = free[0].box
+    assert window.height * window.width < box.height * box.width / 2
+    window_obs = window_observation(obs, window, held)
+    whole = obs.convolver.convolve(model_frame(obs, held))
+    np.testing.assert_allclose(
+        window_obs.image, (obs.image - whole)[:, *window.slices(box)], rtol=0, atol=1e-9 * np.abs(whole).max()
+    )
+    np.testing.assert_array_equal(window_obs.weights, obs.weights[:, *window.slices(box)])
+
+
+def test_the_refit_scope_is_an_option_of_the_config_the_tasks_and_the_command_line():
+    assert DeblendConfig().second_pass_refit == "local"
+    field = DeblendFieldsConfig._fields[DeblendFieldsConfig.field_names["second_pass_refit"]]
+    assert set(field.allowed) == {"blend", "local"} and field.default == "local"
+    parser = argparse.ArgumentParser()
+    add_model_options(parser, DeblendConfig)
+    args = parser.parse_args(["--second-pass-refit", "blend", "--local-refit-radius", "4"])
+    assert args.second_pass_refit == "blend" and args.local_refit_radius == 4.0

@@ -125,6 +125,17 @@ class FactorizedComponent:
             morph /= top
         return morph
 
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray, Box]:
+        """Copies of the parameters and the box, for `restore`."""
+        return self.spectrum.copy(), self.morph.copy(), self.box
+
+    def restore(self, state: tuple[np.ndarray, np.ndarray, Box]) -> None:
+        """Go back to a `snapshot` (the optimizer's moments restart from zero)."""
+        spectrum, morph, box = state
+        self.spectrum, self.morph, self.box = spectrum.copy(), morph.copy(), box
+        self._spectrum_adam = AdaproxState(self.spectrum.shape)
+        self._morph_adam = AdaproxState(self.morph.shape)
+
     def resize(self, limit: Box) -> bool:
         """Fit the box to the significant pixels (padded, within ``limit``); True if it changed."""
         significant = self.morph[None] * self.spectrum[:, None, None] >= self.bg_cut[:, None, None]

@@ -102,6 +102,20 @@ class DeblendConfig(StrictModel):
     initialises only the new ones (and any without a fitted first-pass
     model); ``"cold"`` initialises every source from the image again, as the
     first pass did. Both stop on the same convergence rule."""
+    second_pass_refit: Literal["blend", "local"] = "local"
+    """Which sources of a warm-started blend are fitted again: ``"blend"``,
+    all of them; ``"local"``, the new ones and those whose peak lies within
+    ``local_refit_radius`` of a new one's, on the window their boxes cover,
+    the others held at their first-pass models (`local_refit`). Cold starts
+    re-fit the whole blend either way."""
+    local_refit_radius: float = pydantic.Field(default=10.0, ge=0.0)
+    """Pixels from a new source's peak within which an existing source is
+    fitted again with it (``second_pass_refit="local"``)."""
+    local_refit_share: float = pydantic.Field(default=0.1, ge=0.0, le=1.0)
+    """An existing source farther out is fitted again too if its first-pass
+    model holds at least this share of the image at a new source's peak
+    (``second_pass_refit="local"``): the light it took from the source the
+    first pass missed."""
     warm_step_scale: float = pydantic.Field(default=0.3, gt=0.0, le=1.0)
     """Step sizes (``adaprox_morph_step``, ``adaprox_spectrum_factor``) of a
     warm-started source, as a fraction of a fresh one's. The optimizer's

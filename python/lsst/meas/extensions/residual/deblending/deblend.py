@@ -47,6 +47,7 @@ from .config import DeblendConfig
 from .context import DeblendContext
 from .flux import SourceShare, conserved_fluxes, source_shares, weighted_sums
 from .initialization import BlendObservation
+from .local_refit import free_sources, refit_window, window_observation
 from .model_data import (
     BlendData,
     FactorizedComponentData,
@@ -530,8 +531,34 @@ def _fit_sources(
     # Sources with a first-pass model (second pass, warm start) start from it; the others from the image.
     peak_ids = [int(i) for i in peaks["id"]]
     sources, warm = start_sources(obs, peak_ids, centers, config, context.monotonicity, first_pass or {})
+    if any(warm) and config.second_pass_refit == "local":
+        fit = _fit_near_new_sources(obs, sources, warm, centers, config)
+    else:
+        sources, fit = _fit_whole_blend(context, obs, sources, warm, peak_ids, centers)
+    shares = source_shares(obs, sources)
+    # Each source's share of the pixels stops at its blend's own (a sub-blend's neighbours have theirs).
+    for share in shares:
+        share.fraction *= obs.footprint[share.box.slices(box)][None]
+    conserved = (
+        conserved_fluxes(obs, shares)
+        if config.conserve_flux
+        else np.full((len(sources), context.scene.nbands), np.nan)
+    )
+    return sources, fit, shares, conserved
+
+
+def _fit_whole_blend(
+    context: DeblendContext,
+    obs: BlendObservation,
+    sources: list[list[FactorizedComponent]],
+    warm: list[bool],
+    peak_ids: list[int],
+    centers: list[tuple[int, int]],
+) -> tuple[list[list[FactorizedComponent]], BlendFit]:
+    """Fit every source of the blend (first pass, cold second pass, ``second_pass_refit="blend"``)."""
+    config = context.config
     components = [c for source in sources for c in source]
-    if _fit_spectra_first(config, box, len(sources)):
+    if _fit_spectra_first(config, obs.box, len(sources)):
         fit_fresh_spectra(
             obs,
             [c for source, w in zip(sources, warm, strict=True) if not w for c in source],
@@ -543,24 +570,49 @@ def _fit_sources(
         # The optimizer's first steps from a converged start (its moments begin at zero, so each
         # step has the full step size) can throw the fit out of the first pass's basin, and it
         # then stops in a worse one. Such a blend is also fitted cold, and the better fit is kept.
-        _log.debug("Warm start of the blend at %s ended worse than it began; fitting it cold.", box.origin)
+        _log.debug(
+            "Warm start of the blend at %s ended worse than it began; fitting it cold.", obs.box.origin
+        )
         cold, _ = start_sources(obs, peak_ids, centers, config, context.monotonicity, {})
         cold_components = [c for source in cold for c in source]
-        if _fit_spectra_first(config, box, len(cold)):
+        if _fit_spectra_first(config, obs.box, len(cold)):
             fit_fresh_spectra(obs, cold_components, [])
         cold_fit = fit_blend(obs, cold_components, config)
         if log_likelihood(obs, cold_components) > warm_end:
-            sources, components, fit = cold, cold_components, cold_fit
-    shares = source_shares(obs, sources)
-    # Each source's share of the pixels stops at its blend's own (a sub-blend's neighbours have theirs).
-    for share in shares:
-        share.fraction *= obs.footprint[share.box.slices(box)][None]
-    conserved = (
-        conserved_fluxes(obs, shares)
-        if config.conserve_flux
-        else np.full((len(sources), context.scene.nbands), np.nan)
-    )
-    return sources, fit, shares, conserved
+            return cold, cold_fit
+    return sources, fit
+
+
+def _fit_near_new_sources(
+    obs: BlendObservation,
+    sources: list[list[FactorizedComponent]],
+    warm: list[bool],
+    centers: list[tuple[int, int]],
+    config: DeblendConfig,
+) -> BlendFit:
+    """Fit (in place) the sources near the new ones on their window, the others held (`local_refit`)."""
+    free = free_sources(obs, sources, centers, warm, config.local_refit_radius, config.local_refit_share)
+    components = [c for source, f in zip(sources, free, strict=True) if f for c in source]
+    held = [c for source, f in zip(sources, free, strict=True) if not f for c in source]
+    window_obs = window_observation(obs, refit_window(obs, components, config.component_padding), held)
+    if _fit_spectra_first(config, window_obs.box, sum(free)):
+        fit_fresh_spectra(
+            window_obs,
+            [c for source, f, w in zip(sources, free, warm, strict=True) if f and not w for c in source],
+            [c for source, f, w in zip(sources, free, warm, strict=True) if f and w for c in source],
+        )
+    start = [c.snapshot() for c in components]
+    fit = fit_blend(window_obs, components, config)
+    if fit.log_likelihood and log_likelihood(window_obs, components) < fit.log_likelihood[0]:
+        # The fit stops on a change of the window's likelihood relative to itself: for a faint new
+        # source that change is below the cut from the start, and the few iterations the rule
+        # still takes (their first steps full-sized, the moments starting at zero) only add noise
+        # to a start already at the least-squares spectra. The start is then kept. (A whole-blend
+        # warm fit falls back to a cold fit of the blend instead, which here would cost more than
+        # the local fit saves.)
+        for component, state in zip(components, start, strict=True):
+            component.restore(state)
+    return fit
 
 
 def _component_data(component: FactorizedComponent) -> FactorizedComponentData:

@@ -63,8 +63,15 @@ def _centred_fft(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return fft.rfft2(padded)
 
 
+#: Kernels already made, by their PSFs' bytes: rendering a patch asks for the same ones once per blend.
+_KERNELS: dict[tuple, np.ndarray] = {}
+_KERNELS_KEPT = 8
+
+
 def difference_kernels(observed_psfs: np.ndarray, model_psf: np.ndarray) -> np.ndarray:
     """Per-band kernels k_b with  model_psf ⊗ k_b = observed_psf_b.
+
+    The result is read-only and shared between calls with equal PSFs.
 
     Parameters
     ----------
@@ -81,6 +88,18 @@ def difference_kernels(observed_psfs: np.ndarray, model_psf: np.ndarray) -> np.n
     """
     observed = check_psfs(observed_psfs, "Observed PSF")
     model = check_psfs(model_psf, "Model PSF")[0]
+    key = (observed.shape, observed.tobytes(), model.shape, model.tobytes())  # both float64 here
+    kernels = _KERNELS.get(key)
+    if kernels is None:
+        if len(_KERNELS) >= _KERNELS_KEPT:
+            _KERNELS.pop(next(iter(_KERNELS)))
+        kernels = _KERNELS[key] = _difference_kernels(observed, model)
+        kernels.flags.writeable = False
+    return kernels
+
+
+def _difference_kernels(observed: np.ndarray, model: np.ndarray) -> np.ndarray:
+    """`difference_kernels` of checked (nbands, K, K) and (k, k) PSFs."""
     size = observed.shape[-1]
     height = observed.shape[-2]
     # Pad generously so the kernel's (small) wings do not wrap around.
