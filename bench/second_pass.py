@@ -17,16 +17,25 @@ network. It runs twice on the same inputs:
 * cold (``"cold"``, the baseline measured in the same run: every source of
   those blends initialised from the image again, as before the warm start).
 
-Reported, over the first-pass blends that gained a source ("re-fitted"):
+The same comparison runs on the 2048² patch of ``bench.scaling`` (its seed
+and size; quick: 512²), with the shipped residual network's new sources as
+the new peaks (the chain's own, artefacts left out): the case the default
+exists for, with hundreds of first-pass sources in re-fitted blends to
+measure the photometry on (new-source flux errors are not measured there,
+as those peaks are not truth).
 
-* second-pass wall time (and its fitting part), warm / cold;
-* optimizer iterations per re-fitted blend, warm vs cold;
+Reported, for each, over the first-pass blends that gained a source
+("re-fitted"):
+
+* second-pass wall time (and its fitting part) of each variant, and against
+  the first pass;
+* optimizer iterations per re-fitted blend;
 * median reduced chi^2 of the re-fitted blends (residual of the patch model
-  inside the footprint): first pass, warm, cold;
+  inside the footprint): first pass and each variant;
 * median |relative i-band conserved-flux error| against truth for the true
   sources of those blends with i-band S/N > 20: the sources the first pass
-  had (first pass vs warm vs cold: how much the second pass improves the
-  photometry of blends that gained a source) and the new ones (warm vs cold).
+  had (first pass vs each variant: how much the second pass improves the
+  photometry of blends that gained a source) and the new ones.
 """
 
 from __future__ import annotations
@@ -43,6 +52,9 @@ NEW_SOURCE_MIN_SNR = 5.0
 MATCH_RADIUS = 3.0
 FLUX_SNR_CUT = 20.0
 #: The second-pass variants compared, by name: changes to the default `DeblendConfig`.
+#: The patch whose new peaks are the shipped network's: side and seed (quick: a 512² one).
+PATCH = {"size": 2048, "seed": 1_300_000}
+QUICK_PATCH = {"size": 512, "seed": 1_300_000}
 VARIANTS = {
     "warm": {},
     "warm_whole_blend": {"second_pass_refit": "blend"},
@@ -81,29 +93,66 @@ def _flux_errors(catalog, peak_ids: np.ndarray, true_flux: np.ndarray, band: int
 
 
 def _one_scene(seed: int, size: int) -> dict:
+    """A held-out scene whose new peaks are the true sources the first pass missed."""
     from lsst.meas.extensions.residual.chain import run_first_pass
-    from lsst.meas.extensions.residual.deblending import DeblendConfig, deblend_with_new_peaks
+    from lsst.meas.extensions.residual.deblending import DeblendConfig
     from lsst.meas.extensions.residual.groundtruth.matching import match_positions
     from lsst.meas.extensions.residual.simulation import SimulationConfig, simulate_scene
 
-    from bench.deblend import _truth_properties
-
     scene = simulate_scene(seed, SimulationConfig(height=size, width=size, depth="10yr"))
-    props = _truth_properties(scene)
-    band = props["band"]
-    config = DeblendConfig(show_progress=False)
     start = time.perf_counter()
-    first = run_first_pass(scene, deblend_config=config)
+    first = run_first_pass(scene, deblend_config=DeblendConfig(show_progress=False))
     first_seconds = time.perf_counter() - start
-    detections, first_result = first.detections, first.deblend
-    peaks = detections.peaks
+    peaks = first.detections.peaks
     peak_xy = np.column_stack([peaks["x"], peaks["y"]]) if len(peaks) else np.zeros((0, 2))
-    truth_index, peak_index = match_positions(scene.truth.xy, peak_xy, MATCH_RADIUS)
+    truth_index, _ = match_positions(scene.truth.xy, peak_xy, MATCH_RADIUS)
     snr = _multiband_snr(scene)
     missed = np.setdiff1d(np.arange(len(scene.truth)), truth_index)
     missed = missed[snr[missed] >= NEW_SOURCE_MIN_SNR]
     next_id = int(np.max(peaks["id"])) + 1 if len(peaks) else 1
     new_ids = next_id + np.arange(len(missed), dtype=np.int64)
+    result = _compare_variants(scene, first, scene.truth.xy[missed], new_ids, missed)
+    return {"seed": seed, "first_pass_seconds": first_seconds, **result}
+
+
+def _patch_with_network(size: int, seed: int) -> dict:
+    """The scaling benchmark's patch, its new peaks the shipped network's new sources."""
+    from lsst.meas.extensions.residual.chain import ChainConfig, find_new_sources_after, run_first_pass
+    from lsst.meas.extensions.residual.deblending import DeblendConfig
+    from lsst.meas.extensions.residual.network import Detector
+    from lsst.meas.extensions.residual.network.package import model_path
+    from lsst.meas.extensions.residual.simulation import SimulationConfig, simulate_scene
+
+    scene = simulate_scene(seed, SimulationConfig(height=size, width=size, depth="10yr"))
+    start = time.perf_counter()
+    first = run_first_pass(scene, deblend_config=DeblendConfig(show_progress=False))
+    first_seconds = time.perf_counter() - start
+    new = find_new_sources_after(
+        scene, first, Detector(model_path(None), "cpu"), None, ChainConfig().new_sources
+    )
+    first.deblend.release_model()
+    result = _compare_variants(scene, first, new.xy[new.peaks], new.ids[new.peaks], None)
+    return {"seed": seed, "size": size, "first_pass_seconds": first_seconds, **result}
+
+
+def _compare_variants(scene, first, new_xy: np.ndarray, new_ids: np.ndarray, new_truth) -> dict:
+    """Each second-pass variant on the same first pass and new peaks; the re-fitted blends' figures.
+
+    ``new_truth``: index in the truth of each new peak (None: the new peaks are not truth, e.g.
+    the network's, and the new sources' flux errors are not measured).
+    """
+    from lsst.meas.extensions.residual.deblending import DeblendConfig, deblend_with_new_peaks
+    from lsst.meas.extensions.residual.groundtruth.matching import match_positions
+
+    from bench.deblend import _truth_properties
+
+    props = _truth_properties(scene)
+    band = props["band"]
+    config = DeblendConfig(show_progress=False)
+    detections, first_result = first.detections, first.deblend
+    peaks = detections.peaks
+    peak_xy = np.column_stack([peaks["x"], peaks["y"]]) if len(peaks) else np.zeros((0, 2))
+    truth_index, peak_index = match_positions(scene.truth.xy, peak_xy, MATCH_RADIUS)
 
     runs = {}
     for start_mode, changes in VARIANTS.items():
@@ -113,7 +162,7 @@ def _one_scene(seed: int, size: int) -> dict:
             detections,
             first_result.catalog,
             first_result.model_data,
-            scene.truth.xy[missed],
+            new_xy,
             config.replace(**changes),
             new_peak_ids=new_ids,
         )
@@ -127,16 +176,17 @@ def _one_scene(seed: int, size: int) -> dict:
     bright = props["snr"] > FLUX_SNR_CUT
     keep = bright[truth_index] & np.isin(np.asarray(peaks["footprint_id"])[peak_index], refitted)
     existing_truth, existing_peaks = truth_index[keep], np.asarray(peaks["id"])[peak_index][keep]
-    keep = bright[missed] & np.isin(new_parents, refitted)
-    new_truth, new_peaks = missed[keep], new_ids[keep]
+    if new_truth is None:
+        new_truth, new_peaks = np.zeros(0, dtype=int), np.zeros(0, dtype=np.int64)
+    else:
+        keep = bright[new_truth] & np.isin(new_parents, refitted)
+        new_truth, new_peaks = new_truth[keep], new_ids[keep]
 
     result = {
-        "seed": seed,
         "n_true_sources": len(scene.truth),
         "n_first_pass_peaks": len(peaks),
-        "n_new_peaks": len(missed),
+        "n_new_peaks": len(new_xy),
         "n_refitted_blends": len(refitted),
-        "first_pass_seconds": first_seconds,
         "snr_existing": props["snr"][existing_truth],
         "snr_new": props["snr"][new_truth],
         "chi2": {"first_pass": _per_blend(first_result.catalog, refitted, "blend_reduced_chi2")},
@@ -236,49 +286,40 @@ def _plot(scenes: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def run(out_dir: Path, quick: bool = False) -> dict:
-    from tqdm.auto import tqdm
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    seeds, size = _scene_plan(quick)
-    scenes = [_one_scene(seed, size) for seed in tqdm(seeds, desc="second pass", unit="scene")]
+def _figures(cases: list[dict]) -> dict:
+    """Times, iterations, χ² and flux errors of each variant, pooled over ``cases``."""
 
     def total(key: str, name: str) -> float:
-        return round(float(sum(s[key][name] for s in scenes)), 2)
+        return round(float(sum(s[key][name] for s in cases)), 2)
 
     summary = {
-        "scenes": len(scenes),
-        "scene_size": size,
-        "seeds": seeds,
-        "new_peaks": "truth positions of true sources with multi-band S/N >= "
-        f"{NEW_SOURCE_MIN_SNR:g} that no first-pass peak matches within {MATCH_RADIUS:g} px",
-        "n_new_peaks": int(sum(s["n_new_peaks"] for s in scenes)),
-        "n_refitted_blends": int(sum(s["n_refitted_blends"] for s in scenes)),
-        "first_pass_seconds": round(float(sum(s["first_pass_seconds"] for s in scenes)), 2),
+        "n_new_peaks": int(sum(s["n_new_peaks"] for s in cases)),
+        "n_refitted_blends": int(sum(s["n_refitted_blends"] for s in cases)),
+        "first_pass_seconds": round(float(sum(s["first_pass_seconds"] for s in cases)), 2),
         "second_pass_seconds": {name: total("seconds", name) for name in VARIANTS},
         "second_pass_fit_seconds": {name: total("fit_seconds", name) for name in VARIANTS},
         "iterations_per_refitted_blend": {
             name: {
-                "median": _median(_pooled(scenes, "iterations", name)),
-                "total": int(_pooled(scenes, "iterations", name).sum()),
-                "converged_fraction": _mean(_pooled(scenes, "converged", name)),
+                "median": _median(_pooled(cases, "iterations", name)),
+                "total": int(_pooled(cases, "iterations", name).sum()),
+                "converged_fraction": _mean(_pooled(cases, "converged", name)),
             }
             for name in VARIANTS
         },
         "median_reduced_chi2_refitted_blends": {
-            name: _median(_pooled(scenes, "chi2", name)) for name in ("first_pass", *VARIANTS)
+            name: _median(_pooled(cases, "chi2", name)) for name in ("first_pass", *VARIANTS)
         },
         "conserved_flux_existing_sources": {
-            "n": int(len(_pooled(scenes, "flux_error_existing", "first_pass"))),
+            "n": int(len(_pooled(cases, "flux_error_existing", "first_pass"))),
             **{
-                f"{name}_median_abs_rel_error": _median(_pooled(scenes, "flux_error_existing", name), True)
+                f"{name}_median_abs_rel_error": _median(_pooled(cases, "flux_error_existing", name), True)
                 for name in ("first_pass", *VARIANTS)
             },
         },
         "conserved_flux_new_sources": {
-            "n": int(len(_pooled(scenes, "flux_error_new", "warm"))),
+            "n": int(len(_pooled(cases, "flux_error_new", "warm"))),
             **{
-                f"{name}_median_abs_rel_error": _median(_pooled(scenes, "flux_error_new", name), True)
+                f"{name}_median_abs_rel_error": _median(_pooled(cases, "flux_error_new", name), True)
                 for name in VARIANTS
             },
         },
@@ -288,7 +329,6 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         summary["median_reduced_chi2_refitted_blends"],
         summary["conserved_flux_existing_sources"],
     )
-    new = summary["conserved_flux_new_sources"]
     summary["ratios"] = {
         "warm_over_cold_seconds": _ratio(seconds["warm"], seconds["cold"]),
         "warm_over_cold_iterations": _ratio(iterations["warm"]["total"], iterations["cold"]["total"]),
@@ -304,26 +344,17 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         "warm_over_whole_blend_seconds": _ratio(seconds["warm"], seconds["warm_whole_blend"]),
         "warm_over_whole_blend_chi2": _ratio(chi2["warm"], chi2["warm_whole_blend"]),
     }
-    summary["per_scene"] = [
-        {
-            "seed": s["seed"],
-            "n_true_sources": s["n_true_sources"],
-            "n_first_pass_peaks": s["n_first_pass_peaks"],
-            "n_new_peaks": s["n_new_peaks"],
-            "n_refitted_blends": s["n_refitted_blends"],
-            "first_pass_seconds": round(s["first_pass_seconds"], 2),
-            **{f"{name}_seconds": round(s["seconds"][name], 2) for name in VARIANTS},
-            **{f"{name}_iterations": int(s["iterations"][name].sum()) for name in VARIANTS},
-        }
-        for s in scenes
-    ]
-    if summary["n_refitted_blends"]:
-        _plot(scenes, out_dir / "second_pass.png")
+    return summary
 
+
+def _print_figures(title: str, summary: dict) -> None:
+    seconds, iterations = summary["second_pass_seconds"], summary["iterations_per_refitted_blend"]
+    chi2 = summary["median_reduced_chi2_refitted_blends"]
+    existing, new = summary["conserved_flux_existing_sources"], summary["conserved_flux_new_sources"]
     r = summary["ratios"]
     print(
-        f"second pass on {len(scenes)} scenes of {size}^2 ({summary['n_new_peaks']} new peaks, "
-        f"{summary['n_refitted_blends']} re-fitted blends), first pass {summary['first_pass_seconds']} s:"
+        f"{title} ({summary['n_new_peaks']} new peaks, {summary['n_refitted_blends']} re-fitted blends), "
+        f"first pass {summary['first_pass_seconds']} s:"
     )
     print(
         f"  {'variant':<18} {'seconds':>8} {'/first':>7} {'iterations':>10} {'chi2':>7} "
@@ -347,9 +378,55 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         f"new err: the same for the new sources, n={new['n']})"
     )
     print(
-        f"warm (local) / whole-blend warm: time {r['warm_over_whole_blend_seconds']}, "
+        f"  warm (local) / whole-blend warm: time {r['warm_over_whole_blend_seconds']}, "
         f"chi2 {r['warm_over_whole_blend_chi2']}; warm / cold: time {r['warm_over_cold_seconds']}, "
         f"chi2 {r['warm_over_cold_chi2']}"
+    )
+
+
+def run(out_dir: Path, quick: bool = False) -> dict:
+    from tqdm.auto import tqdm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seeds, size = _scene_plan(quick)
+    scenes = [_one_scene(seed, size) for seed in tqdm(seeds, desc="second pass", unit="scene")]
+    plan = QUICK_PATCH if quick else PATCH
+    patch = _patch_with_network(plan["size"], plan["seed"])
+    summary = {
+        "scenes": len(scenes),
+        "scene_size": size,
+        "seeds": seeds,
+        "new_peaks": "truth positions of true sources with multi-band S/N >= "
+        f"{NEW_SOURCE_MIN_SNR:g} that no first-pass peak matches within {MATCH_RADIUS:g} px",
+        **_figures(scenes),
+        "patch": {
+            "size": plan["size"],
+            "seed": plan["seed"],
+            "new_peaks": "the shipped residual network's new sources (artefacts left out)",
+            **_figures([patch]),
+        },
+    }
+    summary["per_scene"] = [
+        {
+            "seed": s["seed"],
+            "n_true_sources": s["n_true_sources"],
+            "n_first_pass_peaks": s["n_first_pass_peaks"],
+            "n_new_peaks": s["n_new_peaks"],
+            "n_refitted_blends": s["n_refitted_blends"],
+            "first_pass_seconds": round(s["first_pass_seconds"], 2),
+            **{f"{name}_seconds": round(s["seconds"][name], 2) for name in VARIANTS},
+            **{f"{name}_iterations": int(s["iterations"][name].sum()) for name in VARIANTS},
+        }
+        for s in scenes
+    ]
+    if summary["n_refitted_blends"]:
+        _plot(scenes, out_dir / "second_pass.png")
+    if summary["patch"]["n_refitted_blends"]:
+        _plot([patch], out_dir / "second_pass_patch.png")
+    _print_figures(f"second pass on {len(scenes)} scenes of {size}^2, truth as the new peaks", summary)
+    _print_figures(
+        f"second pass on the {plan['size']}^2 patch of bench.scaling, the network's new sources",
+        summary["patch"],
     )
     (out_dir / "second_pass.json").write_text(json.dumps(summary, indent=2))
     return {k: v for k, v in summary.items() if k != "per_scene"}

@@ -104,10 +104,10 @@ class DeblendConfig(StrictModel):
     first pass did. Both stop on the same convergence rule."""
     second_pass_refit: Literal["blend", "local"] = "local"
     """Which sources of a warm-started blend are fitted again: ``"blend"``,
-    all of them; ``"local"``, the new ones and those whose peak lies within
-    ``local_refit_radius`` of a new one's, on the window their boxes cover,
-    the others held at their first-pass models (`local_refit`). Cold starts
-    re-fit the whole blend either way."""
+    all of them; ``"local"``, the new ones and those near them
+    (``local_refit_radius``, ``local_refit_share``), on the window their
+    boxes cover, the others held at their first-pass models (`local_refit`).
+    Cold starts re-fit the whole blend either way."""
     local_refit_radius: float = pydantic.Field(default=10.0, ge=0.0)
     """Pixels from a new source's peak within which an existing source is
     fitted again with it (``second_pass_refit="local"``)."""

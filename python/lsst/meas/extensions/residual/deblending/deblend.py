@@ -16,6 +16,9 @@ gives them new ones), re-fits only the blends that changed and copies
 everything else. With ``second_pass_start="warm"`` (the default) a re-fitted
 blend's existing sources start from their first-pass components and only the
 new sources are initialised (`warm_start`); ``"cold"`` initialises them all.
+A warm blend is then fitted only around its new sources
+(``second_pass_refit="local"``, the default, `local_refit`) or whole
+(``"blend"``).
 """
 
 from __future__ import annotations
@@ -811,7 +814,9 @@ def deblend_with_new_peaks(
     their existing sources start from their first-pass components in
     ``model_data`` and only the others (new peaks, and peaks without a
     fitted factorised first-pass model) are initialised, their spectra
-    fitted with the existing sources held fixed; with ``"cold"`` every
+    fitted with the existing sources held fixed, and with
+    ``config.second_pass_refit == "local"`` only the sources near the new
+    ones are fitted, on their window (`local_refit`); with ``"cold"`` every
     source is initialised from the image as in the first pass. Either way
     the fit stops on the first pass's rule (``max_iter``, ``min_iter``,
     ``relative_error``). Every other blend's model data entry and catalog

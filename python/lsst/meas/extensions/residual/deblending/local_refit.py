@@ -9,13 +9,18 @@ only by the noise. So with ``second_pass_refit="local"``:
 
 * the sources fitted again are the new ones (and any other source without a
   usable first-pass model) and the warm-started sources whose peak lies
-  within ``local_refit_radius`` pixels of a new one's (`free_sources`);
+  within ``local_refit_radius`` pixels of a new one's, or whose first-pass
+  model holds at least ``local_refit_share`` of the image at a new one's
+  peak, i.e. took much of its light (`free_sources`);
 * every other source keeps its first-pass components unchanged ("held");
 * the fit runs on the window that the free components' boxes cover, grown by
   the difference kernels' half-width (the reach of their light) and the
   component padding (room to grow), against the image less the held
   sources' model convolved to the observed PSFs (`window_observation`), so
   each iteration's transforms are of the window, not of the blend.
+
+A fit that ends with a worse likelihood on the window than it started from
+keeps its start (see ``_fit_near_new_sources`` in `deblend`).
 
 The held sources' light inside the window is exact: their model is rendered
 on the window grown by the kernel half-width before it is convolved, so
