@@ -445,3 +445,32 @@ def test_the_refit_scope_is_an_option_of_the_config_the_tasks_and_the_command_li
     add_model_options(parser, DeblendConfig)
     args = parser.parse_args(["--second-pass-refit", "blend", "--local-refit-radius", "4"])
     assert args.second_pass_refit == "blend" and args.local_refit_radius == 4.0
+
+
+def test_a_blend_left_far_from_its_data_is_fitted_whole_after_the_local_refit(refits):
+    scene, first, new_xy, warm, _ = refits[0]
+    blend_id = max(_refitted(first, warm), key=lambda b: len(first_pass_sources(first.model_data, b)))
+    # A first pass stuck far from the data: every spectrum of the blend ten times too bright.
+    broken = dataclasses.replace(first.model_data, blends=dict(first.model_data.blends))
+    entry = broken.blends[blend_id]
+    children = {}
+    for child_id, child in entry.children.items():
+        sources = {}
+        for source_id, source in child.sources.items():
+            components = [
+                dataclasses.replace(c, spectrum=10.0 * np.asarray(c.spectrum)) for c in source.components
+            ]
+            sources[source_id] = dataclasses.replace(source, components=components)
+        children[child_id] = dataclasses.replace(child, sources=sources)
+    broken.blends[blend_id] = dataclasses.replace(entry, children=children)
+
+    def chi2(config):
+        second = deblend_with_new_peaks(scene, first.detections, first.catalog, broken, new_xy, config)
+        return float(second.catalog["blend_reduced_chi2"][second.catalog["parent_id"] == blend_id][0])
+
+    # Only the new sources are fitted locally: the broken ones are all held.
+    only_new = LOCAL.replace(local_refit_radius=0.0, local_refit_share=1.0)
+    kept_far = chi2(only_new.replace(local_refit_max_chi2=1e9))
+    mended = chi2(only_new)
+    assert kept_far > 2 * only_new.local_refit_max_chi2
+    assert mended < only_new.local_refit_max_chi2

@@ -116,6 +116,12 @@ class DeblendConfig(StrictModel):
     model holds at least this share of the image at a new source's peak
     (``second_pass_refit="local"``): the light it took from the source the
     first pass missed."""
+    local_refit_max_chi2: float = pydantic.Field(default=2.0, gt=0.0)
+    """A blend whose reduced χ² (its own model, its footprint's pixels) is
+    still above this after the local re-fit is then fitted whole, as with
+    ``"blend"`` (``second_pass_refit="local"``): its first-pass fit had
+    stopped far from the data, which re-fitting only around the new sources
+    keeps."""
     warm_step_scale: float = pydantic.Field(default=0.3, gt=0.0, le=1.0)
     """Step sizes (``adaprox_morph_step``, ``adaprox_spectrum_factor``) of a
     warm-started source, as a fraction of a fresh one's. The optimizer's

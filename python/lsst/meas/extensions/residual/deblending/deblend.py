@@ -536,6 +536,12 @@ def _fit_sources(
     sources, warm = start_sources(obs, peak_ids, centers, config, context.monotonicity, first_pass or {})
     if any(warm) and config.second_pass_refit == "local":
         fit = _fit_near_new_sources(obs, sources, warm, centers, config)
+        local_end = log_likelihood(obs, [c for source in sources for c in source])
+        if -2.0 * local_end > config.local_refit_max_chi2 * max(np.count_nonzero(obs.weights), 1):
+            # A blend the first pass left this far from its data (a fit stuck far from the
+            # optimum) is not mended by re-fitting around its new sources, which keeps the rest
+            # as it was: the whole blend is fitted on from there (and cold if that ends worse).
+            sources, fit = _fit_whole_blend(context, obs, sources, [True] * len(sources), peak_ids, centers)
     else:
         sources, fit = _fit_whole_blend(context, obs, sources, warm, peak_ids, centers)
     shares = source_shares(obs, sources)
@@ -576,14 +582,22 @@ def _fit_whole_blend(
         _log.debug(
             "Warm start of the blend at %s ended worse than it began; fitting it cold.", obs.box.origin
         )
-        cold, _ = start_sources(obs, peak_ids, centers, config, context.monotonicity, {})
-        cold_components = [c for source in cold for c in source]
-        if _fit_spectra_first(config, obs.box, len(cold)):
-            fit_fresh_spectra(obs, cold_components, [])
-        cold_fit = fit_blend(obs, cold_components, config)
-        if log_likelihood(obs, cold_components) > warm_end:
+        cold, cold_fit = _fit_cold(context, obs, peak_ids, centers)
+        if log_likelihood(obs, [c for source in cold for c in source]) > warm_end:
             return cold, cold_fit
     return sources, fit
+
+
+def _fit_cold(
+    context: DeblendContext, obs: BlendObservation, peak_ids: list[int], centers: list[tuple[int, int]]
+) -> tuple[list[list[FactorizedComponent]], BlendFit]:
+    """Every source of the blend initialised from the image, as in the first pass, and fitted."""
+    config = context.config
+    cold, _ = start_sources(obs, peak_ids, centers, config, context.monotonicity, {})
+    components = [c for source in cold for c in source]
+    if _fit_spectra_first(config, obs.box, len(cold)):
+        fit_fresh_spectra(obs, components, [])
+    return cold, fit_blend(obs, components, config)
 
 
 def _fit_near_new_sources(
