@@ -137,6 +137,40 @@ def _plot(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _classification_table(image: dict) -> dict:
+    """Star and galaxy precision at 80% recall: the network against LSST's extendedness, printed."""
+    faint_key = next(k for k in image if k.startswith("precision_at_80_recall_snr_lt_"))
+    faint = faint_key.removeprefix("precision_at_80_recall_snr_lt_")
+    extendedness = image.get("extendedness_baseline") or {}
+    rows = {
+        "network, all": image["precision_at_80_recall"],
+        "extendedness, all": {
+            name: entry["precision_at_80_recall"] for name, entry in extendedness.get("all", {}).items()
+        },
+        f"network, S/N < {faint}": image[faint_key],
+        f"extendedness, S/N < {faint}": {
+            name: entry["precision_at_80_recall"]
+            for name, entry in extendedness.get(f"snr_lt_{faint}", {}).items()
+        },
+    }
+
+    def cell(value):
+        return f"{'-':>7}" if value is None else f"{value:>7.3f}"
+
+    print("  precision at 80% recall (-: recall never reaches 80%)      star  galaxy")
+    for name, values in rows.items():
+        print(f"    {name:<52} {cell(values.get('star'))} {cell(values.get('galaxy'))}")
+    if extendedness:
+        cut = extendedness["lsst_cut"]
+        at = {name: entry["at_lsst_cut"] for name, entry in extendedness["all"].items()}
+        print(
+            f"    extendedness at LSST's cut {cut}: star precision {at['star']['precision']:.3f} "
+            f"recall {at['star']['recall']:.3f}; galaxy precision {at['galaxy']['precision']:.3f} "
+            f"recall {at['galaxy']['recall']:.3f}"
+        )
+    return rows
+
+
 def run(out_dir: Path, quick: bool) -> dict:
     import torch
 
@@ -181,6 +215,7 @@ def run(out_dir: Path, quick: bool) -> dict:
     }
     print(f"image mode: {image['n_targets']} recoverable sources {image['n_targets_per_class']}")
     print(f"  star precision at 80% recall: {star_p} (target 0.92); galaxy: {galaxy_p} (target 0.98)")
+    summary["image_mode"]["classification"] = _classification_table(image)
     fp = image["baselines"].get("first-pass peaks")
     if fp:
         print(

@@ -183,6 +183,14 @@ def test_evaluation_writes_report_and_plots(tiny_image_package, tmp_path):
     )
     assert 0 <= calibration["expected_calibration_error"] <= 1
     assert set(calibration["threshold_for_purity"]) == {"0.9", "0.92", "0.95"}
+    # LSST's extendedness on the same detections, over the same true stars and galaxies.
+    extendedness = saved["extendedness_baseline"]
+    assert extendedness["lsst_cut"] == 0.985
+    for subset in ("all", "snr_lt_20"):
+        assert set(extendedness[subset]) == {"star", "galaxy"}
+    for name in ("star", "galaxy"):
+        assert extendedness["all"][name]["n_targets"] == saved["n_targets_per_class"][name]
+    assert set(saved["precision_at_80_recall_snr_lt_20"]) == {"star", "galaxy"}
 
 
 def test_detection_labels_count_as_the_purity_curve_does():
@@ -321,3 +329,52 @@ def test_evaluation_scenes_follow_a_v2_training_and_its_band_subsets(tmp_path):
     # Fewer bands, less S/N: no more recoverable targets.
     assert 0 < runs["gri"]["n_targets"] <= runs["ugrizy"]["n_targets"]
     assert runs["gri"]["n_artefact_detections"] is not None
+
+
+def test_extendedness_ratio_is_one_for_a_star_and_below_for_a_galaxy():
+    import galsim
+    from astropy.table import Table
+    from lsst.meas.extensions.residual.evaluation.extendedness import (
+        LSST_EXTENDEDNESS_CUT,
+        extendedness_ratio,
+    )
+    from lsst.meas.extensions.residual.network import SourceDetections
+    from lsst.meas.extensions.residual.scene import Scene
+
+    bands = ("g", "r", "i")
+    size, sigma = 96, 2.0
+    psf_image = galsim.Gaussian(sigma=sigma).drawImage(nx=25, ny=25, scale=1.0, method="no_pixel").array
+    psf = np.repeat(psf_image[None] / psf_image.sum(), len(bands), axis=0)
+    image = np.zeros((len(bands), size, size))
+    positions = [(30.0, 48.0), (66.0, 48.0)]  # (x, y): a star, a galaxy
+    profiles = [
+        galsim.Gaussian(sigma=sigma),
+        galsim.Convolve(galsim.Exponential(half_light_radius=4.0), galsim.Gaussian(sigma=sigma)),
+    ]
+    for (x, y), profile in zip(positions, profiles, strict=True):
+        stamp = (
+            (1000.0 * profile)
+            .drawImage(
+                nx=size,
+                ny=size,
+                scale=1.0,
+                method="no_pixel",
+                offset=(x - size / 2 + 0.5, y - size / 2 + 0.5),
+            )
+            .array
+        )
+        image += stamp[None]
+    scene = Scene(
+        image.astype(np.float32), np.full(image.shape, 1e-4, np.float32), psf.astype(np.float32), bands
+    )
+    yy, xx = np.mgrid[:size, :size]
+    footprints = [
+        Footprint(0, 0, np.hypot(xx - x, yy - y) <= radius)
+        for (x, y), radius in zip(positions, (5, 12), strict=True)
+    ]
+    table = Table(
+        {"id": [1, 2], "x": [p[0] for p in positions], "y": [p[1] for p in positions], "score": [0.9, 0.8]}
+    )
+    ratio = extendedness_ratio(scene, SourceDetections(table, footprints, (size, size)))
+    assert ratio[0] == pytest.approx(1.0, abs=0.02)  # the segment's size does not matter for a star
+    assert ratio[1] < 0.8 < LSST_EXTENDEDNESS_CUT

@@ -72,6 +72,7 @@ from ..network.inference_config import InferenceConfig
 from ..network.package import ModelPackage, load_model_package
 from ..simulation import SimulationConfig
 from .baselines import chi_image, photutils_detect, sep_detect
+from .extendedness import LSST_EXTENDEDNESS_CUT, RATIO_GRID, extendedness_ratio
 
 #: Purities whose score thresholds the evaluation reports (0.92: issue 11's default operating point).
 CALIBRATION_PURITIES = (0.9, 0.92, 0.95)
@@ -257,6 +258,37 @@ def _calibration_summary(meta, scores: np.ndarray, is_real: np.ndarray, config: 
     }
 
 
+def _ratio_grid(name: str) -> np.ndarray:
+    """Cuts on the extendedness score of ``name``: the ratio for stars (star if ratio ≥ cut), its
+    negative for galaxies (galaxy if ratio < cut, i.e. −ratio > −cut), ascending either way."""
+    return RATIO_GRID if name == "star" else np.sort(-RATIO_GRID)
+
+
+def _extendedness_summary(counts: dict, config: EvaluationConfig) -> dict:
+    """Precision at 80% recall of the extendedness cut, swept, and at LSST's cut, per class."""
+    summary = {
+        "statistic": "PSF flux / point-source-equivalent segment flux, reference band (extendedness.py)",
+        "detections": "the network's, at the operating threshold",
+        "lsst_cut": LSST_EXTENDEDNESS_CUT,
+    }
+    for subset, key in (("all", "all"), ("faint", f"snr_lt_{config.bright_snr:g}")):
+        entry = {}
+        for name, cc in counts[subset].items():
+            metrics = curve_metrics(cc)
+            at_cut = int(np.flatnonzero(np.isclose(np.abs(cc.thresholds), LSST_EXTENDEDNESS_CUT))[0])
+            entry[name] = {
+                "precision_at_80_recall": precision_at_recall(metrics["precision"], metrics["recall"], 0.8),
+                "max_recall": _max_or_none(metrics["recall"]),
+                "at_lsst_cut": {
+                    "precision": float(metrics["precision"][at_cut]),
+                    "recall": float(metrics["recall"][at_cut]),
+                },
+                "n_targets": int(cc.n_targets),
+            }
+        summary[key] = entry
+    return summary
+
+
 def _operating(meta, config: EvaluationConfig) -> float:
     return meta.score_threshold if config.score_threshold is None else float(config.score_threshold)
 
@@ -291,6 +323,13 @@ def evaluate_package(
     total = CurveCounts.zeros(thresholds)
     per_class = {c: CurveCounts.zeros(thresholds) for c in classes}
     bright_per_class = {c: CurveCounts.zeros(thresholds) for c in classes}
+    faint_per_class = {c: CurveCounts.zeros(thresholds) for c in classes}
+    # LSST's extendedness on the same (operating) detections, its cut swept: image mode only.
+    with_extendedness = config.baselines and meta.mode == "image" and {"star", "galaxy"} <= set(classes)
+    extendedness = {
+        subset: {c: CurveCounts.zeros(_ratio_grid(c)) for c in ("star", "galaxy")}
+        for subset in ("all", "faint")
+    }
     baseline_names = []
     if config.baselines:
         baseline_names = ["SEP 3σ", "SEP 5σ", "SEP 5σ per pixel, 3×3 filter", "photutils 3σ + deblend"]
@@ -348,7 +387,35 @@ def evaluate_package(
             bright_per_class[name] = bright_per_class[name] + count_curve(
                 truth.restricted(config.bright_snr), xy, score, config.match_radius, thresholds, det_class, c
             )
+            faint_per_class[name] = faint_per_class[name] + count_curve(
+                truth.restricted(max_snr=config.bright_snr),
+                xy,
+                score,
+                config.match_radius,
+                thresholds,
+                det_class,
+                c,
+            )
         operating_detections = detections.above(operating)
+        if with_extendedness:
+            start = time.perf_counter()
+            ratio = extendedness_ratio(scene, operating_detections)
+            for subset, subset_truth in (
+                ("all", truth),
+                ("faint", truth.restricted(max_snr=config.bright_snr)),
+            ):
+                for name in ("star", "galaxy"):
+                    c = meta.classes.index(name) + 1
+                    extendedness[subset][name] = extendedness[subset][name] + count_curve(
+                        subset_truth,
+                        operating_detections.xy,
+                        ratio if name == "star" else -ratio,
+                        config.match_radius,
+                        _ratio_grid(name),
+                        np.full(len(ratio), c),
+                        c,
+                    )
+            timing["baselines"] += time.perf_counter() - start
         hit, which = matched_targets(truth, operating_detections.xy, config.match_radius)
         found["network"].append(hit)
         target_mags.append(truth.mag[truth.target])
@@ -440,7 +507,12 @@ def evaluate_package(
         f"n_targets_per_class_snr_ge_{config.bright_snr:g}": {
             name: int(c.n_targets) for name, c in bright_per_class.items()
         },
+        f"precision_at_80_recall_snr_lt_{config.bright_snr:g}": {
+            name: precision_at_recall(fc["precision"], fc["recall"], 0.8)
+            for name, fc in ((n, curve_metrics(c)) for n, c in faint_per_class.items())
+        },
         "baselines": {name: _point(counts) for name, counts in baseline_counts.items()},
+        "extendedness_baseline": _extendedness_summary(extendedness, config) if with_extendedness else None,
         "seconds": {k: round(v, 2) for k, v in timing.items()},
         "curves": {
             "all": {k: [float(v) for v in values] for k, values in curves.items()},

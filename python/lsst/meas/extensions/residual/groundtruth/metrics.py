@@ -69,18 +69,18 @@ class TruthSet:
     """(N,) bool: sources outside the evaluated subset; a detection that only
     matches one of them is left out of the counts (COCO's "ignore")."""
 
-    def restricted(self, min_snr: float) -> TruthSet:
-        """The same truth evaluated only on sources with S/N ≥ ``min_snr``.
+    def restricted(self, min_snr: float = 0.0, max_snr: float = np.inf) -> TruthSet:
+        """The same truth evaluated only on sources with ``min_snr`` ≤ S/N < ``max_snr``.
 
-        Fainter real sources become "ignore": detecting them is neither right
-        nor wrong, so the precision of the bright subset is not diluted by
-        (correct or incorrect) detections of faint sources.
+        The other real sources become "ignore": detecting them is neither
+        right nor wrong, so the precision of the subset is not diluted by
+        (correct or incorrect) detections of sources outside it.
         """
         if self.snr is None:
             raise ValueError("This TruthSet has no S/N to restrict on.")
-        bright = self.snr >= min_snr
+        inside = (self.snr >= min_snr) & (self.snr < max_snr)
         return dataclasses.replace(
-            self, target=self.target & bright, real=self.real & bright, ignore=self.real & ~bright
+            self, target=self.target & inside, real=self.real & inside, ignore=self.real & ~inside
         )
 
     @classmethod
