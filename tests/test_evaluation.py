@@ -346,7 +346,7 @@ def test_extendedness_ratio_is_one_for_a_star_and_below_for_a_galaxy():
     psf_image = galsim.Gaussian(sigma=sigma).drawImage(nx=25, ny=25, scale=1.0, method="no_pixel").array
     psf = np.repeat(psf_image[None] / psf_image.sum(), len(bands), axis=0)
     image = np.zeros((len(bands), size, size))
-    positions = [(30.0, 48.0), (66.0, 48.0)]  # (x, y): a star, a galaxy
+    positions = [(30.35, 48.4), (66.0, 48.0)]  # (x, y): a star off a pixel centre, a galaxy
     profiles = [
         galsim.Gaussian(sigma=sigma),
         galsim.Convolve(galsim.Exponential(half_light_radius=4.0), galsim.Gaussian(sigma=sigma)),
@@ -372,8 +372,14 @@ def test_extendedness_ratio_is_one_for_a_star_and_below_for_a_galaxy():
         Footprint(0, 0, np.hypot(xx - x, yy - y) <= radius)
         for (x, y), radius in zip(positions, (5, 12), strict=True)
     ]
+    # The detections' positions (mask centroids) a few tenths of a pixel off the light's centres.
     table = Table(
-        {"id": [1, 2], "x": [p[0] for p in positions], "y": [p[1] for p in positions], "score": [0.9, 0.8]}
+        {
+            "id": [1, 2],
+            "x": [p[0] - 0.4 for p in positions],
+            "y": [p[1] + 0.3 for p in positions],
+            "score": [0.9, 0.8],
+        }
     )
     ratio = extendedness_ratio(scene, SourceDetections(table, footprints, (size, size)))
     assert ratio[0] == pytest.approx(1.0, abs=0.02)  # the segment's size does not matter for a star

@@ -5,12 +5,12 @@ flux: ``base_ClassificationExtendedness`` is 1 where psfFlux / cModelFlux <
 0.985, in the reference band. Without CModel here, the model flux of a
 detection is its segment flux (the image summed over the pixels of its
 mask, where detections overlap the better-scoring one's) divided by the
-share of a point source's light that segment holds (the band's PSF centred
-on the detection, summed over the same pixels): the flux a point source
+share of a point source's light that segment holds (the band's PSF at the
+detection's centroid, summed over the same pixels): the flux a point source
 would need to put that light in that segment. A star has ratio 1 whatever
 its mask's size, so the cut keeps its meaning; a galaxy, whose light spreads
-beyond the PSF's, has less. The PSF flux is the detection step's matched
-filter at the detection's pixel (`detection_image`).
+beyond the PSF's, has less. The PSF flux is the PSF fitted at that
+centroid (`extendedness_ratio`).
 
 `extendedness_ratio` gives the statistic; the evaluation sweeps the cut on
 it (star: ratio ≥ cut; galaxy: below it) to compare with the network's class
@@ -23,7 +23,6 @@ __all__ = ["LSST_EXTENDEDNESS_CUT", "RATIO_GRID", "extendedness_ratio", "referen
 
 import numpy as np
 
-from ..detection.detect import detection_image
 from ..network.footprints import SourceDetections
 from ..scene import Scene
 
@@ -39,8 +38,76 @@ def reference_band(bands) -> int:
     return bands.index("i") if "i" in bands else len(bands) // 2
 
 
+def _centroid(
+    image: np.ndarray, weights: np.ndarray, psf: np.ndarray, y: float, x: float
+) -> tuple[float, float]:
+    """Sub-pixel position of the matched-filter maximum within a pixel of (y, x).
+
+    The network's position is its mask's centroid, off the light's centre by
+    a fraction of a pixel for faint or blended sources; a PSF flux measured
+    there would come out low for stars alone. As LSST measures it at its own
+    centroid, the correlation with the PSF is evaluated on the 5×5 pixels
+    round the detection, its maximum taken, and refined by a parabola
+    through its neighbours on each axis.
+    """
+    half = psf.shape[0] // 2
+    cy, cx = int(np.floor(y + 0.5)), int(np.floor(x + 0.5))
+    height, width = image.shape
+    response = np.full((5, 5), -np.inf)
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            py, px = cy + dy, cx + dx
+            y0, x0 = py - half, px - half
+            ya, yb, xa, xb = (
+                max(y0, 0),
+                min(y0 + psf.shape[0], height),
+                max(x0, 0),
+                min(x0 + psf.shape[1], width),
+            )
+            if ya >= yb or xa >= xb:
+                continue
+            stamp = psf[ya - y0 : yb - y0, xa - x0 : xb - x0]
+            response[dy + 2, dx + 2] = float((stamp * image[ya:yb, xa:xb] * weights[ya:yb, xa:xb]).sum())
+    inner = response[1:4, 1:4]
+    if not np.isfinite(inner).any():
+        return y, x
+    ky, kx = np.unravel_index(np.argmax(inner), inner.shape)
+    ky, kx = ky + 1, kx + 1
+
+    def vertex(left: float, centre: float, right: float) -> float:
+        curvature = left - 2 * centre + right
+        if not (np.isfinite(curvature) and curvature < 0):
+            return 0.0
+        return float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
+
+    return (
+        cy + ky - 2 + vertex(response[ky - 1, kx], response[ky, kx], response[ky + 1, kx]),
+        cx + kx - 2 + vertex(response[ky, kx - 1], response[ky, kx], response[ky, kx + 1]),
+    )
+
+
+def _placed_psf(
+    psf: np.ndarray, y: float, x: float, shape: tuple[int, int]
+) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """The PSF shifted to the sub-pixel position (y, x) and its slices in an image of ``shape``."""
+    from scipy import ndimage
+
+    half = psf.shape[0] // 2
+    py, px = int(np.floor(y + 0.5)), int(np.floor(x + 0.5))
+    shifted = ndimage.shift(psf, (y - py, x - px), order=3, mode="constant")
+    y0, x0 = py - half, px - half
+    ya, yb = max(y0, 0), min(y0 + psf.shape[0], shape[0])
+    xa, xb = max(x0, 0), min(x0 + psf.shape[1], shape[1])
+    return shifted[ya - y0 : yb - y0, xa - x0 : xb - x0], (slice(ya, yb), slice(xa, xb))
+
+
 def extendedness_ratio(scene: Scene, detections: SourceDetections, band: int | None = None) -> np.ndarray:
     """PSF flux / point-source-equivalent segment flux of each detection (NaN where undefined).
+
+    Both are measured in one band, at the detection's centroid (`_centroid`):
+    the PSF flux by the PSF, shifted there, fitted to the image with inverse-
+    variance weights (Σ w P D / Σ w P²); the segment's share of a point
+    source's light with the same shifted PSF.
 
     Parameters
     ----------
@@ -60,29 +127,27 @@ def extendedness_ratio(scene: Scene, detections: SourceDetections, band: int | N
     n = len(detections)
     if n == 0:
         return np.zeros(0)
-    _, psf_flux = detection_image(scene, positions=detections.xy)
     usable = scene.good[band]
     labels = np.where(usable, detections.label_image(), 0)
     ids = np.asarray(detections.table["id"], dtype=np.int64)
     image = np.where(usable, scene.image[band], 0.0).astype(np.float64)
+    weights = np.zeros(scene.shape)
+    np.divide(1.0, scene.variance[band], out=weights, where=usable)
     segment_flux = np.bincount(labels.ravel(), weights=image.ravel(), minlength=int(ids.max()) + 1)
     segment_pixels = np.bincount(labels.ravel(), minlength=int(ids.max()) + 1)
     psf = scene.psf[band].astype(np.float64)
     psf = psf / psf.sum()
-    half_y, half_x = psf.shape[0] // 2, psf.shape[1] // 2
-    height, width = scene.shape
     ratio = np.full(n, np.nan)
     for index, ((x, y), source_id) in enumerate(zip(detections.xy, ids, strict=True)):
         flux = float(segment_flux[source_id])
         if segment_pixels[source_id] == 0 or flux <= 0:
             continue
-        # The PSF centred on the detection's pixel, placed on the image (clipped at its edges).
-        py, px = int(np.floor(y + 0.5)), int(np.floor(x + 0.5))
-        y0, x0 = py - half_y, px - half_x
-        ya, yb = max(y0, 0), min(y0 + psf.shape[0], height)
-        xa, xb = max(x0, 0), min(x0 + psf.shape[1], width)
-        segment = labels[ya:yb, xa:xb] == source_id
-        share = float((psf[ya - y0 : yb - y0, xa - x0 : xb - x0] * segment).sum())
-        if share > 0:
-            ratio[index] = float(psf_flux[index, band]) / (flux / share)
+        cy, cx = _centroid(image, weights, psf, float(y), float(x))
+        placed, (sy, sx) = _placed_psf(psf, cy, cx, scene.shape)
+        norm = float((weights[sy, sx] * placed**2).sum())
+        share = float((placed * (labels[sy, sx] == source_id)).sum())
+        if norm <= 0 or share <= 0:
+            continue
+        psf_flux = float((weights[sy, sx] * placed * image[sy, sx]).sum()) / norm
+        ratio[index] = psf_flux / (flux / share)
     return ratio
