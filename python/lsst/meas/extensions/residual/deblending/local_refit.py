@@ -94,7 +94,7 @@ def free_sources(
             for k in np.flatnonzero(inside):
                 y, x = cold[k] - np.array(component.box.origin)
                 light[k] += float(weight @ component.spectrum) * component.morph[y, x]
-        free[index] = bool(np.any(light > 0) and np.any(light >= share * image_there))
+        free[index] = bool(np.any((light > 0) & (light >= share * image_there)))
     return list(free)
 
 
