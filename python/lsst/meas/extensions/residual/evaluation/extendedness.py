@@ -21,7 +21,10 @@ from __future__ import annotations
 
 __all__ = ["LSST_EXTENDEDNESS_CUT", "RATIO_GRID", "extendedness_ratio", "reference_band"]
 
+import warnings
+
 import numpy as np
+from astropy.utils.exceptions import AstropyUserWarning
 
 from ..network.footprints import SourceDetections
 from ..scene import Scene
@@ -46,44 +49,29 @@ def _centroid(
     The network's position is its mask's centroid, off the light's centre by
     a fraction of a pixel for faint or blended sources; a PSF flux measured
     there would come out low for stars alone. As LSST measures it at its own
-    centroid, the correlation with the PSF is evaluated on the 5×5 pixels
-    round the detection, its maximum taken, and refined by a parabola
-    through its neighbours on each axis.
+    centroid, the correlation of the weighted image with the PSF is made on
+    the 5×5 pixels round the detection (zero off the image), and its peak
+    found by photutils' 2-D quadratic fit to the 3×3 pixels round the
+    maximum of the inner 3×3.
     """
+    from photutils.centroids import centroid_quadratic
+    from scipy.signal import correlate
+
     half = psf.shape[0] // 2
+    reach = half + 2
     cy, cx = int(np.floor(y + 0.5)), int(np.floor(x + 0.5))
-    height, width = image.shape
-    response = np.full((5, 5), -np.inf)
-    for dy in range(-2, 3):
-        for dx in range(-2, 3):
-            py, px = cy + dy, cx + dx
-            y0, x0 = py - half, px - half
-            ya, yb, xa, xb = (
-                max(y0, 0),
-                min(y0 + psf.shape[0], height),
-                max(x0, 0),
-                min(x0 + psf.shape[1], width),
-            )
-            if ya >= yb or xa >= xb:
-                continue
-            stamp = psf[ya - y0 : yb - y0, xa - x0 : xb - x0]
-            response[dy + 2, dx + 2] = float((stamp * image[ya:yb, xa:xb] * weights[ya:yb, xa:xb]).sum())
-    inner = response[1:4, 1:4]
-    if not np.isfinite(inner).any():
-        return y, x
-    ky, kx = np.unravel_index(np.argmax(inner), inner.shape)
-    ky, kx = ky + 1, kx + 1
-
-    def vertex(left: float, centre: float, right: float) -> float:
-        curvature = left - 2 * centre + right
-        if not (np.isfinite(curvature) and curvature < 0):
-            return 0.0
-        return float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
-
-    return (
-        cy + ky - 2 + vertex(response[ky - 1, kx], response[ky, kx], response[ky + 1, kx]),
-        cx + kx - 2 + vertex(response[ky, kx - 1], response[ky, kx], response[ky, kx + 1]),
-    )
+    padded = np.pad(image * weights, reach)  # pixel (cy, cx) is padded[cy + reach, cx + reach]
+    stamp = padded[cy : cy + 2 * reach + 1, cx : cx + 2 * reach + 1]
+    response = correlate(stamp, psf, mode="valid")  # (5, 5), the detection's pixel at [2, 2]
+    ky, kx = np.unravel_index(np.argmax(response[1:4, 1:4]), (3, 3))
+    with warnings.catch_warnings():
+        # A response whose maximum is not inside its 3×3 leaves too few pixels to fit: no refinement.
+        warnings.simplefilter("ignore", AstropyUserWarning)
+        fx, fy = centroid_quadratic(response[ky : ky + 3, kx : kx + 3], fit_boxsize=3)
+    if not (np.isfinite(fx) and np.isfinite(fy)):
+        fx = fy = 1.0
+    # (ky, kx) + (fy, fx) is the peak in the 5×5, whose [2, 2] is the detection's pixel.
+    return cy + ky + float(np.clip(fy, 0, 2)) - 2, cx + kx + float(np.clip(fx, 0, 2)) - 2
 
 
 def _placed_psf(
