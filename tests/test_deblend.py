@@ -256,6 +256,24 @@ def test_nan_pixels_are_masked_not_propagated(small_scene):
     )
 
 
+def test_the_detection_steps_significance_image_is_reused(small_scene):
+    # Detections made here carry the S/N image, which the deblender uses instead of making it again;
+    # detections without it (read from disk) give the same result, the image being made from the scene.
+    detections = detect_peaks(small_scene)
+    assert detections.significance is not None
+    without = Detections(detections.peaks, detections.footprints, detections.bands)
+    kept, made = deblend(small_scene, detections, FAST), deblend(small_scene, without, FAST)
+    np.testing.assert_array_equal(kept.catalog["flux"], made.catalog["flux"])
+    # It is used: another image changes which sources get two components; a wrong shape is refused.
+    flat = Detections(
+        detections.peaks, detections.footprints, detections.bands, np.full(small_scene.shape, 1e6)
+    )
+    assert not np.array_equal(deblend(small_scene, flat, FAST).catalog["flux"], made.catalog["flux"])
+    wrong = Detections(detections.peaks, detections.footprints, detections.bands, np.zeros((5, 5)))
+    with pytest.raises(ValueError, match="S/N image has shape"):
+        deblend(small_scene, wrong, FAST)
+
+
 def test_bad_input_is_reported(small_scene):
     detections = detect_peaks(small_scene)
     with pytest.raises(ValueError, match="outside the 96x96 image"):

@@ -8,6 +8,7 @@ from lsst.meas.extensions.residual.detection import (
     DetectionConfig,
     detect_peaks,
     detection_image,
+    psf_flux_at,
     read_detections,
     write_detections,
 )
@@ -40,6 +41,42 @@ def test_psf_flux_estimates_point_source_flux():
     _add_point(image, psf, 30, 32, 500.0)
     _, psf_flux = detection_image(Scene(image, variance, psf, ("g", "r", "i")))
     np.testing.assert_allclose(psf_flux[:, 32, 30], 500.0, rtol=0.01)
+
+
+def test_psf_flux_at_positions_equals_the_patch_wide_filter():
+    # An asymmetric PSF (a flipped window would differ), a masked block, a NaN, positions on the
+    # image edges and inside the mask: the point-wise fluxes are the cube's at those pixels.
+    image, variance, _ = _blank(shape=(60, 70), sigma=0.3, seed=5)
+    y, x = np.mgrid[-10:11, -10:11]
+    psf = np.exp(-((x - 0.6) ** 2 / 4.0 + (y + 0.4) ** 2 / 9.0) / 2.0)
+    psf = np.stack([psf / psf.sum(), psf.T / psf.sum(), psf[::-1] / psf.sum()])
+    _add_point(image, psf, 30, 25, 300.0)
+    mask = np.zeros(image.shape, dtype=np.int32)
+    mask[1, 20:34, 22:30] = 1
+    image[2, 40, 11] = np.nan
+    scene = Scene(image, variance, psf, ("g", "r", "i"), mask=mask)
+    significance, cube = detection_image(scene)
+    xy = np.array([[30, 25], [0, 0], [69, 59], [25, 27], [11, 40], [69.4, 3.6], [28, 21]])
+    px, py = np.floor(xy[:, 0] + 0.5).astype(int), np.floor(xy[:, 1] + 0.5).astype(int)
+    expected = cube[:, py, px].T
+    measured = psf_flux_at(scene, xy)
+    assert np.count_nonzero(expected == 0) >= 1  # one position is where band r's support is too small
+    np.testing.assert_allclose(measured, expected, rtol=1e-5, atol=1e-4)
+    sampled_significance, sampled = detection_image(scene, positions=xy)
+    np.testing.assert_array_equal(sampled_significance, significance)
+    np.testing.assert_array_equal(sampled, measured)
+
+
+def test_detections_keep_the_significance_image():
+    image, variance, psf = _blank(sigma=0.5)
+    _add_point(image, psf, 28, 32, 400.0)
+    scene = Scene(image, variance, psf, ("g", "r", "i"))
+    detections = detect_peaks(scene)
+    np.testing.assert_array_equal(detections.significance, detection_image(scene)[0])
+    row = detections.peaks[0]
+    np.testing.assert_allclose(
+        row["psf_flux"], detection_image(scene)[1][:, int(row["y"]), int(row["x"])], rtol=1e-5
+    )
 
 
 def test_two_separated_points_give_two_footprints():

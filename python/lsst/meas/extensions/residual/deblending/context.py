@@ -35,10 +35,6 @@ class DeblendContext:
         smoothed by the model PSF and scaled to unit noise.
     significance : `numpy.ndarray`
         The detection step's (H, W) S/N image.
-    new_peak_psf_flux : `numpy.ndarray`
-        (N, nbands) the detection step's PSF fluxes at the pixels of the
-        ``new_peaks_xy`` given to `build` (the peaks carry their own; no
-        patch-sized PSF-flux cube is kept).
     model_psf : `numpy.ndarray`
         (k, k) model-frame PSF.
     kernels : `numpy.ndarray`
@@ -52,7 +48,6 @@ class DeblendContext:
     noise_rms: np.ndarray
     detect: np.ndarray
     significance: np.ndarray
-    new_peak_psf_flux: np.ndarray
     model_psf: np.ndarray
     kernels: np.ndarray
     monotonicity: Monotonicity | None
@@ -60,12 +55,17 @@ class DeblendContext:
 
     @classmethod
     def build(
-        cls, scene: Scene, config: DeblendConfig, new_peaks_xy: np.ndarray | None = None
+        cls, scene: Scene, config: DeblendConfig, significance: np.ndarray | None = None
     ) -> DeblendContext:
-        """The context of ``scene``; ``new_peaks_xy``: (N, 2) positions (x, y) whose PSF fluxes are kept."""
-        # First the detection images, whose temporaries are the largest: the cubes below come after.
-        xy = np.zeros((0, 2)) if new_peaks_xy is None else np.asarray(new_peaks_xy, dtype=np.float64)
-        significance, new_peak_psf_flux = detection_image(scene, positions=xy)
+        """The context of ``scene``; ``significance``: its S/N image where the caller has it
+        (`Detections.significance`), else made here."""
+        if significance is None:
+            # First, as its temporaries are the largest: the cubes below come after.
+            significance, _ = detection_image(scene, positions=np.zeros((0, 2)))
+        elif np.shape(significance) != scene.shape:
+            raise ValueError(
+                f"The S/N image has shape {np.shape(significance)}; the scene has {scene.shape}."
+            )
         good = scene.good
         with np.errstate(invalid="ignore"):
             # Band by band: no patch-sized σ cube.
@@ -96,7 +96,6 @@ class DeblendContext:
             noise_rms=noise_rms.astype(np.float64),
             detect=detect.astype(np.float32),
             significance=significance,
-            new_peak_psf_flux=new_peak_psf_flux,
             model_psf=model_psf,
             kernels=kernels,
             monotonicity=Monotonicity() if config.monotonic else None,

@@ -766,7 +766,9 @@ def deblend(scene: Scene, detections: Detections, config: DeblendConfig | None =
         get zero weight.
     detections : `Detections`
         Footprints and peaks, e.g. from `detect_peaks` or
-        `detections_from_positions`.
+        `detections_from_positions`; their S/N image
+        (`Detections.significance`), where they carry one, is taken as the
+        scene's instead of being made again.
     config : `DeblendConfig`, optional
         Parameters (LSST's defaults).
 
@@ -784,7 +786,7 @@ def deblend(scene: Scene, detections: Detections, config: DeblendConfig | None =
     config = DeblendConfig() if config is None else config
     _check_inputs(scene, detections)
     start = time.perf_counter()
-    context = DeblendContext.build(scene, config)
+    context = DeblendContext.build(scene, config, detections.significance)
     footprint_ids = np.unique(np.asarray(detections.peaks["footprint_id"]))
     outcomes = _run_footprints(context, detections, footprint_ids, {}, "deblend")
     model_data = _base_model_data(scene, context)
@@ -843,7 +845,7 @@ def deblend_with_new_peaks(
     scene : `Scene`
         The scene the first pass was run on.
     detections : `Detections`
-        The first pass's footprints and peaks.
+        The first pass's footprints and peaks (and S/N image, as in `deblend`).
     catalog : `astropy.table.Table`
         The first pass's catalog (`DeblendResult.catalog` columns).
     model_data : `ScarletModelData`
@@ -872,13 +874,9 @@ def deblend_with_new_peaks(
         )
     new_peaks_xy = check_positions(new_peaks_xy, scene.shape, "new peak")
     start = time.perf_counter()
-    context = DeblendContext.build(scene, config, new_peaks_xy)
+    context = DeblendContext.build(scene, config, detections.significance)
     detections = detections_from_positions(
-        scene,
-        new_peaks_xy,
-        base=detections,
-        ids=new_peak_ids,
-        detection=(context.significance, context.new_peak_psf_flux),
+        scene, new_peaks_xy, base=detections, ids=new_peak_ids, significance=context.significance
     )
     n_new = len(new_peaks_xy)
     new_rows = slice(len(detections.peaks) - n_new, len(detections.peaks))

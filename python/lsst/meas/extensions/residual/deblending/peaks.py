@@ -16,7 +16,7 @@ import numpy as np
 from astropy.table import Table, vstack
 from scipy import ndimage
 
-from ..detection import Detections, detection_image, psf_sigma_pixels
+from ..detection import Detections, detection_image, psf_flux_at, psf_sigma_pixels
 from ..errors import InputError
 from ..scene import Scene
 
@@ -69,7 +69,7 @@ def detections_from_positions(
     min_pixels: int = 5,
     min_radius: int = 3,
     ids: np.ndarray | None = None,
-    detection: tuple[np.ndarray, np.ndarray] | None = None,
+    significance: np.ndarray | None = None,
 ) -> Detections:
     """Detections whose peaks are the given positions.
 
@@ -96,10 +96,10 @@ def detections_from_positions(
     ids : `numpy.ndarray`, optional
         Peak ids of the positions (positive, unique, not used by ``base``);
         default: the ids after the largest id of ``base`` (from 1 without).
-    detection : `tuple` [`numpy.ndarray`, `numpy.ndarray`], optional
-        Where the caller has them already: the scene's S/N image and the
-        PSF fluxes at the positions' pixels ((N, nbands), both from
-        ``detection_image``); default: made here.
+    significance : `numpy.ndarray`, optional
+        The scene's (H, W) S/N image (`detection_image`) where the caller
+        has it; default: ``base``'s, else made here. The PSF fluxes are
+        measured at the positions (`psf_flux_at`).
 
     Returns
     -------
@@ -115,15 +115,13 @@ def detections_from_positions(
     xy = check_positions(xy, scene.shape)
     px = np.floor(xy[:, 0] + 0.5).astype(int)
     py = np.floor(xy[:, 1] + 0.5).astype(int)
-    if detection is None:
-        significance, peak_psf_flux = detection_image(scene, positions=xy)
-    else:
-        significance, peak_psf_flux = detection
-        if np.shape(peak_psf_flux) != (len(xy), scene.nbands):
-            raise ValueError(
-                f"Need the PSF fluxes of {len(xy)} positions in {scene.nbands} bands, not an array of "
-                f"shape {np.shape(peak_psf_flux)}."
-            )
+    if significance is None and base is not None:
+        significance = base.significance
+    if significance is None:
+        significance, _ = detection_image(scene, positions=np.zeros((0, 2)))
+    elif np.shape(significance) != scene.shape:
+        raise ValueError(f"The S/N image has shape {np.shape(significance)}; the scene has {scene.shape}.")
+    peak_psf_flux = psf_flux_at(scene, xy)
     grow = int(round(grow_psf_sigma * float(np.median(psf_sigma_pixels(scene.psf)))))
     if base is None:
         footprints = _significance_footprints(significance, threshold, grow, min_pixels)
@@ -177,4 +175,4 @@ def detections_from_positions(
     if base is not None and len(base.peaks):
         columns = [c for c in table.colnames if c in base.peaks.colnames]
         table = vstack([base.peaks[columns], table[columns]], join_type="exact")
-    return Detections(peaks=table, footprints=footprints, bands=scene.bands)
+    return Detections(peaks=table, footprints=footprints, bands=scene.bands, significance=significance)
