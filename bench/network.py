@@ -96,7 +96,9 @@ def _tile_latency(device: str, reps: int) -> dict:
     settings = detector.settings()
 
     def run_tile():
-        return detector._run_batch([tile], settings.class_nms_iou, settings.score_threshold)
+        return detector._run_batch(
+            [tile], settings.class_nms_iou, settings.score_threshold, settings.proposals_per_tile
+        )
 
     run_tile()  # warm-up
     times = []

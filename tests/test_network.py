@@ -224,6 +224,8 @@ def test_package_errors(tmp_path):
         tiny_metadata(bands=("r", "g", "i"))
     with pytest.raises(ValueError, match="does not fix batch_size"):
         tiny_metadata(inference=InferenceConfig(batch_size=2))
+    with pytest.raises(ValueError, match="rpn_post_nms_top_n_test"):
+        tiny_metadata(inference=InferenceConfig(proposals_per_tile=100))
     # Weights of another architecture.
     meta = tiny_metadata()
     other = build_model(ModelConfig(in_channels=3, **{**TINY, "fpn_channels": 32}))
@@ -478,7 +480,7 @@ def _blob_network(detector: Detector, threshold: float = 3.0):
     from scipy import ndimage
     from torchvision.ops import roi_align
 
-    def run_batch(tiles, class_nms_iou=None, score_threshold=0.0):
+    def run_batch(tiles, class_nms_iou=None, score_threshold=0.0, proposals=None):
         outputs = []
         for tile in tiles:
             labels, n = ndimage.label(tile[0] > threshold)
@@ -607,6 +609,36 @@ def test_find_sources_runs_on_any_size_with_bad_pixels(tiny_package_path, tmp_pa
         assert (a.y0, a.x0) == (b.y0, b.x0) and np.array_equal(a.mask, b.mask)
     with pytest.raises(ValueError, match="multiple of 32"):
         InferenceConfig(tile_size=50)
+
+
+def test_proposals_per_tile_bounds_what_the_heads_see(tiny_package_path):
+    # The untrained tiny model's RPN proposes many boxes on noise: the heads get at most the count
+    # asked for, the package's model's by default, and the model is left as it was.
+    detector = Detector(tiny_package_path, device="cpu")
+    assert detector.settings().proposals_per_tile == detector.metadata.model.rpn_post_nms_top_n_test
+    seen = []
+    forward = detector.model.roi_heads.forward
+
+    def counting(features, proposals, *args, **kwargs):
+        seen.append(max(len(p) for p in proposals))
+        return forward(features, proposals, *args, **kwargs)
+
+    detector.model.roi_heads.forward = counting
+    image = np.random.default_rng(5).normal(0, 1, size=(3, 64, 64)).astype(np.float32)
+    most = {}
+    for proposals in (None, 7):
+        seen.clear()
+        detector.find(
+            image,
+            np.ones_like(image),
+            ("g", "r", "i"),
+            inference=InferenceConfig(score_threshold=0.0, proposals_per_tile=proposals),
+        )
+        most[proposals] = max(seen)
+    assert most[7] == 7 and most[None] > 7
+    assert detector.model.rpn._post_nms_top_n["testing"] == detector.metadata.model.rpn_post_nms_top_n_test
+    with pytest.raises(ValueError, match="proposals_per_tile"):
+        InferenceConfig(proposals_per_tile=0)
 
 
 def test_label_image_and_selection():

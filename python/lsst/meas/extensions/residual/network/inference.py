@@ -148,7 +148,7 @@ class Detector:
         ]
 
     def _run_batch(
-        self, tiles: list[np.ndarray], class_nms_iou: float, score_threshold: float
+        self, tiles: list[np.ndarray], class_nms_iou: float, score_threshold: float, proposals: int
     ) -> list[dict[str, np.ndarray]]:
         """Network outputs (tile coordinates) for a batch of equal-size channel tiles.
 
@@ -158,19 +158,29 @@ class Detector:
         of a run with the lower cut, since neither the per-class NMS nor the
         cross-class one below lets a lower-scoring box remove a higher one;
         the mask head, the dearest part on a CPU, then runs on fewer boxes.
+        The RPN hands at most ``proposals`` boxes per tile to the heads.
         """
         calibration = self.metadata.score_calibration
         # The network's own cut is on raw scores: a calibrated threshold is turned back into one.
         raw_threshold = score_threshold if calibration is None else calibration.raw_threshold(score_threshold)
-        roi_heads = self.model.roi_heads
+        roi_heads, rpn = self.model.roi_heads, self.model.rpn
         own_cut = getattr(roi_heads, "score_thresh", None)  # None: heads other than torchvision's
-        if own_cut is None:
-            return self._calibrated(self._forward(tiles, class_nms_iou))
-        roi_heads.score_thresh = min(max(own_cut, raw_threshold), 1.0)
+        # torchvision's RPN keeps its per-mode proposal counts in this dict and has no setter.
+        counts = getattr(rpn, "_post_nms_top_n", None)
+        if counts is None or "testing" not in counts:
+            raise TypeError(
+                f"The model's RPN ({type(rpn).__name__}) is not torchvision's: it has no proposal count."
+            )
+        own_count = counts["testing"]
+        counts["testing"] = int(proposals)
+        if own_cut is not None:
+            roi_heads.score_thresh = min(max(own_cut, raw_threshold), 1.0)
         try:
             return self._calibrated(self._forward(tiles, class_nms_iou))
         finally:
-            roi_heads.score_thresh = own_cut
+            counts["testing"] = own_count
+            if own_cut is not None:
+                roi_heads.score_thresh = own_cut
 
     def _calibrated(self, outputs: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         """``outputs`` with the package's score calibration applied (as they are without one)."""
@@ -297,6 +307,8 @@ class Detector:
         if settings.batch_size is None:
             # On CPU a batch of 4 512² tiles costs ~0.6 GB more peak memory than one and is no faster.
             settings = settings.replace(batch_size=16 if self.device.startswith("cuda") else 1)
+        if settings.proposals_per_tile is None:
+            settings = settings.replace(proposals_per_tile=self.metadata.model.rpn_post_nms_top_n_test)
         return settings
 
     def find_channels(
@@ -342,7 +354,10 @@ class Detector:
         for start in batches:
             chunk = tiles[start : start + batch_size]
             outputs = self._run_batch(
-                [make_tile(y0, x0) for y0, x0 in chunk], settings.class_nms_iou, threshold
+                [make_tile(y0, x0) for y0, x0 in chunk],
+                settings.class_nms_iou,
+                threshold,
+                settings.proposals_per_tile,
             )
             for tile_index, ((y0, x0), out) in enumerate(zip(chunk, outputs, strict=False), start=start):
                 candidates.extend(

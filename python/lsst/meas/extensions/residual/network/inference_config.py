@@ -26,6 +26,13 @@ class InferenceConfig(StrictModel):
     batch_size: int | None = pydantic.Field(default=None, ge=1)
     """Tiles per network call; None: 1 on CPU, 16 on a GPU. Memory grows with it (on CPU by
     about 0.2 GB per 512² tile, and batching does not make the CPU faster)."""
+    proposals_per_tile: int | None = pydantic.Field(default=None, ge=1)
+    """Region proposals of a tile that the RPN hands to the box and mask heads (after its NMS;
+    torchvision's ``rpn_post_nms_top_n_test``); None: the package's model's
+    (`ModelConfig.rpn_post_nms_top_n_test`, 1000 in the shipped packages). On a CPU the heads
+    cost about as much as the trunk at 1000: fewer make the network faster, and too few lose
+    sources in tiles that hold about as many (a 512² tile at 10-year depth holds ~300 sources;
+    ``bench.network_settings`` measures both on a patch)."""
     score_threshold: float | None = pydantic.Field(default=None, ge=0.0, le=1.0)
     """Keep detections scoring at least this; None: the package's."""
     merge_ios: float | None = pydantic.Field(default=None, gt=0.0, le=1.0)

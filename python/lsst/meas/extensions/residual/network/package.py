@@ -265,13 +265,18 @@ class ModelMetadata(StrictModel):
             raise ValueError(
                 "a package does not fix batch_size (it depends on the device); give it when running the model"
             )
+        if inference.proposals_per_tile is not None:
+            raise ValueError(
+                "a package's proposals per tile are its model's (model.rpn_post_nms_top_n_test), "
+                "not an inference setting"
+            )
         return inference
 
     @pydantic.field_serializer("inference")
     def _inference_without_batch_size(
         self, inference: InferenceConfig, info: pydantic.SerializationInfo
     ) -> dict[str, Any]:
-        return inference.model_dump(mode=info.mode, exclude={"batch_size"})
+        return inference.model_dump(mode=info.mode, exclude={"batch_size", "proposals_per_tile"})
 
     @pydantic.field_validator("training", "provenance", "metrics", mode="before")
     @classmethod
