@@ -150,6 +150,7 @@ def _classification_table(image: dict) -> dict:
     extendedness = image.get("extendedness_baseline") or {}
     rows = {
         "network, all": image["precision_at_80_recall"],
+        "network, all, each class alone (COCO)": image.get("precision_at_80_recall_each_class_alone") or {},
         "extendedness, all": {
             name: entry["precision_at_80_recall"] for name, entry in extendedness.get("all", {}).items()
         },

@@ -191,6 +191,11 @@ def test_evaluation_writes_report_and_plots(tiny_image_package, tmp_path):
     for name in ("star", "galaxy"):
         assert extendedness["all"][name]["n_targets"] == saved["n_targets_per_class"][name]
     assert set(saved["precision_at_80_recall_snr_lt_20"]) == {"star", "galaxy"}
+    # Without the merge across classes each class keeps every detection of its own: at least the
+    # recall of the merged detections (a wrong class or a lost detection would lower it).
+    alone, merged = saved["max_recall_each_class_alone"], saved["max_recall_per_class"]
+    assert set(saved["precision_at_80_recall_each_class_alone"]) == {"star", "galaxy"}
+    assert all(alone[name] >= merged[name] for name in ("star", "galaxy")) and merged["galaxy"] > 0
 
 
 def test_detection_labels_count_as_the_purity_curve_does():

@@ -24,6 +24,12 @@ Reported (``evaluation.json`` + PNGs), with the definitions of
   ``bright_snr`` (20), fainter sources being ignored (a detection that only
   matches one is left out), to separate classification from faint-source
   confusion;
+- star and galaxy precision at 80% recall (and the most recall) with each
+  class's detections counted on their own, as COCO's per-category
+  evaluation counts them: the network is run a second time without the
+  merge across classes (``class_nms_iou`` = 1), so that a source the
+  network finds both as a star and, scoring higher, as a galaxy counts in
+  the star curve at its star score (``*_each_class_alone``);
 - recall of the targets versus magnitude for every detector
   (``recall_vs_mag.png``);
 - an overlay of the first scene (``example_overlay.png``).
@@ -322,6 +328,8 @@ def evaluate_package(
 
     total = CurveCounts.zeros(thresholds)
     per_class = {c: CurveCounts.zeros(thresholds) for c in classes}
+    # Each class's detections on their own (no merge across classes): COCO's per-category counting.
+    alone_per_class = {c: CurveCounts.zeros(thresholds) for c in classes}
     bright_per_class = {c: CurveCounts.zeros(thresholds) for c in classes}
     faint_per_class = {c: CurveCounts.zeros(thresholds) for c in classes}
     # LSST's extendedness on the same (operating) detections, its cut swept: image mode only.
@@ -396,6 +404,29 @@ def evaluate_package(
                 det_class,
                 c,
             )
+        if len(classes) > 1:
+            start = time.perf_counter()
+            unmerged = detector.find(
+                scene.image,
+                scene.variance,
+                scene.bands,
+                prepared.model,
+                scene.bad_mask(),
+                inference=InferenceConfig(score_threshold=float(thresholds[0]), class_nms_iou=1.0),
+            )
+            timing["network"] += time.perf_counter() - start
+            unmerged = unmerged.select(np.asarray(unmerged.table["class"]).astype(str) != ARTEFACT_CLASS)
+            for name in classes:
+                c = meta.classes.index(name) + 1
+                alone_per_class[name] = alone_per_class[name] + count_curve(
+                    truth,
+                    unmerged.xy,
+                    np.asarray(unmerged.table["score"], dtype=float),
+                    config.match_radius,
+                    thresholds,
+                    np.asarray(unmerged.table["class_id"]),
+                    c,
+                )
         operating_detections = detections.above(operating)
         if with_extendedness:
             start = time.perf_counter()
@@ -500,6 +531,19 @@ def evaluate_package(
             name: precision_at_recall(cc["precision"], cc["recall"], 0.8) for name, cc in class_curves.items()
         },
         "max_recall_per_class": {name: _max_or_none(cc["recall"]) for name, cc in class_curves.items()},
+        "precision_at_80_recall_each_class_alone": (
+            {
+                name: precision_at_recall(ac["precision"], ac["recall"], 0.8)
+                for name, ac in ((n, curve_metrics(c)) for n, c in alone_per_class.items())
+            }
+            if len(classes) > 1
+            else None
+        ),
+        "max_recall_each_class_alone": (
+            {name: _max_or_none(curve_metrics(c)["recall"]) for name, c in alone_per_class.items()}
+            if len(classes) > 1
+            else None
+        ),
         f"precision_at_80_recall_snr_ge_{config.bright_snr:g}": {
             name: precision_at_recall(bc["precision"], bc["recall"], 0.8)
             for name, bc in ((n, curve_metrics(c)) for n, c in bright_per_class.items())
