@@ -299,6 +299,23 @@ def _operating(meta, config: EvaluationConfig) -> float:
     return meta.score_threshold if config.score_threshold is None else float(config.score_threshold)
 
 
+def _find(detector: Detector, prepared, threshold: float, timing: dict[str, float], **settings):
+    """The network's detections on a prepared scene down to ``threshold`` (``settings``: other
+    `InferenceConfig` fields); its time is added to ``timing["network"]``."""
+    start = time.perf_counter()
+    scene = prepared.scene
+    found = detector.find(
+        scene.image,
+        scene.variance,
+        scene.bands,
+        prepared.model,
+        scene.bad_mask(),
+        inference=InferenceConfig(score_threshold=threshold, **settings),
+    )
+    timing["network"] += time.perf_counter() - start
+    return found
+
+
 def evaluate_package(
     package: ModelPackage | str,
     config: EvaluationConfig,
@@ -368,16 +385,7 @@ def evaluate_package(
         n_sources += len(truth.xy)
         n_detected_first_pass += int(np.sum(labels.sources["detected"]))
 
-        start = time.perf_counter()
-        detections = detector.find(
-            scene.image,
-            scene.variance,
-            scene.bands,
-            prepared.model,
-            scene.bad_mask(),
-            inference=InferenceConfig(score_threshold=float(thresholds[0])),
-        )
-        timing["network"] += time.perf_counter() - start
+        detections = _find(detector, prepared, float(thresholds[0]), timing)
         is_artefact = np.asarray(detections.table["class"]).astype(str) == ARTEFACT_CLASS
         n_artefact_detections += int(np.count_nonzero(is_artefact & (detections.table["score"] >= operating)))
         detections = detections.select(~is_artefact)
@@ -405,16 +413,7 @@ def evaluate_package(
                 c,
             )
         if len(classes) > 1:
-            start = time.perf_counter()
-            unmerged = detector.find(
-                scene.image,
-                scene.variance,
-                scene.bands,
-                prepared.model,
-                scene.bad_mask(),
-                inference=InferenceConfig(score_threshold=float(thresholds[0]), class_nms_iou=1.0),
-            )
-            timing["network"] += time.perf_counter() - start
+            unmerged = _find(detector, prepared, float(thresholds[0]), timing, class_nms_iou=1.0)
             unmerged = unmerged.select(np.asarray(unmerged.table["class"]).astype(str) != ARTEFACT_CLASS)
             for name in classes:
                 c = meta.classes.index(name) + 1
