@@ -13,6 +13,8 @@ from __future__ import annotations
 
 __all__ = ["integrated_gaussian_psf", "difference_kernels", "check_psfs"]
 
+import functools
+
 import numpy as np
 from scipy import fft
 from scipy.special import erf
@@ -63,11 +65,6 @@ def _centred_fft(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return fft.rfft2(padded)
 
 
-#: Kernels already made, by their PSFs' bytes: rendering a patch asks for the same ones once per blend.
-_KERNELS: dict[tuple, np.ndarray] = {}
-_KERNELS_KEPT = 8
-
-
 def difference_kernels(observed_psfs: np.ndarray, model_psf: np.ndarray) -> np.ndarray:
     """Per-band kernels k_b with  model_psf ⊗ k_b = observed_psf_b.
 
@@ -88,13 +85,17 @@ def difference_kernels(observed_psfs: np.ndarray, model_psf: np.ndarray) -> np.n
     """
     observed = check_psfs(observed_psfs, "Observed PSF")
     model = check_psfs(model_psf, "Model PSF")[0]
-    key = (observed.shape, observed.tobytes(), model.shape, model.tobytes())  # both float64 here
-    kernels = _KERNELS.get(key)
-    if kernels is None:
-        if len(_KERNELS) >= _KERNELS_KEPT:
-            _KERNELS.pop(next(iter(_KERNELS)))
-        kernels = _KERNELS[key] = _difference_kernels(observed, model)
-        kernels.flags.writeable = False
+    # Keyed by the PSFs' bytes: rendering a patch asks for the same kernels once per blend.
+    return _kernels_of(observed.shape, observed.tobytes(), model.shape, model.tobytes())
+
+
+@functools.lru_cache(maxsize=8)
+def _kernels_of(observed_shape, observed_bytes: bytes, model_shape, model_bytes: bytes) -> np.ndarray:
+    """`difference_kernels` of float64 PSFs given by shape and bytes (hashable), read-only."""
+    observed = np.frombuffer(observed_bytes, dtype=np.float64).reshape(observed_shape)
+    model = np.frombuffer(model_bytes, dtype=np.float64).reshape(model_shape)
+    kernels = _difference_kernels(observed, model)
+    kernels.flags.writeable = False
     return kernels
 
 
