@@ -28,6 +28,7 @@ from lsst.meas.extensions.residual.network import (  # noqa: E402
     channel_names,
     default_model_path,
     find_sources,
+    fitted_tile_size,
     load_model_package,
     make_channels,
     parse_recipe,
@@ -388,6 +389,10 @@ def test_every_shipped_package_of_the_current_format_round_trips():
         (lambda d: {**d, "channel_std": [1.0, -1.0, 1.0]}, r"channel_std.1: Input should be greater than 0"),
         (lambda d: {**d, "channels": ["image_g", "image_r", "image_z"]}, "channels .* differ from those"),
         (lambda d: {**d, "inference": {**d["inference"], "batch_size": 4}}, "does not fix batch_size"),
+        (
+            lambda d: {**d, "inference": {**d["inference"], "fit_tiles": False}},
+            "fit_tiles is a choice of the run",
+        ),
         (lambda d: {k: v for k, v in d.items() if k != "recipe"}, "recipe: Field required"),
         (lambda d: {**d, "format": "other"}, "not a ResidualDetectron model package"),
         (lambda d: {**d, "format_version": 99}, "format version 99; this code reads versions 1 to 3"),
@@ -470,6 +475,58 @@ def test_tile_starts_cover_with_overlap():
     assert all(b - a <= 64 - 16 for a, b in zip(starts, starts[1:], strict=False))
 
 
+def test_fitted_tiles_cover_with_fewer_pixels_and_grow_by_at_most_the_overlap():
+    def pixels(shape, side):
+        return len(tile_starts(shape[0], side, 64)) * len(tile_starts(shape[1], side, 64)) * side**2
+
+    # 2048 takes 4 tiles of 576 a side, not 5 of 512; 4096 fits 512 exactly; a small image one tile.
+    assert fitted_tile_size((2048, 2048), 512, 64) == 576
+    assert fitted_tile_size((1024, 1024), 512, 64) == 544
+    assert fitted_tile_size((4096, 4096), 512, 64) == 512
+    assert fitted_tile_size((300, 200), 512, 64) == 512
+    assert fitted_tile_size((2048, 2048), 512, 0) == 512  # no overlap, no room to grow
+    for shape in [(2048, 2048), (4200, 4200), (1000, 3000), (700, 700)]:
+        side = fitted_tile_size(shape, 512, 64)
+        assert 512 <= side <= 576 and side % 32 == 0
+        assert pixels(shape, side) == min(pixels(shape, s) for s in (512, 544, 576))
+
+
+def test_a_widened_tile_gets_proposals_and_detections_in_proportion_to_its_area(tiny_package_path):
+    # Tiles of 64 overlapping by 32: a 150² image takes 4 tiles of 96 (2.25 times the area) or
+    # 16 of 64. The heads' budgets grow with the tile and are the model's own afterwards.
+    detector = Detector(tiny_package_path, device="cpu")
+    heads = detector.model.roi_heads
+    own_detections = heads.detections_per_img
+    seen = []
+    forward = heads.forward
+
+    def recording(features, proposals, image_sizes, *args, **kwargs):
+        seen.append((image_sizes[0], max(len(p) for p in proposals), heads.detections_per_img))
+        return forward(features, proposals, image_sizes, *args, **kwargs)
+
+    heads.forward = recording
+    image = np.random.default_rng(6).normal(0, 1, size=(3, 150, 150)).astype(np.float32)
+    calls = {}
+    for fit in (True, False):
+        seen.clear()
+        detector.find(
+            image,
+            np.ones_like(image),
+            ("g", "r", "i"),
+            inference=InferenceConfig(
+                tile_overlap=32, score_threshold=0.0, proposals_per_tile=40, fit_tiles=fit
+            ),
+        )
+        calls[fit] = list(seen)
+    assert {size for size, _, _ in calls[True]} == {(96, 96)} and len(calls[True]) == 4
+    assert {size for size, _, _ in calls[False]} == {(64, 64)} and len(calls[False]) == 16
+    assert max(n for _, n, _ in calls[True]) == 90 and max(n for _, n, _ in calls[False]) == 40
+    assert {d for _, _, d in calls[True]} == {round(own_detections * 2.25)}
+    assert {d for _, _, d in calls[False]} == {own_detections}
+    assert heads.detections_per_img == own_detections
+    assert detector.settings().fit_tiles is True
+
+
 def _blob_network(detector: Detector, threshold: float = 3.0):
     """Stand-in for the network: every connected bright region of channel 0 is a 'galaxy'.
 
@@ -480,7 +537,7 @@ def _blob_network(detector: Detector, threshold: float = 3.0):
     from scipy import ndimage
     from torchvision.ops import roi_align
 
-    def run_batch(tiles, class_nms_iou=None, score_threshold=0.0, proposals=None):
+    def run_batch(tiles, class_nms_iou=None, score_threshold=0.0, proposals=None, detections_scale=1.0):
         outputs = []
         for tile in tiles:
             labels, n = ndimage.label(tile[0] > threshold)
@@ -639,6 +696,63 @@ def test_proposals_per_tile_bounds_what_the_heads_see(tiny_package_path):
     assert detector.model.rpn._post_nms_top_n["testing"] == detector.metadata.model.rpn_post_nms_top_n_test
     with pytest.raises(ValueError, match="proposals_per_tile"):
         InferenceConfig(proposals_per_tile=0)
+
+
+def test_sharded_roi_pooling_gives_the_plain_poolers_tensor_in_order():
+    from collections import OrderedDict
+
+    from torchvision.ops import MultiScaleRoIAlign
+
+    from lsst.meas.extensions.residual.network.pooling import MIN_BOXES_PER_SHARD, ShardedRoIAlign
+
+    generator = torch.Generator().manual_seed(3)
+    # Two images, three levels (strides 2, 4, 8 of a 128² input), boxes of every size so each
+    # level gets some; the maps channels-last as the Detector's trunk makes them.
+    features = OrderedDict(
+        (
+            str(k),
+            torch.randn(2, 4, 64 >> k, 64 >> k, generator=generator).to(memory_format=torch.channels_last),
+        )
+        for k in range(3)
+    )
+    boxes = []
+    for count in (3 * MIN_BOXES_PER_SHARD + 5, 2 * MIN_BOXES_PER_SHARD):
+        corner = torch.rand(count, 2, generator=generator) * 80
+        side = 2 + torch.rand(count, 2, generator=generator) * 60
+        boxes.append(torch.cat([corner, corner + side], dim=1))
+    plain = MultiScaleRoIAlign(["0", "1", "2"], output_size=7, sampling_ratio=2)
+    sharded = ShardedRoIAlign(MultiScaleRoIAlign(["0", "1", "2"], output_size=7, sampling_ratio=2), shards=3)
+    threads = torch.get_num_threads()
+    with torch.inference_mode():
+        expected = plain(features, boxes, [(128, 128)] * 2)
+        sharded(features, boxes, [(128, 128)] * 2)  # the first call (the level scales) stays whole
+        calls = []
+        pooler_forward = sharded.pooler.forward
+        sharded.pooler.forward = lambda *args: calls.append(1) or pooler_forward(*args)
+        result = sharded(features, boxes, [(128, 128)] * 2)
+    assert len(calls) == 3  # it was split, and the pieces came back in the plain order
+    assert torch.equal(result, expected)
+    assert torch.get_num_threads() == threads  # the workers' one-thread setting stays theirs
+    with pytest.raises(ValueError, match="shards"):
+        ShardedRoIAlign(plain, 0)
+
+
+def test_the_cpu_detector_shards_its_poolers_and_finds_what_the_plain_model_finds(tiny_package_path):
+    from lsst.meas.extensions.residual.network.pooling import ShardedRoIAlign
+
+    detector = Detector(tiny_package_path, device="cpu")
+    heads = detector.model.roi_heads
+    assert isinstance(heads.box_roi_pool, ShardedRoIAlign) and isinstance(
+        heads.mask_roi_pool, ShardedRoIAlign
+    )
+    image = np.random.default_rng(8).normal(0, 1, size=(3, 150, 150)).astype(np.float32)
+    args = (image, np.ones_like(image), ("g", "r", "i"))
+    sharded = detector.find(*args).table
+    heads.box_roi_pool, heads.mask_roi_pool = heads.box_roi_pool.pooler, heads.mask_roi_pool.pooler
+    plain = detector.find(*args).table
+    assert len(plain) > 0 and sharded.colnames == plain.colnames
+    for name in plain.colnames:
+        assert np.array_equal(np.asarray(sharded[name]), np.asarray(plain[name])), name
 
 
 def test_label_image_and_selection():

@@ -3,9 +3,11 @@
 The image is cut into square tiles of ``tile_size`` pixels overlapping by
 ``overlap`` (the last row and column of tiles are shifted back to end at the
 image edge; an image smaller than a tile is zero-padded, the padding being
-marked bad). Channels are made per tile from the full image's band noise, so
-a tile's input is exactly the corresponding cut-out of the whole image's
-channels. Tiles go through the network in batches; each detection's 28×28
+marked bad). With ``fit_tiles`` the side may grow by up to the overlap where
+that covers the image with fewer tile pixels (`fitted_tile_size`). Channels
+are made per tile from the full image's band noise, so a tile's input is
+exactly the corresponding cut-out of the whole image's channels. Tiles go
+through the network in batches; each detection's 28×28
 mask is resampled onto its box in image pixels.
 
 The same source can be found in two overlapping tiles, whole in one and cut
@@ -24,7 +26,15 @@ activations) and the footprints found so far; nothing image-sized is copied.
 
 from __future__ import annotations
 
-__all__ = ["Detector", "find_sources", "find_sources_in_scene", "tile_starts", "select_device", "DeviceError"]
+__all__ = [
+    "Detector",
+    "find_sources",
+    "find_sources_in_scene",
+    "tile_starts",
+    "fitted_tile_size",
+    "select_device",
+    "DeviceError",
+]
 
 import os
 import re
@@ -92,6 +102,25 @@ def tile_starts(length: int, tile_size: int, overlap: int) -> list[int]:
     return starts
 
 
+#: Tile sides are multiples of this (the network's coarsest stride).
+TILE_STEP = 32
+
+
+def fitted_tile_size(shape: tuple[int, int], tile_size: int, overlap: int) -> int:
+    """The side, from ``tile_size`` to ``tile_size + overlap`` in steps of `TILE_STEP`, whose tiling
+    of an image of ``shape`` (`tile_starts` on each axis) has the fewest pixels; the smallest such.
+
+    Tiles of a fixed side cover a length that is not a whole number of steps with a last tile
+    shifted back onto its neighbour: 2048 pixels take 5 tiles of 512 (the fifth sharing 320 pixels
+    with the fourth), or 4 of 576 (64 each); 4096 pixels take 9 of 512 either way.
+    """
+
+    def pixels(side: int) -> int:
+        return len(tile_starts(shape[0], side, overlap)) * len(tile_starts(shape[1], side, overlap)) * side**2
+
+    return min(range(tile_size, tile_size + overlap + 1, TILE_STEP), key=lambda side: (pixels(side), side))
+
+
 def _paste_mask(prob: np.ndarray, box: np.ndarray, shape: tuple[int, int]) -> tuple[Footprint, np.ndarray]:
     """Resample an M×M mask probability onto the pixels of its box (tile coordinates).
 
@@ -138,6 +167,11 @@ class Detector:
         # 0.001 px; in the demo's patch 2 one mask centroid moved by 0.46 px).
         if model is None:
             model = self.package.build(self.device).to(memory_format=torch.channels_last)
+            if self.device == "cpu":
+                from .pooling import shard_roi_pooling
+
+                # torchvision's CPU RoI pooling runs on one thread; the others would wait.
+                shard_roi_pooling(model, torch.get_num_threads())
         self.model = model
 
         self._mean = torch.tensor(self.metadata.channel_mean, dtype=torch.float32, device=self.device)[
@@ -148,7 +182,12 @@ class Detector:
         ]
 
     def _run_batch(
-        self, tiles: list[np.ndarray], class_nms_iou: float, score_threshold: float, proposals: int
+        self,
+        tiles: list[np.ndarray],
+        class_nms_iou: float,
+        score_threshold: float,
+        proposals: int,
+        detections_scale: float = 1.0,
     ) -> list[dict[str, np.ndarray]]:
         """Network outputs (tile coordinates) for a batch of equal-size channel tiles.
 
@@ -158,7 +197,9 @@ class Detector:
         of a run with the lower cut, since neither the per-class NMS nor the
         cross-class one below lets a lower-scoring box remove a higher one;
         the mask head, the dearest part on a CPU, then runs on fewer boxes.
-        The RPN hands at most ``proposals`` boxes per tile to the heads.
+        The RPN hands at most ``proposals`` boxes per tile to the heads, and
+        the heads keep at most ``detections_scale`` times their own number
+        (``box_detections_per_img``) per tile.
         """
         calibration = self.metadata.score_calibration
         # The network's own cut is on raw scores: a calibrated threshold is turned back into one.
@@ -172,15 +213,20 @@ class Detector:
                 f"The model's RPN ({type(rpn).__name__}) is not torchvision's: it has no proposal count."
             )
         own_count = counts["testing"]
+        own_detections = getattr(roi_heads, "detections_per_img", None)
         counts["testing"] = int(proposals)
         if own_cut is not None:
             roi_heads.score_thresh = min(max(own_cut, raw_threshold), 1.0)
+        if own_detections is not None:
+            roi_heads.detections_per_img = max(1, round(own_detections * detections_scale))
         try:
             return self._calibrated(self._forward(tiles, class_nms_iou))
         finally:
             counts["testing"] = own_count
             if own_cut is not None:
                 roi_heads.score_thresh = own_cut
+            if own_detections is not None:
+                roi_heads.detections_per_img = own_detections
 
     def _calibrated(self, outputs: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         """``outputs`` with the package's score calibration applied (as they are without one)."""
@@ -203,6 +249,9 @@ class Detector:
             with torch.autocast(device_type="cuda", enabled=self.device.startswith("cuda")):
                 features = self.model.backbone(images.tensors)
                 proposals, _ = self.model.rpn(images, features)
+                # roi_align copies channels-last maps to contiguous on each call; the box and mask
+                # poolers then share one copy (on the CPU ~4% of the stage).
+                features = {name: level.contiguous() for name, level in features.items()}
                 outputs, _ = self.model.roi_heads(features, proposals, images.image_sizes)
             # torchvision suppresses overlapping boxes class by class, so one source can come
             # out as both a star and a galaxy; across classes, keep the better-scoring one.
@@ -296,8 +345,8 @@ class Detector:
                 continue  # a band without data is a band the data lack
             noise[out] = band_noise(var[None], good[None])[0]
 
-        def make_tile(y0, x0):
-            return self._tile_channels(image, variance, model, mask, index, noise, y0, x0, settings.tile_size)
+        def make_tile(y0, x0, size):
+            return self._tile_channels(image, variance, model, mask, index, noise, y0, x0, size)
 
         return self._find_tiles(make_tile, (height, width), settings, progress)
 
@@ -309,6 +358,8 @@ class Detector:
             settings = settings.replace(batch_size=16 if self.device.startswith("cuda") else 1)
         if settings.proposals_per_tile is None:
             settings = settings.replace(proposals_per_tile=self.metadata.model.rpn_post_nms_top_n_test)
+        if settings.fit_tiles is None:
+            settings = settings.replace(fit_tiles=True)
         return settings
 
     def find_channels(
@@ -325,21 +376,25 @@ class Detector:
                 f"got an array of shape {channels.shape}."
             )
         settings = self.settings(inference)
-        tile_size = settings.tile_size
         height, width = channels.shape[1:]
 
-        def make_tile(y0, x0):
-            tile = np.zeros((channels.shape[0], tile_size, tile_size), dtype=np.float32)
-            cut = np.asarray(channels[:, y0 : y0 + tile_size, x0 : x0 + tile_size], dtype=np.float32)
+        def make_tile(y0, x0, size):
+            tile = np.zeros((channels.shape[0], size, size), dtype=np.float32)
+            cut = np.asarray(channels[:, y0 : y0 + size, x0 : x0 + size], dtype=np.float32)
             tile[:, : cut.shape[1], : cut.shape[2]] = cut
             return tile
 
         return self._find_tiles(make_tile, (height, width), settings, False)
 
     def _find_tiles(self, make_tile, shape, settings: InferenceConfig, progress):
-        tile_size, overlap, batch_size = settings.tile_size, settings.tile_overlap, settings.batch_size
+        overlap, batch_size = settings.tile_overlap, settings.batch_size
         threshold = settings.score_threshold
         height, width = shape
+        tile_size = (
+            fitted_tile_size(shape, settings.tile_size, overlap) if settings.fit_tiles else settings.tile_size
+        )
+        # A widened tile holds more sources: the heads' budgets stay the same per pixel.
+        growth = (tile_size / settings.tile_size) ** 2
         tiles = [
             (y0, x0)
             for y0 in tile_starts(height, tile_size, overlap)
@@ -354,10 +409,11 @@ class Detector:
         for start in batches:
             chunk = tiles[start : start + batch_size]
             outputs = self._run_batch(
-                [make_tile(y0, x0) for y0, x0 in chunk],
+                [make_tile(y0, x0, tile_size) for y0, x0 in chunk],
                 settings.class_nms_iou,
                 threshold,
-                settings.proposals_per_tile,
+                max(1, round(settings.proposals_per_tile * growth)),
+                growth,
             )
             for tile_index, ((y0, x0), out) in enumerate(zip(chunk, outputs, strict=False), start=start):
                 candidates.extend(

@@ -23,13 +23,20 @@ class InferenceConfig(StrictModel):
     network's stride); None: the package's."""
     tile_overlap: int | None = pydantic.Field(default=None, ge=0)
     """Pixels shared by neighbouring tiles; None: the package's."""
+    fit_tiles: bool | None = None
+    """Widen the tiles, by up to ``tile_overlap`` in steps of 32 pixels, where fewer tile pixels
+    then cover the image (`fitted_tile_size`): a 2048² image takes 16 tiles of 576² instead of
+    25 of 512², whose last row and column would overlap their neighbours by 320 pixels. A
+    widened tile gets proposals and detections in proportion to its area. False: tiles of
+    ``tile_size`` exactly; None: True. Not a package setting."""
     batch_size: int | None = pydantic.Field(default=None, ge=1)
     """Tiles per network call; None: 1 on CPU, 16 on a GPU. Memory grows with it (on CPU by
     about 0.2 GB per 512² tile, and batching does not make the CPU faster)."""
     proposals_per_tile: int | None = pydantic.Field(default=None, ge=1)
     """Region proposals of a tile that the RPN hands to the box and mask heads (after its NMS;
     torchvision's ``rpn_post_nms_top_n_test``); None: the package's model's
-    (`ModelConfig.rpn_post_nms_top_n_test`, 1000 in the shipped packages). On a CPU the heads
+    (`ModelConfig.rpn_post_nms_top_n_test`, 1000 in the shipped packages), for a tile of
+    ``tile_size`` (see ``fit_tiles``). On a CPU the heads
     cost about as much as the trunk at 1000: fewer make the network faster, and too few lose
     sources in tiles that hold about as many (a 512² tile at 10-year depth holds ~300 sources;
     ``bench.network_settings`` measures both on a patch)."""
