@@ -12,7 +12,9 @@
 3. Inference on a 4096×4096 six-band patch (quick: 1024²) on the CPU in a
    child process: wall time and peak resident memory (target: < 4 GB); and
    the latency of one 512² tile (CPU, and CUDA where available; Burke's
-   anchor ≤ 100 ms on a GPU).
+   anchor ≤ 100 ms on a GPU). Where CUDA is available, also each
+   `InferenceConfig.precision` on the GPU: time per tile in batches of 16,
+   the 4096² patch, and how many of float32's detections it finds again.
 
 The held-out scenes have seeds from 1 000 000 (training uses 100 000-200 399,
 validation 900 000-900 015).
@@ -96,9 +98,7 @@ def _tile_latency(device: str, reps: int) -> dict:
     settings = detector.settings()
 
     def run_tile():
-        return detector._run_batch(
-            [tile], settings.class_nms_iou, settings.score_threshold, settings.proposals_per_tile
-        )
+        return detector._run_batch([tile], settings)
 
     run_tile()  # warm-up
     times = []
@@ -116,6 +116,69 @@ def _tile_latency(device: str, reps: int) -> dict:
         "reps": reps,
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def _precision_runs(device: str, size: int, batch_size: int, reps: int) -> dict:
+    """The network at each `InferenceConfig.precision` on ``device``: a size² patch and 512² tiles.
+
+    For each precision: the patch's wall time and detections, how many of the float32 run's
+    detections it finds again (same class, centre within 0.5 px), and the median time per tile
+    of batches of ``batch_size`` real 512² tiles of the patch.
+    """
+    import torch
+    from lsst.meas.extensions.residual.network import (
+        Detector,
+        InferenceConfig,
+        band_noise,
+        default_model_path,
+    )
+    from scipy.spatial import cKDTree
+
+    image, variance, model, bands = _patch_arrays(size)
+    detector = Detector(default_model_path("residual"), device=device)
+
+    def synchronize():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    index = detector.metadata.check_data(tuple(bands), True)
+    noise = np.array([band_noise(variance[band][None], variance[band][None] > 0)[0] for band in index])
+    tiles = [
+        detector._tile_channels(image, variance, model, None, index, noise, y0, x0, 512)
+        for y0, x0 in [(0, 0), (0, 448), (448, 0), (448, 448)] * (batch_size // 4 + 1)
+    ][:batch_size]
+    rows, reference = {}, None
+    for precision in ("float32", "float16", "bfloat16"):
+        inference = InferenceConfig(precision=precision, batch_size=batch_size)
+        settings = detector.settings(inference)
+        detector._run_batch(tiles, settings)  # warm-up (kernels, autotuning)
+        times = []
+        for _ in range(reps):
+            synchronize()
+            start = time.perf_counter()
+            detector._run_batch(tiles, settings)
+            synchronize()
+            times.append((time.perf_counter() - start) / len(tiles))
+        synchronize()
+        start = time.perf_counter()
+        found = detector.find(image, variance, bands, model, inference=inference).table
+        synchronize()
+        seconds = time.perf_counter() - start
+        xy = np.column_stack([found["x"], found["y"]])
+        if reference is None:
+            reference = (xy, np.asarray(found["class_id"]))
+        again = 0
+        if len(xy) and len(reference[0]):
+            distance, nearest = cKDTree(xy).query(reference[0])
+            again = int(np.sum((distance < 0.5) & (np.asarray(found["class_id"])[nearest] == reference[1])))
+        rows[precision] = {
+            "tile_ms": round(1000 * float(np.median(times)), 2),
+            "patch_seconds": round(seconds, 2),
+            "detections": len(found),
+            "float32_detections_found_again": again,
+            "float32_detections": len(reference[0]),
+        }
+    return {"device": device, "size": size, "batch_size": batch_size, "precisions": rows}
 
 
 def _plot(summary: dict, path: Path) -> None:
@@ -259,6 +322,16 @@ def run(out_dir: Path, quick: bool) -> dict:
         print(f"one 512² tile on {device}: {value['median_ms']} ms (Burke's GPU anchor: <= 100 ms)")
     if "cuda" not in latency:
         print("no GPU here: the GPU tile latency was not measured")
+    else:
+        gpu = _precision_runs("cuda", 1024 if quick else 4096, 16, 20)
+        summary["gpu_precisions"] = gpu
+        print(f"GPU, {gpu['size']}² patch and batches of {gpu['batch_size']} 512² tiles:")
+        for precision, row in gpu["precisions"].items():
+            print(
+                f"  {precision:<9} {row['tile_ms']:>7.2f} ms/tile  patch {row['patch_seconds']:>6.2f} s  "
+                f"{row['detections']} detections, {row['float32_detections_found_again']} of float32's "
+                f"{row['float32_detections']} found again"
+            )
 
     (out_dir / "network.json").write_text(json.dumps(summary, indent=2, default=str))
     _plot(summary, out_dir / "residual_vs_baselines.png")

@@ -4,7 +4,8 @@ On the 2048² patch of ``bench.scaling`` (its seed and size; quick: 512²),
 after the chain's first pass, the shipped residual package finds the new
 sources with its default settings and with each variant of `VARIANTS` (tiles
 of the package's side exactly, ``fit_tiles=False``; fewer RPN proposals per
-tile, ``proposals_per_tile``).
+tile, ``proposals_per_tile``; the arithmetic of a GPU's autocast,
+``precision``, whose CPU time means nothing).
 Each is timed twice (the faster counts: this machine's run-to-run spread is
 about 10%) and scored against the patch's truth:
 
@@ -45,6 +46,10 @@ VARIANTS = {
     "tiles_512": {"fit_tiles": False},
     "proposals_500": {"proposals_per_tile": 500},
     "proposals_300": {"proposals_per_tile": 300},
+    # A GPU's reduced precisions, emulated by the CPU's autocast: their scores, not their speed
+    # (this CPU has no fast float16; a GPU's timing is bench.network's).
+    "float16": {"precision": "float16"},
+    "bfloat16": {"precision": "bfloat16"},
 }
 #: Shares of the shipped settings' spurious count at which recovery is compared.
 SPURIOUS_SHARES = (0.5, 0.75, 1.0)
@@ -152,7 +157,9 @@ def run(out_dir: Path, quick: bool = False) -> dict:
             else settings.tile_size
         )
         rows[name] = {
-            "settings": settings.model_dump(include={"tile_size", "fit_tiles", "proposals_per_tile"}),
+            "settings": settings.model_dump(
+                include={"tile_size", "fit_tiles", "proposals_per_tile", "precision"}
+            ),
             "tile_side": side,
             "seconds": round(min(seconds), 2),
             "new_sources": int(len(scored["scores"])),

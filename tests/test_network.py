@@ -393,6 +393,10 @@ def test_every_shipped_package_of_the_current_format_round_trips():
             lambda d: {**d, "inference": {**d["inference"], "fit_tiles": False}},
             "fit_tiles is a choice of the run",
         ),
+        (
+            lambda d: {**d, "inference": {**d["inference"], "precision": "float16"}},
+            "precision is a choice of the run",
+        ),
         (lambda d: {k: v for k, v in d.items() if k != "recipe"}, "recipe: Field required"),
         (lambda d: {**d, "format": "other"}, "not a ResidualDetectron model package"),
         (lambda d: {**d, "format_version": 99}, "format version 99; this code reads versions 1 to 3"),
@@ -537,7 +541,7 @@ def _blob_network(detector: Detector, threshold: float = 3.0):
     from scipy import ndimage
     from torchvision.ops import roi_align
 
-    def run_batch(tiles, class_nms_iou=None, score_threshold=0.0, proposals=None, detections_scale=1.0):
+    def run_batch(tiles, settings=None, growth=1.0):
         outputs = []
         for tile in tiles:
             labels, n = ndimage.label(tile[0] > threshold)
@@ -701,9 +705,8 @@ def test_proposals_per_tile_bounds_what_the_heads_see(tiny_package_path):
 def test_sharded_roi_pooling_gives_the_plain_poolers_tensor_in_order():
     from collections import OrderedDict
 
-    from torchvision.ops import MultiScaleRoIAlign
-
     from lsst.meas.extensions.residual.network.pooling import MIN_BOXES_PER_SHARD, ShardedRoIAlign
+    from torchvision.ops import MultiScaleRoIAlign
 
     generator = torch.Generator().manual_seed(3)
     # Two images, three levels (strides 2, 4, 8 of a 128² input), boxes of every size so each
@@ -753,6 +756,37 @@ def test_the_cpu_detector_shards_its_poolers_and_finds_what_the_plain_model_find
     assert len(plain) > 0 and sharded.colnames == plain.colnames
     for name in plain.colnames:
         assert np.array_equal(np.asarray(sharded[name]), np.asarray(plain[name])), name
+
+
+def test_float32_is_ieee_on_every_device_and_lower_precisions_autocast():
+    from lsst.meas.extensions.residual.network import network_precision
+
+    flags = (torch.backends.cudnn.conv, torch.backends.cuda.matmul)
+    before = [flag.fp32_precision for flag in flags]
+    with network_precision("cuda:0", "float32"):
+        # No TF32 for this call (PyTorch's default for convolutions on recent GPUs).
+        assert [flag.fp32_precision for flag in flags] == ["ieee", "ieee"]
+        assert not torch.is_autocast_enabled("cuda")
+    assert [flag.fp32_precision for flag in flags] == before
+    with network_precision("cpu", "bfloat16"):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    assert not torch.is_autocast_enabled("cpu")
+    with pytest.raises(ValueError, match="precision"):
+        with network_precision("cpu", "float64"):
+            pass
+    with pytest.raises(ValueError, match="precision"):
+        InferenceConfig(precision="tf32")
+
+
+def test_a_lower_precision_run_on_the_cpu_pools_whole_and_finds_sources(tiny_package_path):
+    # Autocast is per thread: sharded pooling would hand roi_align bfloat16 maps it cannot take.
+    detector = Detector(tiny_package_path, device="cpu")
+    assert detector.settings().precision == "float32"
+    image = np.random.default_rng(9).normal(0, 1, size=(3, 150, 150)).astype(np.float32)
+    args = (image, np.ones_like(image), ("g", "r", "i"))
+    low = detector.find(*args, inference=InferenceConfig(precision="bfloat16")).table
+    full = detector.find(*args).table
+    assert len(low) > 0 and len(full) > 0
 
 
 def test_label_image_and_selection():

@@ -7,8 +7,8 @@ marked bad). With ``fit_tiles`` the side may grow by up to the overlap where
 that covers the image with fewer tile pixels (`fitted_tile_size`). Channels
 are made per tile from the full image's band noise, so a tile's input is
 exactly the corresponding cut-out of the whole image's channels. Tiles go
-through the network in batches; each detection's 28×28
-mask is resampled onto its box in image pixels.
+through the network in batches; each detection's 28×28 mask is resampled
+onto its box in image pixels.
 
 The same source can be found in two overlapping tiles, whole in one and cut
 by the border of the other. Duplicates are merged greedily: detections whose
@@ -32,10 +32,12 @@ __all__ = [
     "find_sources_in_scene",
     "tile_starts",
     "fitted_tile_size",
+    "network_precision",
     "select_device",
     "DeviceError",
 ]
 
+import contextlib
 import os
 import re
 from collections.abc import Sequence
@@ -121,6 +123,39 @@ def fitted_tile_size(shape: tuple[int, int], tile_size: int, overlap: int) -> in
     return min(range(tile_size, tile_size + overlap + 1, TILE_STEP), key=lambda side: (pixels(side), side))
 
 
+@contextlib.contextmanager
+def network_precision(device: str, precision: str):
+    """The arithmetic of network calls made inside: IEEE float32, or `torch.autocast` at a lower one.
+
+    Parameters
+    ----------
+    device : `str`
+        The device the network runs on (``"cpu"``, ``"cuda[:n]"``).
+    precision : `str`
+        ``"float32"``, ``"float16"`` or ``"bfloat16"`` (`InferenceConfig.precision`).
+    """
+    import torch
+
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    if precision in ("float16", "bfloat16"):
+        with torch.autocast(device_type, dtype=getattr(torch, precision)):
+            yield
+        return
+    if precision != "float32":
+        raise ValueError(f"precision must be float32, float16 or bfloat16, not {precision!r}.")
+    # PyTorch runs float32 convolutions on Ampere and later GPUs as TF32 (a 10-bit mantissa, as
+    # float16's) unless told otherwise: "float32" is IEEE there too, for this call only.
+    flags = (torch.backends.cudnn.conv, torch.backends.cuda.matmul)
+    saved = [flag.fp32_precision for flag in flags]
+    for flag in flags:
+        flag.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        for flag, value in zip(flags, saved, strict=True):
+            flag.fp32_precision = value
+
+
 def _paste_mask(prob: np.ndarray, box: np.ndarray, shape: tuple[int, int]) -> tuple[Footprint, np.ndarray]:
     """Resample an M×M mask probability onto the pixels of its box (tile coordinates).
 
@@ -182,25 +217,23 @@ class Detector:
         ]
 
     def _run_batch(
-        self,
-        tiles: list[np.ndarray],
-        class_nms_iou: float,
-        score_threshold: float,
-        proposals: int,
-        detections_scale: float = 1.0,
+        self, tiles: list[np.ndarray], settings: InferenceConfig, growth: float = 1.0
     ) -> list[dict[str, np.ndarray]]:
         """Network outputs (tile coordinates) for a batch of equal-size channel tiles.
 
-        Only detections scoring at least ``score_threshold`` come out, and only
+        ``settings`` are complete (`settings`); ``growth`` is the tiles' area
+        over that of ``settings.tile_size``. Only detections scoring at least
+        ``settings.score_threshold`` come out, and only
         theirs get masks: torchvision's own score cut (``box_score_thresh``) is
         raised to it for the call. The boxes and scores that pass are those
         of a run with the lower cut, since neither the per-class NMS nor the
         cross-class one below lets a lower-scoring box remove a higher one;
         the mask head, the dearest part on a CPU, then runs on fewer boxes.
-        The RPN hands at most ``proposals`` boxes per tile to the heads, and
-        the heads keep at most ``detections_scale`` times their own number
-        (``box_detections_per_img``) per tile.
+        The RPN hands at most ``growth`` times ``settings.proposals_per_tile``
+        boxes per tile to the heads, and the heads keep at most ``growth``
+        times their own number (``box_detections_per_img``) per tile.
         """
+        score_threshold = settings.score_threshold
         calibration = self.metadata.score_calibration
         # The network's own cut is on raw scores: a calibrated threshold is turned back into one.
         raw_threshold = score_threshold if calibration is None else calibration.raw_threshold(score_threshold)
@@ -214,13 +247,13 @@ class Detector:
             )
         own_count = counts["testing"]
         own_detections = getattr(roi_heads, "detections_per_img", None)
-        counts["testing"] = int(proposals)
+        counts["testing"] = max(1, round(settings.proposals_per_tile * growth))
         if own_cut is not None:
             roi_heads.score_thresh = min(max(own_cut, raw_threshold), 1.0)
         if own_detections is not None:
-            roi_heads.detections_per_img = max(1, round(own_detections * detections_scale))
+            roi_heads.detections_per_img = max(1, round(own_detections * growth))
         try:
-            return self._calibrated(self._forward(tiles, class_nms_iou))
+            return self._calibrated(self._forward(tiles, settings.class_nms_iou, settings.precision))
         finally:
             counts["testing"] = own_count
             if own_cut is not None:
@@ -236,7 +269,9 @@ class Detector:
                 out["scores"] = calibration.apply(out["scores"])
         return outputs
 
-    def _forward(self, tiles: list[np.ndarray], class_nms_iou: float) -> list[dict[str, np.ndarray]]:
+    def _forward(
+        self, tiles: list[np.ndarray], class_nms_iou: float, precision: str
+    ) -> list[dict[str, np.ndarray]]:
         import torch
         from torchvision.models.detection.image_list import ImageList
         from torchvision.ops import nms
@@ -246,7 +281,7 @@ class Detector:
             batch = (batch - self._mean) / self._std
             size = batch.shape[-1]
             images = ImageList(batch, [(size, size)] * len(tiles))
-            with torch.autocast(device_type="cuda", enabled=self.device.startswith("cuda")):
+            with network_precision(self.device, precision):
                 features = self.model.backbone(images.tensors)
                 proposals, _ = self.model.rpn(images, features)
                 # roi_align copies channels-last maps to contiguous on each call; the box and mask
@@ -360,6 +395,8 @@ class Detector:
             settings = settings.replace(proposals_per_tile=self.metadata.model.rpn_post_nms_top_n_test)
         if settings.fit_tiles is None:
             settings = settings.replace(fit_tiles=True)
+        if settings.precision is None:
+            settings = settings.replace(precision="float32")
         return settings
 
     def find_channels(
@@ -408,13 +445,7 @@ class Detector:
             batches = tqdm(batches, desc="tiles", unit="batch", total=len(batches))
         for start in batches:
             chunk = tiles[start : start + batch_size]
-            outputs = self._run_batch(
-                [make_tile(y0, x0, tile_size) for y0, x0 in chunk],
-                settings.class_nms_iou,
-                threshold,
-                max(1, round(settings.proposals_per_tile * growth)),
-                growth,
-            )
+            outputs = self._run_batch([make_tile(y0, x0, tile_size) for y0, x0 in chunk], settings, growth)
             for tile_index, ((y0, x0), out) in enumerate(zip(chunk, outputs, strict=False), start=start):
                 candidates.extend(
                     self._to_image(out, tile_index, y0, x0, tile_size, (height, width), threshold)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 __all__ = ["InferenceConfig"]
 
+from typing import Literal
+
 import pydantic
 
 from ..configs import StrictModel, make_config
@@ -40,6 +42,12 @@ class InferenceConfig(StrictModel):
     cost about as much as the trunk at 1000: fewer make the network faster, and too few lose
     sources in tiles that hold about as many (a 512² tile at 10-year depth holds ~300 sources;
     ``bench.network_settings`` measures both on a patch)."""
+    precision: Literal["float32", "float16", "bfloat16"] | None = None
+    """Arithmetic of the network: ``"float32"``, IEEE single precision on every device (on a GPU
+    too, where PyTorch would otherwise run float32 convolutions as TF32), so that a GPU finds
+    what a CPU finds; ``"float16"`` or ``"bfloat16"``, `torch.autocast` at that type, faster on
+    GPUs, but it moves scores by ~0.005 and changes which detections pass the threshold
+    (``bench.network_settings`` measures how many); None: ``"float32"``. Not a package setting."""
     score_threshold: float | None = pydantic.Field(default=None, ge=0.0, le=1.0)
     """Keep detections scoring at least this; None: the package's."""
     merge_ios: float | None = pydantic.Field(default=None, gt=0.0, le=1.0)

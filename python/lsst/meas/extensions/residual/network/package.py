@@ -270,17 +270,20 @@ class ModelMetadata(StrictModel):
                 "a package's proposals per tile are its model's (model.rpn_post_nms_top_n_test), "
                 "not an inference setting"
             )
-        if inference.fit_tiles is not None:
-            raise ValueError(
-                "fit_tiles is a choice of the run, not of a package; give it when running the model"
-            )
+        for name in ("fit_tiles", "precision"):
+            if getattr(inference, name) is not None:
+                raise ValueError(
+                    f"{name} is a choice of the run, not of a package; give it when running the model"
+                )
         return inference
 
     @pydantic.field_serializer("inference")
     def _inference_without_batch_size(
         self, inference: InferenceConfig, info: pydantic.SerializationInfo
     ) -> dict[str, Any]:
-        return inference.model_dump(mode=info.mode, exclude={"batch_size", "proposals_per_tile", "fit_tiles"})
+        return inference.model_dump(
+            mode=info.mode, exclude={"batch_size", "proposals_per_tile", "fit_tiles", "precision"}
+        )
 
     @pydantic.field_validator("training", "provenance", "metrics", mode="before")
     @classmethod

@@ -9,8 +9,8 @@ back in order: the output is the same tensor, bit for bit.
 
 `ShardedRoIAlign` wraps a `~torchvision.ops.MultiScaleRoIAlign` (it has no
 weights, so a model's state dict is unchanged) and shards only where that
-helps: CPU tensors, no autograd (training keeps torchvision's path), and
-enough boxes to share.
+helps: CPU tensors, no autograd (training keeps torchvision's path), no
+autocast, and enough boxes to share.
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ class ShardedRoIAlign(nn.Module):
         if (
             shards < 2
             or torch.is_grad_enabled()
+            # Autocast is per thread: the workers would pool the reduced-precision maps as they are.
+            or torch.is_autocast_enabled("cpu")
             or next(iter(x.values())).device.type != "cpu"
             # The pooler works out its levels' scales on its first call; that call stays whole.
             or getattr(self.pooler, "scales", None) is None
