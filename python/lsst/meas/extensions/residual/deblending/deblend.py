@@ -333,7 +333,7 @@ class _BlendOutcome:
 def _deblend_footprint(
     context: DeblendContext,
     blend_id: int,
-    peaks: Table,
+    peaks: np.ndarray,
     slices: tuple[slice, slice],
     footprints: np.ndarray,
     found_by: dict[int, str],
@@ -348,7 +348,7 @@ def _deblend_footprint(
     rows = _empty_rows(nbands)
     order = (
         np.argsort(-np.asarray(peaks["significance"]), kind="stable")
-        if "significance" in peaks.colnames
+        if "significance" in peaks.dtype.names
         else (np.arange(len(peaks)))
     )
     peaks = peaks[order]
@@ -400,7 +400,7 @@ def _deblend_footprint(
         for key, value in defaults.items():
             rows[key].append(value)
 
-    def skip(skipped_peaks: Table, reason: str) -> None:
+    def skip(skipped_peaks: np.ndarray, reason: str) -> None:
         # Every peak keeps its row: flagged, with NaN fluxes, and no model (LSST stores none either).
         for peak in skipped_peaks:
             add_row(peak, len(skipped_peaks), skipped=True, **{f"skipped_{reason}": True})
@@ -524,7 +524,7 @@ def _fit_spectra_first(config: DeblendConfig, box: Box, n_sources: int) -> bool:
 def _fit_sources(
     context: DeblendContext,
     obs: BlendObservation,
-    peaks: Table,
+    peaks: np.ndarray,
     centers: list[tuple[int, int]],
     first_pass: dict[int, SourceData] | None,
 ) -> tuple[list[list[FactorizedComponent]], BlendFit, list[SourceShare], np.ndarray]:
@@ -662,8 +662,13 @@ def _run_footprints(
 ) -> list[_BlendOutcome]:
     from tqdm.auto import tqdm
 
-    peaks = detections.peaks
-    fp_of_peak = np.asarray(peaks["footprint_id"])
+    # The peaks as one structured array, grouped by footprint: slicing an astropy Table per
+    # footprint cost about 5% of a pass.
+    peaks = detections.peaks.as_array()
+    footprint_of_peak = np.asarray(peaks["footprint_id"])
+    order = np.argsort(footprint_of_peak, kind="stable")
+    footprints, starts = np.unique(footprint_of_peak[order], return_index=True)
+    rows_of = dict(zip(footprints.tolist(), np.split(order, starts[1:]) if len(order) else [], strict=True))
     slices = detections.footprint_slices()
     outcomes = []
     ids = [int(f) for f in footprint_ids]
@@ -676,7 +681,7 @@ def _run_footprints(
             _deblend_footprint(
                 context,
                 blend_id,
-                peaks[fp_of_peak == blend_id],
+                peaks[rows_of.get(blend_id, np.zeros(0, dtype=np.int64))],
                 slices[blend_id],
                 detections.footprints,
                 found_by,
