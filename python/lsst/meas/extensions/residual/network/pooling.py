@@ -18,6 +18,7 @@ from __future__ import annotations
 __all__ = ["ShardedRoIAlign", "shard_roi_pooling"]
 
 import functools
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -44,6 +45,10 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     list(pool.map(lambda _: started.wait(), range(workers)))
     torch.set_num_threads(main_threads)
     return pool
+
+
+# A forked child has none of its parent's worker threads: it starts its own pool.
+os.register_at_fork(after_in_child=_pool.cache_clear)
 
 
 class ShardedRoIAlign(nn.Module):
