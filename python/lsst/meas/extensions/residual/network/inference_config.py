@@ -38,10 +38,10 @@ class InferenceConfig(StrictModel):
     """Region proposals of a tile that the RPN hands to the box and mask heads (after its NMS;
     torchvision's ``rpn_post_nms_top_n_test``); None: the package's model's
     (`ModelConfig.rpn_post_nms_top_n_test`, 1000 in the shipped packages), for a tile of
-    ``tile_size`` (see ``fit_tiles``). On a CPU the heads
-    cost about as much as the trunk at 1000: fewer make the network faster, and too few lose
-    sources in tiles that hold about as many (a 512² tile at 10-year depth holds ~300 sources;
-    ``bench.network_settings`` measures both on a patch)."""
+    ``tile_size`` (see ``fit_tiles``). On a CPU the heads cost about as much as the trunk at
+    1000: fewer make the network faster, and too few lose sources in tiles that hold about as
+    many (a 512² tile at 10-year depth holds ~300 sources; ``bench.network_settings`` measures
+    both on a patch)."""
     precision: Literal["float32", "float16", "bfloat16"] | None = None
     """Arithmetic of the network: ``"float32"``, IEEE single precision on every device (on a GPU
     too, where PyTorch would otherwise run float32 convolutions as TF32), so that a GPU finds
