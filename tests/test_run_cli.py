@@ -154,6 +154,32 @@ def test_overwrite_without_the_figure_leaves_no_stale_figure(files):
     assert "run.png" not in json.loads((out / "summary.json").read_text())["outputs"]
 
 
+def test_without_the_figure_the_run_writes_with_one_model_cube_held_at_a_time(files, monkeypatch):
+    import lsst.meas.extensions.residual.cli.run as run_command
+    from lsst.meas.extensions.residual.deblending import DeblendResult
+
+    tmp, package, _ = files
+    events = []
+    write_residual = run_command.write_residual
+    release_model = DeblendResult.release_model
+
+    def recording_write(path, scene, model, name="RESIDUAL"):
+        events.append(path.name)
+        write_residual(path, scene, model, name)
+
+    def recording_release(result):
+        # The second pass's result has the new sources' rows.
+        events.append("release " + ("second" if "residual" in set(result.catalog["found_by"]) else "first"))
+        release_model(result)
+
+    monkeypatch.setattr(run_command, "write_residual", recording_write)
+    monkeypatch.setattr(DeblendResult, "release_model", recording_release)
+    assert _run(tmp, package, tmp / "one_cube", "--no-plot") == 0
+    written = events[events.index("residual_after.fits") :]
+    assert written[:3] == ["residual_after.fits", "release second", "residual_before.fits"]
+    assert written[3] == "release first"
+
+
 @pytest.mark.parametrize(
     "option, message",
     [
