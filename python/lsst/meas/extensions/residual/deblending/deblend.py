@@ -667,8 +667,8 @@ def _run_footprints(
     peaks = detections.peaks.as_array()
     footprint_of_peak = np.asarray(peaks["footprint_id"])
     order = np.argsort(footprint_of_peak, kind="stable")
-    footprints, starts = np.unique(footprint_of_peak[order], return_index=True)
-    rows_of = dict(zip(footprints.tolist(), np.split(order, starts[1:]) if len(order) else [], strict=True))
+    with_peaks, starts = np.unique(footprint_of_peak[order], return_index=True)
+    rows_of = dict(zip(with_peaks.tolist(), np.split(order, starts[1:]) if len(order) else [], strict=True))
     slices = detections.footprint_slices()
     outcomes = []
     ids = [int(f) for f in footprint_ids]

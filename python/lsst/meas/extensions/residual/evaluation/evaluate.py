@@ -488,6 +488,7 @@ def evaluate_package(
 
     curves = curve_metrics(total)
     class_curves = {name: curve_metrics(counts) for name, counts in per_class.items()}
+    alone_curves = {name: curve_metrics(counts) for name, counts in alone_per_class.items()}
     best_recall, best_index = recall_at_precision(curves["precision"], curves["recall"], 0.9)
     summary: dict[str, Any] = {
         "model": meta.name,
@@ -533,13 +534,13 @@ def evaluate_package(
         "precision_at_80_recall_each_class_alone": (
             {
                 name: precision_at_recall(ac["precision"], ac["recall"], 0.8)
-                for name, ac in ((n, curve_metrics(c)) for n, c in alone_per_class.items())
+                for name, ac in alone_curves.items()
             }
             if len(classes) > 1
             else None
         ),
         "max_recall_each_class_alone": (
-            {name: _max_or_none(curve_metrics(c)["recall"]) for name, c in alone_per_class.items()}
+            {name: _max_or_none(ac["recall"]) for name, ac in alone_curves.items()}
             if len(classes) > 1
             else None
         ),

@@ -143,6 +143,9 @@ def network_precision(device: str, precision: str):
         return
     if precision != "float32":
         raise ValueError(f"precision must be float32, float16 or bfloat16, not {precision!r}.")
+    if device_type != "cuda":
+        yield
+        return
     # PyTorch runs float32 convolutions on Ampere and later GPUs as TF32 (a 10-bit mantissa, as
     # float16's) unless told otherwise: "float32" is IEEE there too, for this call only.
     flags = (torch.backends.cudnn.conv, torch.backends.cuda.matmul)
