@@ -65,6 +65,36 @@ def test_box_convolver_matches_direct_convolution_and_its_adjoint_is_exact():
     np.testing.assert_allclose(stacked[1], convolver.convolve(other), atol=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(17, 23), (130, 111)])
+def test_single_precision_transforms_agree_with_double_to_round_off_and_return_float64(shape):
+    """``transform_dtype=float32`` (the fit's default, ``DeblendConfig.fit_precision``)."""
+    rng = np.random.default_rng(shape[0])
+    kernels = difference_kernels(
+        np.stack([_gaussian(21, s) for s in (1.6, 1.9)]), integrated_gaussian_psf(0.8, 15)
+    )
+    # A bright source on a faint background: the error is relative to the cube, not to each pixel.
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    source = np.exp(-((yy - shape[0] / 3) ** 2 + (xx - shape[1] / 2) ** 2) / 8.0)
+    cube = rng.normal(size=(2, *shape)) + 1e4 * source
+    double = BoxConvolver(kernels, shape)
+    single = BoxConvolver(kernels, shape, transform_dtype=np.float32)
+    assert single.transform_dtype == np.float32 and double.transform_dtype == np.float64
+    rms = np.sqrt(np.mean(cube**2))
+    for method in ("convolve", "adjoint"):
+        reference, result = getattr(double, method)(cube), getattr(single, method)(cube)
+        assert result.dtype == np.float64 and result.shape == reference.shape
+        error = np.abs(result - reference).max() / rms
+        assert 0 < error < 1e-5, (method, error)  # single precision, not double: but near its epsilon
+    stack = rng.normal(size=(3, *shape))
+    np.testing.assert_allclose(
+        single.convolve_band(stack, 1), double.convolve_band(stack, 1), rtol=0, atol=1e-5
+    )
+    # Rendering stays double whatever the fit uses.
+    np.testing.assert_array_equal(single.convolve_full(cube), double.convolve_full(cube))
+    with pytest.raises(ValueError, match="float64 or float32"):
+        BoxConvolver(kernels, shape, transform_dtype=np.float16)
+
+
 def _largest_prime_factor(n: int) -> int:
     factor, largest = 2, 1
     while n > 1:

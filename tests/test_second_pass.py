@@ -261,12 +261,18 @@ def test_a_warm_start_thrown_out_of_its_basin_is_fitted_cold():
     Seed 1 000 004 (256², 10-year): one re-fitted blend of five peaks, three of them new,
     started at χ² 1.08, was left at 4.2 after 9 iterations before warm fits that end worse
     than they began were also fitted cold; the better of the two is kept.
+
+    The path this test follows is double precision's (``fit_precision="float64"``): the blend has
+    several nearly equal optima, and the round-off of single-precision transforms leads both the
+    warm and the cold fit of it to other ones (warm 1.74, cold 1.41, where double gives 1.39 and
+    2.05), so the seed no longer shows the divergence the fallback exists for.
     """
     from lsst.meas.extensions.residual.chain import run_first_pass
     from lsst.meas.extensions.residual.groundtruth.matching import match_positions
 
+    double = {"fit_precision": "float64"}
     scene = simulate_scene(1_000_004, SimulationConfig(height=256, width=256, depth="10yr"))
-    first = run_first_pass(scene, deblend_config=FAST)
+    first = run_first_pass(scene, deblend_config=FAST.replace(**double))
     peaks = first.detections.peaks
     matched, _ = match_positions(scene.truth.xy, np.column_stack([peaks["x"], peaks["y"]]), 3.0)
     missed = np.setdiff1d(np.arange(len(scene.truth)), matched)
@@ -279,7 +285,7 @@ def test_a_warm_start_thrown_out_of_its_basin_is_fitted_cold():
             first.deblend.catalog,
             first.deblend.model_data,
             scene.truth.xy[missed],
-            config,
+            config.replace(**double),
         )
         gained = np.unique(np.asarray(second.detections.peaks["footprint_id"])[len(peaks) :])
         rows = second.catalog[np.isin(second.catalog["parent_id"], gained)]

@@ -135,5 +135,5 @@ class DeblendContext:
             noise_rms=self.noise_rms,
             kernels=self.kernels,
             model_psf=self.model_psf,
-            convolver=BoxConvolver(self.kernels, box.shape),
+            convolver=BoxConvolver(self.kernels, box.shape, self.config.fit_transform_dtype),
         )
