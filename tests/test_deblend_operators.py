@@ -280,3 +280,76 @@ def test_adaprox_converges_on_a_quadratic_and_damps_the_first_step():
     for iteration in range(300):
         x = state.step(iteration, x, 2 * x, 0.1)
     assert np.all(np.abs(x) < 1e-3)
+
+
+def _numpy_step(component, iteration, grad):
+    """Reference: the turn-before proximal ADAM step of a component, in numpy (AdaproxState.step)."""
+    morph_grad = np.einsum("b,bhw->hw", component.spectrum, grad)
+    spectrum_grad = np.einsum("bhw,hw->b", grad, component.morph)
+    spectrum_step = np.maximum(
+        component.noise_rms / 10.0, component.spectrum_factor * component.spectrum.mean()
+    )
+    spectrum = component._spectrum_adam.step(iteration, component.spectrum, spectrum_grad, spectrum_step)
+    morph = component._morph_adam.step(iteration, component.morph, morph_grad, component.morph_step)
+    spectrum[~(spectrum >= 1e-20)] = 1e-20
+    peak = component.local_peak
+    morph[~np.isfinite(morph)] = 0.0
+    if component.monotonicity is not None:
+        morph = component.monotonicity(morph, peak)
+    morph[morph < float(np.min(component.bg_cut / spectrum))] = 0.0
+    morph[morph < 0] = 0.0
+    morph[peak] = max(morph[peak], 1e-20)
+    if morph.max() > 0:
+        morph /= morph.max()
+    component.spectrum, component.morph = spectrum, morph
+
+
+@pytest.mark.parametrize("monotonic", [True, False])
+def test_compiled_proximal_step_follows_the_numpy_step(monotonic):
+    """`FactorizedComponent.update` (`proximal_step`) against the numpy step over a fit's first 25 steps.
+
+    The loss is the model-frame residual against a noisy two-source image, so that the steps
+    clip pixels (sparsity, monotonicity) and shrink the spectrum in one band to its floor.
+    """
+    from lsst.meas.extensions.residual.deblending import DeblendConfig
+    from lsst.meas.extensions.residual.deblending.component import FactorizedComponent
+    from lsst.meas.extensions.residual.geometry import Box
+
+    rng = np.random.default_rng(11)
+    shape, peak = (23, 31), (9, 13)
+    truth = _galaxy_morphology(rng, *shape, peak)
+    true_spectrum = np.array([3.0, 8.0, 12.0, 10.0, 0.0, 5.0])
+    target = true_spectrum[:, None, None] * truth[None] + 0.05 * rng.normal(size=(6, *shape))
+    noise = np.full(6, 0.05)
+    config = DeblendConfig()
+    operator = Monotonicity() if monotonic else None
+    start_morph = np.clip(truth + 0.2 * rng.normal(size=shape), 0, None)
+    start_morph[peak] = 1.0
+    components = [
+        FactorizedComponent(
+            np.full(6, 6.0), start_morph, Box(40, 50, *shape), (49, 63), noise, config, operator
+        )
+        for _ in range(2)
+    ]
+    compiled, reference = components
+    clipped = 0
+    for iteration in range(25):
+        for component, step in ((compiled, compiled.update), (reference, None)):
+            grad = component.model() - target
+            if step is None:
+                _numpy_step(component, iteration, grad)
+            else:
+                step(iteration, grad)
+        np.testing.assert_allclose(compiled.spectrum, reference.spectrum, rtol=1e-9, atol=1e-25)
+        np.testing.assert_allclose(compiled.morph, reference.morph, rtol=1e-9, atol=1e-14)
+        for name in ("_spectrum_adam", "_morph_adam"):
+            for moment in ("m", "v", "vhat"):
+                np.testing.assert_allclose(
+                    getattr(getattr(compiled, name), moment),
+                    getattr(getattr(reference, name), moment),
+                    rtol=1e-9,
+                    atol=1e-25,
+                )
+        clipped += int(np.count_nonzero(compiled.morph == 0))
+    assert compiled.spectrum[4] == 1e-20  # the empty band went to the floor
+    assert clipped > 0 and compiled.morph.max() == 1.0

@@ -25,8 +25,7 @@ import numpy as np
 from ..geometry import Box
 from .adaprox import AdaproxState
 from .monotonicity import Monotonicity
-
-_FLOOR = 1e-20
+from .proximal_step import proximal_step
 
 
 class FactorizedComponent:
@@ -96,34 +95,12 @@ class FactorizedComponent:
         return self.spectrum * self.morph.sum()
 
     def update(self, iteration: int, grad: np.ndarray) -> None:
-        """One proximal ADAM step from ``grad``, the loss gradient on this box (nbands, h, w)."""
-        morph_grad = np.einsum("b,bhw->hw", self.spectrum, grad)
-        spectrum_grad = np.einsum("bhw,hw->b", grad, self.morph)
-        spectrum_step = np.maximum(self.noise_rms / 10.0, self.spectrum_factor * self.spectrum.mean())
-        spectrum = self._spectrum_adam.step(iteration, self.spectrum, spectrum_grad, spectrum_step)
-        morph = self._morph_adam.step(iteration, self.morph, morph_grad, self.morph_step)
-        self.spectrum = self._prox_spectrum(spectrum)
-        self.morph = self._prox_morph(morph)
+        """One proximal ADAM step from ``grad``, the loss gradient on this box (nbands, h, w).
 
-    def _prox_spectrum(self, spectrum: np.ndarray) -> np.ndarray:
-        spectrum[~(spectrum >= _FLOOR)] = _FLOOR  # also catches NaN
-        return spectrum
-
-    def _prox_morph(self, morph: np.ndarray) -> np.ndarray:
-        peak = self.local_peak
-        morph[~np.isfinite(morph)] = 0.0
-        if self.monotonicity is not None:
-            morph = self.monotonicity(morph, peak)
-        # Sparsity: zero where the model is below the cut in every band,
-        # i.e. morph < min_b cut_b / spectrum_b (positivity when the cut is 0).
-        cutoff = float(np.min(self.bg_cut / self.spectrum))
-        morph[morph < cutoff] = 0.0
-        morph[morph < 0] = 0.0
-        morph[peak] = max(morph[peak], _FLOOR)
-        top = morph.max()
-        if top > 0:
-            morph /= top
-        return morph
+        The spectrum and morphology (and the optimizer's moments) are updated in place
+        (`proximal_step`).
+        """
+        proximal_step(self, iteration, grad)
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray, Box]:
         """Copies of the parameters and the box, for `restore`."""

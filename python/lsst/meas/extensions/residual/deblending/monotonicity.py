@@ -126,9 +126,9 @@ class Monotonicity:
         # Offsets from the peak by increasing distance (the peak first): the order of the pass.
         order = np.argsort(r2.ravel(), kind="stable")
         oy, ox = np.divmod(order, size)
-        self._order_y = (oy - c).astype(np.int64)
-        self._order_x = (ox - c).astype(np.int64)
-        self._order_r2 = r2.ravel()[order].astype(np.int64)
+        # (3, S²): dy, dx and squared distance, one row each (rows of one array for the compiled step).
+        self._order = np.stack([oy - c, ox - c, r2.ravel()[order]]).astype(np.int64)
+        self._order_y, self._order_x, self._order_r2 = self._order
 
     @property
     def size(self) -> int:
@@ -142,6 +142,16 @@ class Monotonicity:
         need = 2 * max(py, px, h - 1 - py, w - 1 - px) + 1
         if need > self._size:
             self._build(need + 20)
+
+    def compiled_arguments(self, shape: tuple[int, int]) -> tuple[np.ndarray, int, np.ndarray]:
+        """What `_project` takes for a box of ``shape`` with its peak anywhere in it.
+
+        Returns the (S, S, 8) weight grid, its centre index and the (3, S²)
+        offsets by distance (dy, dx, squared distance), the grid grown first
+        if a box of ``shape`` could overhang it.
+        """
+        self._fit(shape, (0, 0))  # a corner peak needs the largest grid
+        return self._weights, self._size // 2, self._order
 
     def weights(self, shape: tuple[int, int], peak: tuple[int, int]) -> np.ndarray:
         """(8, H, W) neighbour weights of a box of ``shape`` whose peak is at ``peak`` (y, x)."""
