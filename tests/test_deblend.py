@@ -274,6 +274,28 @@ def test_the_detection_steps_significance_image_is_reused(small_scene):
         deblend(small_scene, wrong, FAST)
 
 
+def test_blends_are_fitted_with_blas_on_one_thread_and_the_limit_is_lifted_after(small_scene, monkeypatch):
+    import importlib
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    module = importlib.import_module("lsst.meas.extensions.residual.deblending.deblend")
+    seen = []
+    original = module._deblend_footprint
+
+    def recording(*args, **kwargs):
+        seen.append({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, "_deblend_footprint", recording)
+    with threadpool_limits(limits=2, user_api="blas"):  # what the caller had: two threads
+        before = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+        deblend(small_scene, detect_peaks(small_scene), FAST)
+        after = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    assert seen and all(threads == {1} for threads in seen)
+    assert after == before
+
+
 def test_bad_input_is_reported(small_scene):
     detections = detect_peaks(small_scene)
     with pytest.raises(ValueError, match="outside the 96x96 image"):

@@ -103,9 +103,7 @@ def _step(
             for x in range(max(peak_x - fit_radius, 0), min(peak_x + fit_radius + 1, width)):
                 if morph[y, x] > best:
                     best_y, best_x, best = y, x, morph[y, x]
-        _project(
-            morph, best_y, best_x, weights, centre, order[0], order[1], order[2], offsets_y, offsets_x
-        )
+        _project(morph, best_y, best_x, weights, centre, order[0], order[1], order[2], offsets_y, offsets_x)
     # Sparsity: zero where the model is below the cut in every band (positivity when the cut is 0).
     cutoff = np.inf
     for b in range(nbands):
