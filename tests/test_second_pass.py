@@ -316,8 +316,14 @@ def test_detections_classed_as_artefacts_are_new_sources_but_not_second_pass_pea
         return found
 
     monkeypatch.setattr(detector, "find", find)
+    builds = []
+    original_build = DeblendContext.build
+    monkeypatch.setattr(DeblendContext, "build", lambda *a, **k: builds.append(1) or original_build(*a, **k))
     config = ChainConfig(deblend=FAST.replace(max_iter=30))
     result = run_chain(scene, detector, config)
+    # One patch-wide context for both passes, released when the chain is done with it.
+    assert len(builds) == 1
+    assert result.first_pass.deblend.context is None and result.second_pass.context is None
     new = result.new_sources
     is_artefact = np.asarray(new.detections.table["class"]) == "artefact"
     assert is_artefact.sum() >= 1 and (~is_artefact).sum() >= 1
@@ -481,3 +487,33 @@ def test_a_blend_left_far_from_its_data_is_fitted_whole_after_the_local_refit(re
     mended = chi2(only_new)
     assert kept_far > 2 * only_new.local_refit_max_chi2
     assert mended < only_new.local_refit_max_chi2
+
+
+def test_the_second_pass_takes_the_first_pass_context_when_it_fits(first_pass, monkeypatch):
+    """`DeblendResult.context` is reused for the same scene and config, made again otherwise."""
+    scene, first, new_xy = first_pass
+    assert first.context is not None and first.context.scene is scene and first.context.config == FAST
+    made = deblend_with_new_peaks(scene, first.detections, first.catalog, first.model_data, new_xy, FAST)
+    builds = []
+    original = DeblendContext.build
+
+    def counting(*args, **kwargs):
+        builds.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(DeblendContext, "build", counting)
+    taken = deblend_with_new_peaks(
+        scene, first.detections, first.catalog, first.model_data, new_xy, FAST, context=first.context
+    )
+    assert builds == [] and taken.context is first.context
+    np.testing.assert_array_equal(taken.catalog["flux"], made.catalog["flux"])
+    np.testing.assert_array_equal(taken.model, made.model)
+    # Another config (here a kernel of another size) or another scene: made again.
+    other = FAST.replace(model_psf_size=11)
+    deblend_with_new_peaks(
+        scene, first.detections, first.catalog, first.model_data, new_xy, other, context=first.context
+    )
+    assert len(builds) == 1 and builds[0][1] == other
+    released = dataclasses.replace(first)
+    released.release_context()
+    assert released.context is None and first.context is not None

@@ -35,6 +35,7 @@ from ..deblending import (
     deblend_with_new_peaks,
     parent_footprints,
 )
+from ..deblending.context import DeblendContext
 from ..detection import DetectionConfig, Detections
 from ..network import Detector, InferenceConfig, SourceDetections
 from ..scene import Scene
@@ -80,6 +81,7 @@ def run_second_pass(
     new_ids: np.ndarray,
     new_xy: np.ndarray,
     config: DeblendConfig | None = None,
+    context: DeblendContext | None = None,
 ) -> DeblendResult:
     """Step 4: the first pass's blends that gained a new source, fitted again (patch pixels, local ids).
 
@@ -93,9 +95,11 @@ def run_second_pass(
         Local peak ids and (x, y) positions of the new sources.
     config : `DeblendConfig`, optional
         The first pass's deblender parameters.
+    context : `DeblendContext`, optional
+        The first pass's patch-wide inputs (`DeblendResult.context`), when it ran in this process.
     """
     return deblend_with_new_peaks(
-        scene, detections, catalog, model_data, new_xy, config, new_peak_ids=new_ids
+        scene, detections, catalog, model_data, new_xy, config, new_peak_ids=new_ids, context=context
     )
 
 
@@ -243,8 +247,12 @@ def run_chain(
         new.ids[peaks],
         new.xy[peaks],
         deblend_config,
+        first.deblend.context,
     )
     timing["second_pass"] = time.perf_counter() - start
+    # Neither pass's patch-wide fit inputs are needed after the fits.
+    first.deblend.release_context()
+    second.release_context()
     _log.info(
         "%d first-pass peaks, %d new sources (%d on existing peaks dropped), %d after the second pass.",
         len(first.detections.peaks),

@@ -185,6 +185,11 @@ class DeblendResult:
         Seconds spent (``total``, ``fit``).
     scene : `Scene`, optional
         The scene that was deblended (needed when ``residual`` is None).
+    context : `DeblendContext`, optional
+        What the fit took from the whole patch (noise, detection image,
+        kernels, bright-star zones): a second pass on the same scene with
+        the same config takes it instead of making it again
+        (`deblend_with_new_peaks`). None once released (`release_context`).
     """
 
     catalog: Table
@@ -196,6 +201,11 @@ class DeblendResult:
     config: DeblendConfig
     timing: dict = dataclasses.field(default_factory=dict)
     scene: Scene | None = dataclasses.field(default=None, repr=False)
+    context: DeblendContext | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def release_context(self) -> None:
+        """Drop `context` (two patch-sized planes), e.g. once the second pass has run."""
+        self.context = None
 
     def release_model(self) -> None:
         """Drop the model cube (a patch-sized array): `model` renders it again from the model data
@@ -815,7 +825,7 @@ def deblend(scene: Scene, detections: Detections, config: DeblendConfig | None =
         timing["total"],
     )
     return DeblendResult(
-        catalog, model, None, model_data, detections, tuple(scene.bands), config, timing, scene
+        catalog, model, None, model_data, detections, tuple(scene.bands), config, timing, scene, context
     )
 
 
@@ -834,6 +844,7 @@ def deblend_with_new_peaks(
     new_peaks_xy: np.ndarray,
     config: DeblendConfig | None = None,
     new_peak_ids: np.ndarray | None = None,
+    context: DeblendContext | None = None,
 ) -> DeblendResult:
     """Second pass: add new peaks and re-fit only the blends they fall in.
 
@@ -870,6 +881,10 @@ def deblend_with_new_peaks(
         Parameters of the re-fit (keep them equal to the first pass's).
     new_peak_ids : `numpy.ndarray`, optional
         Ids of the new peaks; default: after the largest first-pass peak id.
+    context : `DeblendContext`, optional
+        The first pass's (`DeblendResult.context`): taken if it was made for
+        this ``scene`` with an equal ``config``, else made again (the same
+        arrays either way).
 
     Returns
     -------
@@ -888,7 +903,8 @@ def deblend_with_new_peaks(
         )
     new_peaks_xy = check_positions(new_peaks_xy, scene.shape, "new peak")
     start = time.perf_counter()
-    context = DeblendContext.build(scene, config, detections.significance)
+    if context is None or context.scene is not scene or context.config != config:
+        context = DeblendContext.build(scene, config, detections.significance)
     detections = detections_from_positions(
         scene, new_peaks_xy, base=detections, ids=new_peak_ids, significance=context.significance
     )
@@ -927,5 +943,5 @@ def deblend_with_new_peaks(
         "Re-deblended %d blend(s) with %d new peak(s) in %.1f s.", len(touched), len(new_ids), timing["total"]
     )
     return DeblendResult(
-        new_catalog, model, None, updated, detections, tuple(scene.bands), config, timing, scene
+        new_catalog, model, None, updated, detections, tuple(scene.bands), config, timing, scene, context
     )
