@@ -26,7 +26,8 @@ a temporary copy of the package), on the same scenes and truth peaks, for
 the time ratio at equal reduced chi^2 and flux accuracy. What today's
 callers need of those files and they did not have yet is appended to them in
 their own terms (`_BEFORE_ADDITIONS`: the likelihood, one band's
-convolution, and the transform precision, which for them is double only).
+convolution, the transform precision, which for them is double only, and
+no shared kernel transforms).
 Ours is also run with double-precision transforms
 (``fit_precision="float64"``) on the same scenes and peaks: the time and
 accuracy of the default single-precision fit against double.
@@ -140,11 +141,19 @@ _BEFORE_ADDITIONS = {
 _BoxConvolverOfThisCommit = BoxConvolver
 
 
+class KernelTransforms:
+    # Today's callers share transforms between convolvers; here each convolver makes its own.
+    def __init__(self, kernels, max_bytes=0):
+        self.kernels = np.asarray(kernels, dtype=np.float64)
+
+
 class BoxConvolver(_BoxConvolverOfThisCommit):
-    # DeblendConfig.fit_precision: these operators transform in double precision only.
-    def __init__(self, kernels, shape, transform_dtype=None):
+    # DeblendConfig.fit_precision: these operators transform in double precision only, and each
+    # convolver transforms its kernels itself (no shared KernelTransforms).
+    def __init__(self, kernels, shape, transform_dtype=None, transforms=None):
         super().__init__(kernels, shape)
         self.transform_dtype = np.dtype(np.float64)
+        self.transforms = None
 
     # The least-squares spectra convolve one band's stack of morphologies.
     def convolve_band(self, images, band):

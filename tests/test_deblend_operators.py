@@ -353,3 +353,63 @@ def test_compiled_proximal_step_follows_the_numpy_step(monotonic):
         clipped += int(np.count_nonzero(compiled.morph == 0))
     assert compiled.spectrum[4] == 1e-20  # the empty band went to the floor
     assert clipped > 0 and compiled.morph.max() == 1.0
+
+
+def test_convolvers_sharing_kernel_transforms_transform_each_shape_once_and_agree_with_their_own():
+    from lsst.meas.extensions.residual.deblending.convolution import KernelTransforms
+
+    rng = np.random.default_rng(5)
+    kernels = rng.normal(size=(3, 9, 9))
+    shared = KernelTransforms(kernels)
+    # 17 and 18 rows (+ K // 2 = 21, 22) both pad to 24: one transform shape, made once.
+    a, b = (BoxConvolver(kernels, shape, np.float32, shared) for shape in ((17, 20), (18, 19)))
+    assert a.fft_shape == b.fft_shape
+    cube = rng.normal(size=(3, 17, 20))
+    own = BoxConvolver(kernels, (17, 20), np.float32)
+    np.testing.assert_array_equal(a.convolve(cube), own.convolve(cube))
+    np.testing.assert_array_equal(a.adjoint(cube), own.adjoint(cube))
+    np.testing.assert_array_equal(a.convolve_full(cube), own.convolve_full(cube))
+    b.convolve(rng.normal(size=(3, 18, 19)))
+    assert a._kernel_fft is b._kernel_fft and not a._kernel_fft.flags.writeable
+    # Precisions are kept apart; nothing is kept beyond max_bytes.
+    double = BoxConvolver(kernels, (17, 20), np.float64, shared)
+    assert double._kernel_fft.dtype == np.complex128 and a._kernel_fft.dtype == np.complex64
+    none_kept = KernelTransforms(kernels, max_bytes=0)
+    c, d = (BoxConvolver(kernels, (17, 20), np.float32, none_kept) for _ in range(2))
+    assert c._kernel_fft is not d._kernel_fft
+    np.testing.assert_array_equal(c._kernel_fft, d._kernel_fft)
+    with pytest.raises(ValueError, match="other kernels"):
+        BoxConvolver(kernels + 1.0, (17, 20), np.float32, shared)
+
+
+def test_a_patch_render_makes_the_difference_kernels_once(monkeypatch):
+    from lsst.meas.extensions.residual.deblending import (
+        BlendData,
+        FactorizedComponentData,
+        HierarchicalBlendData,
+        ScarletModelData,
+        SourceData,
+        render_model_data,
+    )
+    from lsst.meas.extensions.residual.deblending import render as render_module
+
+    psf = np.stack([_gaussian(21, s) for s in (1.6, 1.9)]).astype(np.float32)
+    model_psf = integrated_gaussian_psf(0.8, 15).astype(np.float32)
+    blends = {}
+    for k in range(6):
+        component = FactorizedComponentData(
+            origin=(10 + 30 * k, 12), peak=(14.0 + 30 * k, 16.0), spectrum=np.ones(2), morph=_gaussian(9, 1.5)
+        )
+        child = BlendData(origin=(10 + 30 * k, 12), shape=(9, 9), sources={k: SourceData([component])})
+        blends[k + 1] = HierarchicalBlendData(children={k + 1: child})
+    data = ScarletModelData(metadata={"model_psf": model_psf, "psf": psf, "bands": ("g", "r")}, blends=blends)
+    made = []
+    original = render_module.difference_kernels
+    monkeypatch.setattr(render_module, "difference_kernels", lambda *a: made.append(1) or original(*a))
+    model = render_model_data(data, (200, 40))
+    assert len(made) == 1
+    # Each blend rendered as on its own.
+    for k in range(6):
+        alone = render_model_data(data, (200, 40), blend_ids=[k + 1])
+        rows = slice(10 + 30 * k - 10, 10 + 30 * k + 19)
+        np.testing.assert_allclose(model[:, rows], alone[:, rows], rtol=0, atol=1e-7)

@@ -13,7 +13,7 @@ from ..detection.strips import convolve_same
 from ..geometry import Box
 from ..scene import Scene
 from .config import DeblendConfig
-from .convolution import BoxConvolver
+from .convolution import BoxConvolver, KernelTransforms
 from .initialization import BlendObservation
 from .monotonicity import Monotonicity
 from .psf import difference_kernels, integrated_gaussian_psf
@@ -41,6 +41,9 @@ class DeblendContext:
         (nbands, K, K) difference kernels.
     near_bright_star : `numpy.ndarray`
         (H, W) bool: bright stars' zones (`bright_star_zones`).
+    kernel_transforms : `KernelTransforms`
+        The kernels' transforms, shared by every blend's, window's and
+        source's convolver (made from ``kernels`` when not given).
     """
 
     scene: Scene
@@ -52,6 +55,11 @@ class DeblendContext:
     kernels: np.ndarray
     monotonicity: Monotonicity | None
     near_bright_star: np.ndarray
+    kernel_transforms: KernelTransforms | None = None
+
+    def __post_init__(self):
+        if self.kernel_transforms is None:
+            self.kernel_transforms = KernelTransforms(self.kernels)
 
     @classmethod
     def build(
@@ -135,5 +143,7 @@ class DeblendContext:
             noise_rms=self.noise_rms,
             kernels=self.kernels,
             model_psf=self.model_psf,
-            convolver=BoxConvolver(self.kernels, box.shape, self.config.fit_transform_dtype),
+            convolver=BoxConvolver(
+                self.kernels, box.shape, self.config.fit_transform_dtype, self.kernel_transforms
+            ),
         )

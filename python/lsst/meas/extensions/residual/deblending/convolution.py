@@ -33,7 +33,7 @@ scarlet_lite's to 1e-5.
 
 from __future__ import annotations
 
-__all__ = ["BoxConvolver", "same_fft_shape"]
+__all__ = ["BoxConvolver", "KernelTransforms", "same_fft_shape"]
 
 import functools
 
@@ -47,6 +47,44 @@ def same_fft_shape(shape: tuple[int, int], kernel_shape: tuple[int, int]) -> tup
         fft.next_fast_len(int(shape[0]) + kernel_shape[0] // 2, real=True),
         fft.next_fast_len(int(shape[1]) + kernel_shape[1] // 2, real=True),
     )
+
+
+class KernelTransforms:
+    """The transforms of one set of kernels, by transform shape and precision, for many boxes.
+
+    A pass makes a convolver for every blend, window and source box, and
+    transforms sized to fast lengths repeat: a 2048² first pass made 4817
+    "same" transforms of its kernels in 202 shapes (and its patch render 1811
+    full ones in 158). The convolvers of a pass share one of these, so each
+    shape is transformed once; beyond ``max_bytes`` of stored transforms new
+    shapes are transformed for their convolver alone (the common shapes are
+    the small ones, met first and most).
+
+    Parameters
+    ----------
+    kernels : `numpy.ndarray`
+        (nbands, K, K) kernels, K odd, centred.
+    max_bytes : `int`
+        Most bytes of transforms kept.
+    """
+
+    def __init__(self, kernels: np.ndarray, max_bytes: int = 64_000_000):
+        self.kernels = np.asarray(kernels, dtype=np.float64)
+        self.max_bytes = int(max_bytes)
+        self._kept: dict[tuple, np.ndarray] = {}
+        self._bytes = 0
+
+    def get(self, key: tuple, make) -> np.ndarray:
+        """The transform stored under ``key``, else ``make()`` (stored while there is room)."""
+        found = self._kept.get(key)
+        if found is not None:
+            return found
+        made = make()
+        if self._bytes + made.nbytes <= self.max_bytes:
+            made.flags.writeable = False  # shared: no convolver may change it in place
+            self._kept[key] = made
+            self._bytes += made.nbytes
+        return made
 
 
 class BoxConvolver:
@@ -63,10 +101,24 @@ class BoxConvolver:
         `convolve`, `convolve_band` and `adjoint` (see the module's
         docstring). Their results are float64 either way; `convolve_full`
         is always double.
+    transforms : `KernelTransforms`, optional
+        Transforms of ``kernels`` shared with other convolvers (default: this
+        convolver's own).
     """
 
-    def __init__(self, kernels: np.ndarray, shape: tuple[int, int], transform_dtype=np.float64):
-        kernels = np.asarray(kernels, dtype=np.float64)
+    def __init__(
+        self,
+        kernels: np.ndarray,
+        shape: tuple[int, int],
+        transform_dtype=np.float64,
+        transforms: KernelTransforms | None = None,
+    ):
+        if transforms is not None and not (
+            kernels is transforms.kernels or np.array_equal(kernels, transforms.kernels)
+        ):
+            raise ValueError("The shared kernel transforms are of other kernels.")
+        self.transforms = KernelTransforms(kernels, max_bytes=0) if transforms is None else transforms
+        kernels = self.transforms.kernels
         self.transform_dtype = np.dtype(transform_dtype)
         if self.transform_dtype not in (np.dtype(np.float64), np.dtype(np.float32)):
             raise ValueError(f"transform_dtype must be float64 or float32, not {self.transform_dtype}.")
@@ -83,8 +135,7 @@ class BoxConvolver:
 
     # The kernel transforms are made on first use: the fit uses only the "same" pair, rendering
     # only the full one.
-    @functools.cached_property
-    def _kernel_fft(self) -> np.ndarray:
+    def _centred_kernel_fft(self) -> np.ndarray:
         # The kernel centred on pixel (0, 0), offset d stored at d mod N. For a box narrower than the
         # kernel, N < K and offsets fold onto one another: the folded terms only ever meet pixels
         # outside the box, so the sum stays exact there.
@@ -95,16 +146,25 @@ class BoxConvolver:
         np.add.at(centred, (slice(None), rows[:, None], cols[None, :]), self._kernels)
         return fft.rfft2(centred.astype(self.transform_dtype, copy=False))
 
-    @functools.cached_property
-    def _kernel_fft_conj(self) -> np.ndarray:
-        return np.conj(self._kernel_fft)
-
-    @functools.cached_property
-    def _full_kernel_fft(self) -> np.ndarray:
+    def _padded_kernel_fft(self) -> np.ndarray:
         kh, kw = self.kernel_shape
         padded = np.zeros((self.nbands, *self.full_fft_shape))
         padded[:, :kh, :kw] = self._kernels
         return fft.rfft2(padded)
+
+    @functools.cached_property
+    def _kernel_fft(self) -> np.ndarray:
+        key = ("same", self.fft_shape, self.transform_dtype.str)
+        return self.transforms.get(key, self._centred_kernel_fft)
+
+    @functools.cached_property
+    def _kernel_fft_conj(self) -> np.ndarray:
+        key = ("same, conjugate", self.fft_shape, self.transform_dtype.str)
+        return self.transforms.get(key, lambda: np.conj(self._kernel_fft))
+
+    @functools.cached_property
+    def _full_kernel_fft(self) -> np.ndarray:
+        return self.transforms.get(("full", self.full_fft_shape), self._padded_kernel_fft)
 
     @property
     def full_shape(self) -> tuple[int, int]:

@@ -60,7 +60,9 @@ def source_shares(obs: BlendObservation, sources: list[list[FactorizedComponent]
         cube = np.zeros((nbands, *box.shape))
         for component in components:
             cube[:, *component.box.slices(box)] += component.model()
-        convolved = BoxConvolver(obs.kernels, box.shape, obs.convolver.transform_dtype).convolve(cube)
+        convolved = BoxConvolver(
+            obs.kernels, box.shape, obs.convolver.transform_dtype, obs.convolver.transforms
+        ).convolve(cube)
         # Beyond the reach of a source's light the FFT leaves round-off (~1e-16 of its peak, either
         # sign); counting it as model flux would let that sign decide who gets those pixels.
         convolved[convolved <= _ROUND_OFF * np.abs(convolved).max(axis=(1, 2), keepdims=True)] = 0.0

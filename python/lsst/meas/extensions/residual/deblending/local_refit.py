@@ -129,7 +129,9 @@ def window_observation(
             for component in near:
                 part = component.box.intersect(reach)
                 frame[:, *part.slices(reach)] += component.model()[:, *part.slices(component.box)]
-            convolved = BoxConvolver(obs.kernels, reach.shape, obs.convolver.transform_dtype).convolve(frame)
+            convolved = BoxConvolver(
+                obs.kernels, reach.shape, obs.convolver.transform_dtype, obs.convolver.transforms
+            ).convolve(frame)
             image -= convolved[:, *window.slices(reach)]
     return dataclasses.replace(
         obs,
@@ -139,7 +141,9 @@ def window_observation(
         footprint=obs.footprint[sl[1:]],
         detect=obs.detect[sl[1:]],
         significance=obs.significance[sl[1:]],
-        convolver=BoxConvolver(obs.kernels, window.shape, obs.convolver.transform_dtype),
+        convolver=BoxConvolver(
+            obs.kernels, window.shape, obs.convolver.transform_dtype, obs.convolver.transforms
+        ),
     )
 
 

@@ -15,7 +15,7 @@ import logging
 import numpy as np
 
 from ..geometry import Box
-from .convolution import BoxConvolver
+from .convolution import BoxConvolver, KernelTransforms
 from .model_data import (
     BlendData,
     HierarchicalBlendData,
@@ -109,6 +109,31 @@ def render_blend(
     origin : `tuple` [`int`, `int`]
         (y0, x0) of ``cube[:, 0, 0]`` in the patch.
     """
+    return _render_blend(blend, model_data, model_psf, psf, convolve, clip_negative, crop, _KernelCache())
+
+
+class _KernelCache:
+    """Difference kernels and their shared transforms, by the PSF arrays they are made from.
+
+    Every blend of a patch has the patch's PSFs (the model data's metadata), so one render of the
+    patch makes the kernels once and transforms them once per transform shape.
+    """
+
+    def __init__(self):
+        self._entries: list[tuple[np.ndarray, np.ndarray, KernelTransforms]] = []
+
+    def transforms(self, psf: np.ndarray, model_psf: np.ndarray) -> KernelTransforms:
+        for known_psf, known_model_psf, transforms in self._entries:
+            if known_psf is psf and known_model_psf is model_psf:
+                return transforms
+        transforms = KernelTransforms(difference_kernels(psf, model_psf))
+        # Identity, not equality: arrays read afresh for every blend are not kept (nor compared).
+        if len(self._entries) < 8:
+            self._entries.append((psf, model_psf, transforms))
+        return transforms
+
+
+def _render_blend(blend, model_data, model_psf, psf, convolve, clip_negative, crop, cache: _KernelCache):
     children = _children(blend)
     if not children:
         raise ScarletModelDataError("Blend has no child blends to render.")
@@ -122,8 +147,9 @@ def render_blend(
         cube = _model_frame(child, child_psf.shape[0])
         origin = tuple(child.origin)
         if convolve:
-            kernels = difference_kernels(child_psf, child_model_psf)
-            convolver = BoxConvolver(kernels, cube.shape[1:])
+            transforms = cache.transforms(child_psf, child_model_psf)
+            kernels = transforms.kernels
+            convolver = BoxConvolver(kernels, cube.shape[1:], transforms=transforms)
             if crop:
                 cube = convolver.convolve(cube)
             else:
@@ -205,6 +231,7 @@ def render_model_data(
     """
     out_bands = tuple(bands) if bands is not None else model_data.bands
     wanted = None if blend_ids is None else {int(b) for b in blend_ids}
+    cache = _KernelCache()
 
     def rendered_blends():
         """Each child blend's (cube, origin), rendered one at a time in ``out_bands``' order."""
@@ -214,7 +241,7 @@ def render_model_data(
                 continue
             for child in _children(blend):
                 _, psf, child_bands = blend_psfs(child, model_data)
-                cube, cube_origin = render_blend(child, model_data)
+                cube, cube_origin = _render_blend(child, model_data, None, None, True, True, False, cache)
                 if out_bands is None:
                     out_bands = child_bands
                 if (
