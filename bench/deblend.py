@@ -155,11 +155,13 @@ class BoxConvolver(_BoxConvolverOfThisCommit):
         self.transform_dtype = np.dtype(np.float64)
         self.transforms = None
 
-    # The least-squares spectra convolve one band's stack of morphologies.
-    def convolve_band(self, images, band):
-        full = fft.irfft2(fft.rfft2(images, s=self.fft_shape) * self._kernel_fft[band], s=self.fft_shape)
+    # The least-squares spectra convolve a stack of morphologies with each band's kernel.
+    def convolve_bands(self, images, bands=None):
+        transformed = fft.rfft2(images, s=self.fft_shape)
         hy, hx = self.half
-        return full[..., hy : hy + self.shape[0], hx : hx + self.shape[1]]
+        for band in range(self.nbands) if bands is None else bands:
+            full = fft.irfft2(transformed * self._kernel_fft[band], s=self.fft_shape)
+            yield full[..., hy : hy + self.shape[0], hx : hx + self.shape[1]]
 """,
     "blend.py": """
 

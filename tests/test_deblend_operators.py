@@ -89,6 +89,11 @@ def test_single_precision_transforms_agree_with_double_to_round_off_and_return_f
     np.testing.assert_allclose(
         single.convolve_band(stack, 1), double.convolve_band(stack, 1), rtol=0, atol=1e-5
     )
+    # All bands from one transform of the stack: each the stack broadcast over the bands, convolved.
+    broadcast = double.convolve(np.repeat(stack[:, None], 2, axis=1))
+    for band, convolved in enumerate(double.convolve_bands(stack)):
+        np.testing.assert_allclose(convolved, broadcast[:, band], rtol=0, atol=1e-12)
+    assert len(list(double.convolve_bands(stack))) == 2
     # Rendering stays double whatever the fit uses.
     np.testing.assert_array_equal(single.convolve_full(cube), double.convolve_full(cube))
     with pytest.raises(ValueError, match="float64 or float32"):

@@ -190,10 +190,18 @@ class BoxConvolver:
         For many images in one band (the fit's least-squares spectra): a sixth of the memory of
         broadcasting them over every band.
         """
-        product = fft.rfft2(images.astype(self.transform_dtype, copy=False), s=self.fft_shape)
-        product *= self._kernel_fft[band]
-        result = fft.irfft2(product, s=self.fft_shape)
-        return result[..., : self.shape[0], : self.shape[1]].astype(np.float64, copy=False)
+        return next(self.convolve_bands(images, [band]))
+
+    def convolve_bands(self, images: np.ndarray, bands=None):
+        """Yield, band by band, the (..., H, W) convolution of ``images`` with each band's kernel.
+
+        As `convolve_band` for each of ``bands`` (default: all, in order), with the images
+        transformed once for all of them.
+        """
+        transformed = fft.rfft2(images.astype(self.transform_dtype, copy=False), s=self.fft_shape)
+        for band in range(self.nbands) if bands is None else bands:
+            result = fft.irfft2(transformed * self._kernel_fft[band], s=self.fft_shape)
+            yield result[..., : self.shape[0], : self.shape[1]].astype(np.float64, copy=False)
 
     def adjoint(self, cube: np.ndarray) -> np.ndarray:
         """Adjoint of `convolve`: correlation of a (..., nbands, H, W) cube with the kernels."""

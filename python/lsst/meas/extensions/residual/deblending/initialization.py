@@ -190,10 +190,10 @@ def fit_spectra(obs: BlendObservation, components: list[FactorizedComponent]) ->
     stack = np.zeros((len(components), *obs.box.shape))
     for k, component in enumerate(components):
         stack[k, *component.box.slices(obs.box)] = component.morph
-    for b in range(obs.nbands):
+    for b, convolved in enumerate(obs.convolver.convolve_bands(stack)):
         # Normal equations (K x K): far cheaper than an SVD of the (pixels x K) design matrix;
         # lstsq on them still copes with degenerate (e.g. coincident) components.
-        design = obs.convolver.convolve_band(stack, b).reshape(len(components), -1)
+        design = convolved.reshape(len(components), -1)
         weighted = design * obs.weights[b].ravel()[None]
         normal = weighted @ design.T
         rhs = weighted @ obs.image[b].ravel()
