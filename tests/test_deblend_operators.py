@@ -418,3 +418,18 @@ def test_a_patch_render_makes_the_difference_kernels_once(monkeypatch):
         alone = render_model_data(data, (200, 40), blend_ids=[k + 1])
         rows = slice(10 + 30 * k - 10, 10 + 30 * k + 19)
         np.testing.assert_allclose(model[:, rows], alone[:, rows], rtol=0, atol=1e-7)
+
+
+def test_disks_stamped_at_positions_equal_the_binary_dilation_of_those_pixels():
+    from lsst.meas.extensions.residual.deblending.peaks import _disk, _disks_at
+    from scipy import ndimage
+
+    rng = np.random.default_rng(8)
+    shape = (60, 45)
+    ys = np.concatenate([rng.integers(0, shape[0], 40), [0, 59, 3]])  # some on and near the edges
+    xs = np.concatenate([rng.integers(0, shape[1], 40), [0, 44, 44]])
+    seeds = np.zeros(shape, dtype=bool)
+    seeds[ys, xs] = True
+    for radius in (1, 4, 7):
+        expected = ndimage.binary_dilation(seeds, structure=_disk(radius))
+        np.testing.assert_array_equal(_disks_at(shape, ys, xs, radius), expected)

@@ -44,6 +44,21 @@ def _disk(radius: int) -> np.ndarray:
     return xx**2 + yy**2 <= radius**2
 
 
+def _disks_at(shape: tuple[int, int], ys: np.ndarray, xs: np.ndarray, radius: int) -> np.ndarray:
+    """(H, W) bool: the union of `_disk` ``radius`` centred on each (y, x), cut at the image edge.
+
+    The binary dilation of those pixels by the disk, stamped disk by disk: a dilation scans the
+    whole patch (0.16 s at 2048²) for a few hundred positions.
+    """
+    disk = _disk(radius)
+    result = np.zeros(shape, dtype=bool)
+    for y, x in zip(ys.tolist(), xs.tolist(), strict=True):
+        y0, x0 = max(y - radius, 0), max(x - radius, 0)
+        y1, x1 = min(y + radius + 1, shape[0]), min(x + radius + 1, shape[1])
+        result[y0:y1, x0:x1] |= disk[y0 - y + radius : y1 - y + radius, x0 - x + radius : x1 - x + radius]
+    return result
+
+
 def _significance_footprints(
     significance: np.ndarray, threshold: float, grow: int, min_pixels: int
 ) -> np.ndarray:
@@ -142,7 +157,7 @@ def detections_from_positions(
         radius = max(min_radius, grow)
         seeds = np.zeros(scene.shape, dtype=bool)
         seeds[py[outside], px[outside]] = True
-        disks = ndimage.binary_dilation(seeds, structure=_disk(radius)) & (footprints == 0)
+        disks = _disks_at(scene.shape, py[outside], px[outside], radius) & (footprints == 0)
         disk_labels, _ = ndimage.label(disks | seeds, structure=np.ones((3, 3)))
         first_new = int(footprints.max()) + 1
         new = disk_labels > 0
