@@ -22,7 +22,7 @@ own transform of size ≥ H + K − 1. Each transform is made on first use.
 Precision. The fit's transforms may run in single precision
 (``transform_dtype=np.float32``; the results are float64 either way). A
 single-precision transform of a cube errs by about 1e-7 of the cube's RMS
-per pixel: for a source with S/N 1e4 at its peak that is well below 1e-3 of
+per pixel: for a source with S/N 1e4 at its peak that is at most 1e-3 of
 the noise, far below what moves the fit (its stopping rule is a 1e-3 change
 of the likelihood). It takes under a third of the time of a double one once
 a box passes ~100 pixels a side (the cube then leaves the CPU's L2 cache),

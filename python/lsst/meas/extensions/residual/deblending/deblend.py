@@ -204,7 +204,8 @@ class DeblendResult:
     context: DeblendContext | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def release_context(self) -> None:
-        """Drop `context` (two patch-sized planes), e.g. once the second pass has run."""
+        """Drop `context` (two patch-sized planes and up to 64 MB of kernel transforms), e.g. once
+        the second pass has run."""
         self.context = None
 
     def release_model(self) -> None:

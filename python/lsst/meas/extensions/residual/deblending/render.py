@@ -127,7 +127,8 @@ class _KernelCache:
             if known_psf is psf and known_model_psf is model_psf:
                 return transforms
         transforms = KernelTransforms(difference_kernels(psf, model_psf))
-        # Identity, not equality: arrays read afresh for every blend are not kept (nor compared).
+        # Matched by identity, not compared: PSFs that are new arrays for every blend (a blend's own
+        # metadata) get their kernels made again, and at most eight sets are kept.
         if len(self._entries) < 8:
             self._entries.append((psf, model_psf, transforms))
         return transforms
