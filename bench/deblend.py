@@ -156,10 +156,10 @@ class BoxConvolver(_BoxConvolverOfThisCommit):
         self.transforms = None
 
     # The least-squares spectra convolve a stack of morphologies with each band's kernel.
-    def convolve_bands(self, images, bands=None):
+    def convolve_bands(self, images):
         transformed = fft.rfft2(images, s=self.fft_shape)
         hy, hx = self.half
-        for band in range(self.nbands) if bands is None else bands:
+        for band in range(self.nbands):
             full = fft.irfft2(transformed * self._kernel_fft[band], s=self.fft_shape)
             yield full[..., hy : hy + self.shape[0], hx : hx + self.shape[1]]
 """,

@@ -86,14 +86,13 @@ def test_single_precision_transforms_agree_with_double_to_round_off_and_return_f
         error = np.abs(result - reference).max() / rms
         assert 0 < error < 1e-5, (method, error)  # single precision, not double: but near its epsilon
     stack = rng.normal(size=(3, *shape))
-    np.testing.assert_allclose(
-        single.convolve_band(stack, 1), double.convolve_band(stack, 1), rtol=0, atol=1e-5
-    )
     # All bands from one transform of the stack: each the stack broadcast over the bands, convolved.
     broadcast = double.convolve(np.repeat(stack[:, None], 2, axis=1))
-    for band, convolved in enumerate(double.convolve_bands(stack)):
-        np.testing.assert_allclose(convolved, broadcast[:, band], rtol=0, atol=1e-12)
-    assert len(list(double.convolve_bands(stack))) == 2
+    bands = list(zip(single.convolve_bands(stack), double.convolve_bands(stack), strict=True))
+    assert len(bands) == 2
+    for band, (in_single, in_double) in enumerate(bands):
+        np.testing.assert_allclose(in_double, broadcast[:, band], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(in_single, in_double, rtol=0, atol=1e-5)
     # Rendering stays double whatever the fit uses.
     np.testing.assert_array_equal(single.convolve_full(cube), double.convolve_full(cube))
     with pytest.raises(ValueError, match="float64 or float32"):
@@ -387,7 +386,8 @@ def test_convolvers_sharing_kernel_transforms_transform_each_shape_once_and_agre
         BoxConvolver(kernels + 1.0, (17, 20), np.float32, shared)
 
 
-def test_a_patch_render_makes_the_difference_kernels_once(monkeypatch):
+def test_a_patch_render_shares_one_set_of_kernel_transforms_among_its_blends(monkeypatch):
+    """Also when each blend carries its own copy of the PSFs (the kernels are cached by value)."""
     from lsst.meas.extensions.residual.deblending import (
         BlendData,
         FactorizedComponentData,
@@ -405,12 +405,20 @@ def test_a_patch_render_makes_the_difference_kernels_once(monkeypatch):
         component = FactorizedComponentData(
             origin=(10 + 30 * k, 12), peak=(14.0 + 30 * k, 16.0), spectrum=np.ones(2), morph=_gaussian(9, 1.5)
         )
-        child = BlendData(origin=(10 + 30 * k, 12), shape=(9, 9), sources={k: SourceData([component])})
+        own_psfs = {"psf": psf.copy(), "model_psf": model_psf.copy()} if k % 2 else None
+        child = BlendData(
+            origin=(10 + 30 * k, 12), shape=(9, 9), sources={k: SourceData([component])}, metadata=own_psfs
+        )
         blends[k + 1] = HierarchicalBlendData(children={k + 1: child})
     data = ScarletModelData(metadata={"model_psf": model_psf, "psf": psf, "bands": ("g", "r")}, blends=blends)
     made = []
-    original = render_module.difference_kernels
-    monkeypatch.setattr(render_module, "difference_kernels", lambda *a: made.append(1) or original(*a))
+
+    class Counted(render_module.KernelTransforms):
+        def __init__(self, *args, **kwargs):
+            made.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(render_module, "KernelTransforms", Counted)
     model = render_model_data(data, (200, 40))
     assert len(made) == 1
     # Each blend rendered as on its own.
@@ -418,6 +426,7 @@ def test_a_patch_render_makes_the_difference_kernels_once(monkeypatch):
         alone = render_model_data(data, (200, 40), blend_ids=[k + 1])
         rows = slice(10 + 30 * k - 10, 10 + 30 * k + 19)
         np.testing.assert_allclose(model[:, rows], alone[:, rows], rtol=0, atol=1e-7)
+    assert len(made) == 7
 
 
 def test_disks_stamped_at_positions_equal_the_binary_dilation_of_those_pixels():

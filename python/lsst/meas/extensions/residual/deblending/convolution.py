@@ -98,7 +98,7 @@ class BoxConvolver:
         (H, W) of the cubes to convolve.
     transform_dtype : `numpy.dtype`
         float64 (default) or float32: the precision of the transforms of
-        `convolve`, `convolve_band` and `adjoint` (see the module's
+        `convolve`, `convolve_bands` and `adjoint` (see the module's
         docstring). Their results are float64 either way; `convolve_full`
         is always double.
     transforms : `KernelTransforms`, optional
@@ -184,22 +184,16 @@ class BoxConvolver:
         """
         return self._apply(cube, self._kernel_fft)
 
-    def convolve_band(self, images: np.ndarray, band: int) -> np.ndarray:
-        """(..., H, W) convolution of images with band ``band``'s kernel, cropped as `convolve`.
+    def convolve_bands(self, images: np.ndarray):
+        """Yield, band by band, the (..., H, W) convolution of ``images`` with that band's kernel,
+        cropped as `convolve`.
 
-        For many images in one band (the fit's least-squares spectra): a sixth of the memory of
-        broadcasting them over every band.
-        """
-        return next(self.convolve_bands(images, [band]))
-
-    def convolve_bands(self, images: np.ndarray, bands=None):
-        """Yield, band by band, the (..., H, W) convolution of ``images`` with each band's kernel.
-
-        As `convolve_band` for each of ``bands`` (default: all, in order), with the images
-        transformed once for all of them.
+        For many images that are the same in every band (the morphologies of the fit's
+        least-squares spectra): transformed once for all bands, and a band's result at a time
+        instead of broadcasting them over every band.
         """
         transformed = fft.rfft2(images.astype(self.transform_dtype, copy=False), s=self.fft_shape)
-        for band in range(self.nbands) if bands is None else bands:
+        for band in range(self.nbands):
             result = fft.irfft2(transformed * self._kernel_fft[band], s=self.fft_shape)
             yield result[..., : self.shape[0], : self.shape[1]].astype(np.float64, copy=False)
 

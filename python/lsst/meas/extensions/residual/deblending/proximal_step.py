@@ -105,14 +105,15 @@ def _step(
                 if morph[y, x] > best:
                     best_y, best_x, best = y, x, morph[y, x]
         _project(morph, best_y, best_x, weights, centre, order[0], order[1], order[2], offsets_y, offsets_x)
-    # Sparsity: zero where the model is below the cut in every band (positivity when the cut is 0).
+    # Sparsity: zero where the model is below the cut in every band. The cut is >= 0 (bg_cut >= 0,
+    # spectrum >= FLOOR > 0), so this is also the positivity constraint.
     cutoff = np.inf
     for b in range(nbands):
         cutoff = min(cutoff, bg_cut[b] / spectrum[b])
     top = -np.inf
     for y in range(height):
         for x in range(width):
-            if morph[y, x] < cutoff or morph[y, x] < 0:
+            if morph[y, x] < cutoff:
                 morph[y, x] = 0.0
     morph[peak_y, peak_x] = max(morph[peak_y, peak_x], FLOOR)
     for y in range(height):

@@ -109,32 +109,36 @@ def render_blend(
     origin : `tuple` [`int`, `int`]
         (y0, x0) of ``cube[:, 0, 0]`` in the patch.
     """
-    return _render_blend(blend, model_data, model_psf, psf, convolve, clip_negative, crop, _KernelCache())
+    return _render_blend(
+        blend,
+        model_data,
+        model_psf=model_psf,
+        psf=psf,
+        convolve=convolve,
+        clip_negative=clip_negative,
+        crop=crop,
+        shared={},
+    )
 
 
-class _KernelCache:
-    """Difference kernels and their shared transforms, by the PSF arrays they are made from.
+def _shared_transforms(kernels: np.ndarray, shared: dict[int, KernelTransforms]) -> KernelTransforms:
+    """The transforms of ``kernels`` that the convolvers of one render share, by transform shape.
 
-    Every blend of a patch has the patch's PSFs (the model data's metadata), so one render of the
-    patch makes the kernels once and transforms them once per transform shape.
+    ``shared`` holds them by the kernels' identity: `difference_kernels` returns the same array
+    for the same PSFs, so every blend of a patch (the model data's PSFs) finds the same entry.
     """
-
-    def __init__(self):
-        self._entries: list[tuple[np.ndarray, np.ndarray, KernelTransforms]] = []
-
-    def transforms(self, psf: np.ndarray, model_psf: np.ndarray) -> KernelTransforms:
-        for known_psf, known_model_psf, transforms in self._entries:
-            if known_psf is psf and known_model_psf is model_psf:
-                return transforms
-        transforms = KernelTransforms(difference_kernels(psf, model_psf))
-        # Matched by identity, not compared: PSFs that are new arrays for every blend (a blend's own
-        # metadata) get their kernels made again, and at most eight sets are kept.
-        if len(self._entries) < 8:
-            self._entries.append((psf, model_psf, transforms))
-        return transforms
+    transforms = shared.get(id(kernels))
+    if transforms is None:
+        transforms = KernelTransforms(kernels)  # holds ``kernels``: its id is not reused meanwhile
+        if len(shared) < 8:  # blends with PSFs of their own: a few sets kept, the rest made afresh
+            shared[id(kernels)] = transforms
+    return transforms
 
 
-def _render_blend(blend, model_data, model_psf, psf, convolve, clip_negative, crop, cache: _KernelCache):
+def _render_blend(
+    blend, model_data, *, model_psf, psf, convolve, clip_negative, crop, shared: dict[int, KernelTransforms]
+):
+    """`render_blend`, its convolvers sharing kernel transforms through ``shared`` (`_shared_transforms`)."""
     children = _children(blend)
     if not children:
         raise ScarletModelDataError("Blend has no child blends to render.")
@@ -148,9 +152,8 @@ def _render_blend(blend, model_data, model_psf, psf, convolve, clip_negative, cr
         cube = _model_frame(child, child_psf.shape[0])
         origin = tuple(child.origin)
         if convolve:
-            transforms = cache.transforms(child_psf, child_model_psf)
-            kernels = transforms.kernels
-            convolver = BoxConvolver(kernels, cube.shape[1:], transforms=transforms)
+            kernels = difference_kernels(child_psf, child_model_psf)
+            convolver = BoxConvolver(kernels, cube.shape[1:], transforms=_shared_transforms(kernels, shared))
             if crop:
                 cube = convolver.convolve(cube)
             else:
@@ -232,7 +235,7 @@ def render_model_data(
     """
     out_bands = tuple(bands) if bands is not None else model_data.bands
     wanted = None if blend_ids is None else {int(b) for b in blend_ids}
-    cache = _KernelCache()
+    shared: dict[int, KernelTransforms] = {}  # kernel transforms of this render, `_shared_transforms`
 
     def rendered_blends():
         """Each child blend's (cube, origin), rendered one at a time in ``out_bands``' order."""
@@ -242,7 +245,16 @@ def render_model_data(
                 continue
             for child in _children(blend):
                 _, psf, child_bands = blend_psfs(child, model_data)
-                cube, cube_origin = _render_blend(child, model_data, None, None, True, True, False, cache)
+                cube, cube_origin = _render_blend(
+                    child,
+                    model_data,
+                    model_psf=None,
+                    psf=None,
+                    convolve=True,
+                    clip_negative=True,
+                    crop=False,
+                    shared=shared,
+                )
                 if out_bands is None:
                     out_bands = child_bands
                 if (
