@@ -51,9 +51,11 @@ bench: venv $(VENV)/.bench-installed
 # The shipped residual package's config by default; e.g. TRAIN_CONFIG=config/train_residual_v2.yaml.
 TRAIN_CONFIG ?= config/train_residual.yaml
 TRAIN_OUT ?= runs/$(basename $(notdir $(TRAIN_CONFIG)))
+# Processes that simulate and deblend the training scenes: one per core (the data do not depend on it).
+TRAIN_WORKERS ?= $(shell getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
 
 train: venv
-	$(VENV)/bin/residual-detectron train --config $(TRAIN_CONFIG) --out $(TRAIN_OUT)
+	$(VENV)/bin/residual-detectron train --config $(TRAIN_CONFIG) --out $(TRAIN_OUT) --workers $(TRAIN_WORKERS)
 
 lint: venv
 	$(VPY) -m pip install -q -e '.[dev]'

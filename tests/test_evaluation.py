@@ -198,6 +198,16 @@ def test_evaluation_writes_report_and_plots(tiny_image_package, tmp_path):
     assert all(alone[name] >= merged[name] for name in ("star", "galaxy")) and merged["galaxy"] > 0
 
 
+def test_scenes_prepared_in_worker_processes_give_the_same_evaluation(tiny_image_package, tmp_path):
+    config = EvaluationConfig(n_scenes=2, seed=500, scene_size=64, device="cpu", baselines=False)
+    serial = evaluate_package(tiny_image_package, config, tmp_path / "serial", progress=False)
+    parallel = evaluate_package(tiny_image_package, config, tmp_path / "parallel", progress=False, workers=2)
+    assert serial["n_targets"] > 0
+    for summary in (serial, parallel):
+        summary.pop("seconds")
+    assert parallel == serial
+
+
 def test_detection_labels_count_as_the_purity_curve_does():
     from lsst.meas.extensions.residual.groundtruth.metrics import detection_labels
 

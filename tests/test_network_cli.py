@@ -192,3 +192,13 @@ def test_train_command_reports_bad_config(tmp_path, capsys):
     config.write_text("epochs: 0\n")
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
     assert "epochs: Input should be greater than or equal to 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_scene_making_commands_refuse_fewer_than_one_worker(command, tmp_path, capsys):
+    args = ["--config", "unread.yaml"] if command == "train" else []
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, *args, "--out", str(tmp_path / "out"), "--workers", "0"])
+    assert exit_info.value.code == 2
+    assert "--workers: must be at least 1, not 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

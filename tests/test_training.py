@@ -186,6 +186,26 @@ def test_dataset_cache_is_reused_and_resumable(image_dataset):
     np.testing.assert_array_equal(np.load(stamp_file), kept)  # same seed, same scene
 
 
+def test_scenes_made_in_worker_processes_are_the_same_files(image_dataset, tmp_path):
+    config, _, serial = image_dataset
+    parallel = generate_dataset(config, tmp_path, progress=False, workers=2)
+    assert parallel.name == serial.name
+    for index in range(config.n_scenes):
+        np.testing.assert_array_equal(
+            np.load(parallel / f"scene_{index:06d}.npy"), np.load(serial / f"scene_{index:06d}.npy")
+        )
+        with (
+            np.load(parallel / f"scene_{index:06d}.npz") as made,
+            np.load(serial / f"scene_{index:06d}.npz") as expected,
+        ):
+            assert sorted(made.files) == sorted(expected.files)
+            for key in expected.files:
+                np.testing.assert_array_equal(made[key], expected[key], err_msg=key)
+    assert json.loads((parallel / "manifest.json").read_text()) == json.loads(
+        (serial / "manifest.json").read_text()
+    )
+
+
 def test_dataset_directory_follows_the_data_code(monkeypatch, tmp_path):
     import importlib
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 
-from .options import MODEL_HELP
+from .options import MODEL_HELP, add_workers_option
 
 _log = logging.getLogger(__name__)
 
@@ -68,6 +68,9 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--no-baselines", action="store_true", help="skip SEP and photutils")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_workers_option(
+        parser, "simulate the scenes and run their first pass while the network runs on those done"
+    )
     parser.add_argument(
         "--calibrate",
         action="store_true",
@@ -161,7 +164,7 @@ def main(args: argparse.Namespace) -> None:
             f"--calibrate: {package.metadata.name!r} is calibrated already (fit to raw scores)."
         )
     with folder.staging() as staged:
-        summary = evaluate_package(package, config, staged.path)
+        summary = evaluate_package(package, config, staged.path, workers=args.workers)
         if args.calibrate:
             import numpy as np
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 __all__ = [
     "add_inference_options",
     "add_model_options",
+    "add_workers_option",
     "inference_config_from_args",
     "model_from_args",
     "option_flags",
@@ -39,6 +40,27 @@ MODEL_HELP = (
 
 #: Option spellings of InferenceConfig fields kept from earlier releases.
 _INFERENCE_FLAGS: Mapping[str, tuple[str, ...]] = {"tile_overlap": ("--tile-overlap", "--overlap")}
+
+
+def _worker_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {count}")
+    return count
+
+
+def add_workers_option(parser: argparse.ArgumentParser, jobs: str) -> None:
+    """``--workers N``: processes that do ``jobs`` (`~lsst.meas.extensions.residual.workers.ordered_map`)."""
+    parser.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=1,
+        help=f"processes that {jobs}: one per core of a cluster node, say (default 1; the results do not "
+        "depend on it)",
+    )
 
 
 def option_flags(field: str) -> tuple[str, ...]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from .options import add_workers_option
+
 _log = logging.getLogger(__name__)
 
 
@@ -23,6 +25,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
     parser.add_argument("--device", default=None, help="override the config's device (auto, cpu, cuda)")
     parser.add_argument("--cache-dir", default=None, help="override the config's dataset cache directory")
+    add_workers_option(parser, "simulate the training and validation scenes and run their first pass")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     parser.set_defaults(handler=main)
 
@@ -33,5 +36,5 @@ def main(args: argparse.Namespace) -> None:
     config = load_train_config(args.config)
     overrides = {"device": args.device, "cache_dir": args.cache_dir}
     config = config.replace(**{key: value for key, value in overrides.items() if value is not None})
-    path = train(config, args.out, restart=args.restart, progress=not args.no_progress)
+    path = train(config, args.out, restart=args.restart, progress=not args.no_progress, workers=args.workers)
     _log.info("Wrote model package %s", path)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 __all__ = ["EvaluationConfig", "evaluate_package", "check_held_out"]
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -77,6 +78,7 @@ from ..network.inference import Detector
 from ..network.inference_config import InferenceConfig
 from ..network.package import ModelPackage, load_model_package
 from ..simulation import SimulationConfig
+from ..workers import ordered_map
 from .baselines import chi_image, photutils_detect, sep_detect
 from .extendedness import LSST_EXTENDEDNESS_CUT, RATIO_GRID, extendedness_ratio
 
@@ -322,8 +324,16 @@ def evaluate_package(
     out_dir: str | Path,
     progress: bool = True,
     deblender=None,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """Evaluate ``package`` (see module docstring); returns the summary written to ``evaluation.json``."""
+    """Evaluate ``package`` (see module docstring); returns the summary written to ``evaluation.json``.
+
+    ``workers`` processes simulate the scenes and take them through the first pass
+    (`ordered_map`) while this one runs the network on them in seed order: the summary
+    is the same for any number, except ``seconds["prepare"]``, the time spent waiting
+    for prepared scenes (their preparation time with one worker). ``deblender`` (a
+    stand-in first pass, for tests) must then be picklable.
+    """
     from tqdm import tqdm
 
     from .plots import plot_overlay, plot_pr_curves, plot_recall_vs_magnitude
@@ -367,19 +377,22 @@ def evaluate_package(
     scored, scored_real = [], []  # every detection's score and whether it is real (calibration)
     timing = {"prepare": 0.0, "network": 0.0, "baselines": 0.0}
     seeds = range(config.seed, config.seed + config.n_scenes)
-    for k, seed in enumerate(tqdm(seeds, desc="evaluate", unit="scene", disable=not progress)):
+    prepare = functools.partial(
+        prepare_scene,
+        simulation=simulation,
+        labels=label_config,
+        need_model=meta.needs_model,
+        detection=detection_config,
+        deblend_config=deblend_config,
+        deblender=deblender,
+        bands=scene_bands,
+    )
+    prepared_scenes = ordered_map(prepare, seeds, workers)
+    for k in tqdm(range(config.n_scenes), desc="evaluate", unit="scene", disable=not progress):
         start = time.perf_counter()
-        prepared = prepare_scene(
-            seed,
-            simulation,
-            label_config,
-            need_model=meta.needs_model,
-            detection=detection_config,
-            deblend_config=deblend_config,
-            deblender=deblender,
-            bands=scene_bands,
-        )
+        prepared = next(prepared_scenes)
         timing["prepare"] += time.perf_counter() - start
+        seed = prepared.seed
         scene, labels = prepared.scene, prepared.labels
         truth = TruthSet.from_sources(labels.sources, meta.mode)
         n_sources += len(truth.xy)

@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -70,6 +71,7 @@ from ..network.recipes import (
 )
 from ..packing import pack_footprints, unpack_footprints
 from ..simulation import ArtefactConfig, Depth, PsfModel, SimulationConfig
+from ..workers import ordered_map
 
 _log = logging.getLogger(__name__)
 _CACHE_FORMAT = 1  # bump when _write_scene or the cache layout changes
@@ -275,7 +277,7 @@ def _scene_paths(directory: Path, index: int) -> tuple[Path, Path]:
     return directory / f"scene_{index:06d}.npy", directory / f"scene_{index:06d}.npz"
 
 
-def _write_scene(directory: Path, index: int, config: DatasetConfig, deblender=None) -> dict[str, Any]:
+def _write_scene(index: int, directory: Path, config: DatasetConfig, deblender=None) -> dict[str, Any]:
     seed = config.seed + index
     prepared = prepare_scene(
         seed,
@@ -344,6 +346,7 @@ def generate_dataset(
     cache_dir: str | os.PathLike,
     progress: bool = True,
     deblender=None,
+    workers: int = 1,
 ) -> Path:
     """Generate (or finish, or reuse) the cached dataset of ``config``.
 
@@ -357,7 +360,11 @@ def generate_dataset(
         Show a progress bar.
     deblender : callable, optional
         ``deblender(scene, detections) -> model`` replacing the project's
-        deblender (tests use simple stand-ins).
+        deblender (tests use simple stand-ins); picklable when ``workers``
+        is above 1.
+    workers : `int`
+        Processes that make the scenes (`ordered_map`): each depends only
+        on its seed, so the files are the same for any number.
 
     Returns
     -------
@@ -379,8 +386,11 @@ def generate_dataset(
     missing = [i for i in range(config.n_scenes) if not all(p.exists() for p in _scene_paths(directory, i))]
     if missing:
         _log.info("Dataset %s: generating %d of %d scenes.", directory, len(missing), config.n_scenes)
-    for index in tqdm(missing, desc=f"dataset {config.name}", unit="scene", disable=not progress):
-        _write_scene(directory, index, config, deblender)
+    write = functools.partial(_write_scene, directory=directory, config=config, deblender=deblender)
+    bar = tqdm(total=len(missing), desc=f"dataset {config.name}", unit="scene", disable=not progress)
+    with bar:
+        for _ in ordered_map(write, missing, workers):
+            bar.update()
     records = load_dataset(directory)
     mean, std = channel_statistics(records)
     # ``bad`` channels are 0/1 flags, already on the network's scale: a clean training set has none

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 __all__ = ["TrainConfig", "OptimizerConfig", "train", "load_train_config", "validate"]
 
+import functools
 import json
 import logging
 import math
@@ -411,6 +412,7 @@ def train(
     restart: bool = False,
     progress: bool = True,
     deblender=None,
+    workers: int = 1,
 ) -> Path:
     """Run a training job; returns the path of the written model package.
 
@@ -427,6 +429,10 @@ def train(
         Progress bars.
     deblender : callable, optional
         Stand-in first-pass deblender for dataset generation (tests).
+    workers : `int`
+        Processes that make the training and validation scenes
+        (`generate_dataset`); the data, and so the model, do not depend on
+        it, nor does resuming from a checkpoint.
 
     Raises
     ------
@@ -457,9 +463,10 @@ def train(
     started = time.time()
 
     cache = Path(config.cache_dir)
-    train_dir = generate_dataset(config.dataset, cache, progress=progress, deblender=deblender)
+    make = functools.partial(generate_dataset, progress=progress, deblender=deblender, workers=workers)
+    train_dir = make(config.dataset, cache)
     val_config = config.validation_dataset()
-    val_dir = generate_dataset(val_config, cache, progress=progress, deblender=deblender)
+    val_dir = make(val_config, cache)
     train_records = load_dataset(train_dir)
     val_records = load_dataset(val_dir)
     manifest = json.loads((train_dir / "manifest.json").read_text())
