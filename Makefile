@@ -16,7 +16,7 @@ PYTEST_WORKERS ?= 2
 DEMO_DIR ?= demo_output
 BENCH_DIR ?= bench_output
 
-.PHONY: all venv test demo bench train clean distclean lint
+.PHONY: all venv test demo bench train device-kit clean distclean lint
 
 all: test
 
@@ -57,9 +57,13 @@ TRAIN_WORKERS ?= $(shell getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
 train: venv
 	$(VENV)/bin/residual-detectron train --config $(TRAIN_CONFIG) --out $(TRAIN_OUT) --workers $(TRAIN_WORKERS)
 
+# What the GPU machine's image lacks, for device/run.sh there (device/README.md).
+device-kit: venv
+	$(VPY) device/build_kit.py
+
 lint: venv
 	$(VPY) -m pip install -q -e '.[dev]'
-	$(VPY) -m ruff check python tests bench
+	$(VPY) -m ruff check python tests bench device
 
 clean:
 	rm -rf $(DEMO_DIR) $(BENCH_DIR) .pytest_cache

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import bench
+
 SEED = 1_400_000
 SUBSETS = ("ugrizy", "grizy", "griz", "gri", "ri", "i")
 #: Largest drop of the recall at purity 0.9 from ugrizy (points), by subset.
@@ -74,7 +76,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
             device="cpu",
             bands=bands,
         )
-        summary = evaluate_package(package, config, out_dir / bands, progress=False)
+        summary = evaluate_package(package, config, out_dir / bands, progress=False, workers=bench.WORKERS)
         rows[bands] = {
             "recall_at_purity_0.9": summary["network_recall_at_precision_0.9"],
             "n_targets": summary["n_targets"],

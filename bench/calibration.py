@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import bench
+
 FIT_SEED = 1_200_000
 CHECK_SEED = 1_300_000
 PURITY = 0.92
@@ -88,7 +90,7 @@ def _package_report(shipped, out_dir: Path, plan: dict) -> dict:
             device="cpu",
             variant=variant,
         )
-        return evaluate_package(package, config, out_dir / name, progress=False)
+        return evaluate_package(package, config, out_dir / name, progress=False, workers=bench.WORKERS)
 
     fit_error = None
     if shipped.metadata.score_calibration is None:

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+import bench
+
 EVAL_SEED = 1_000_000
 PATCH_SEED = 1_100_000
 
@@ -41,7 +43,9 @@ def _evaluate(mode: str, out_dir: Path, n_scenes: int, variant: str = "training"
 
     config = EvaluationConfig(n_scenes=n_scenes, seed=EVAL_SEED, scene_size=512, variant=variant)
     name = f"evaluate_{mode}" if variant == "training" else f"evaluate_{mode}_{variant}"
-    return evaluate_package(default_model_path(mode), config, out_dir / name, progress=True)
+    return evaluate_package(
+        default_model_path(mode), config, out_dir / name, progress=True, workers=bench.WORKERS
+    )
 
 
 def _patch_arrays(size: int):

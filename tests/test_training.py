@@ -521,6 +521,19 @@ def test_smoke_training_writes_a_package_and_resumes_exactly(tmp_path, monkeypat
     with pytest.raises(ValueError, match="different configuration"):
         train(config.replace(epochs=3), resumed, progress=False)
 
+    # A run with a time limit stops after the epoch that passes it, with a package of that epoch;
+    # without the limit the same command resumes to the weights of the uninterrupted run.
+    limited = tmp_path / "limited"
+    stopped = load_model_package(train(config, limited, progress=False, time_limit=0.0)).metadata
+    assert (stopped.provenance["epochs_trained"], stopped.provenance["epochs"]) == (1, 2)
+    assert stopped.provenance["best_epoch"] == 1
+    assert len(json.loads((limited / "history.json").read_text())) == 1
+    finished = load_model_package(train(config, limited, progress=False)).metadata
+    assert finished.provenance["epochs_trained"] == 2
+    c = torch.load(limited / "checkpoint.pt", weights_only=False)["model"]
+    for key in a:
+        assert torch.equal(a[key], c[key]), key
+
 
 def test_a_network_v2_run_trains_the_artefact_class_for_band_subsets(tmp_path):
     # config/train_residual_v2.yaml with tiny data and a tiny model: widened scenes with

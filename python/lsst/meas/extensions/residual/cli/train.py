@@ -25,16 +25,43 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
     parser.add_argument("--device", default=None, help="override the config's device (auto, cpu, cuda)")
     parser.add_argument("--cache-dir", default=None, help="override the config's dataset cache directory")
+    parser.add_argument("--epochs", type=int, default=None, help="override the config's number of epochs")
     add_workers_option(parser, "simulate the training and validation scenes and run their first pass")
+    parser.add_argument(
+        "--time-limit",
+        type=_minutes,
+        default=None,
+        metavar="MINUTES",
+        help="stop at the end of the epoch that passes this many minutes of the run (data included) and "
+        "write the package from the best epoch so far; the same command without it resumes (a batch "
+        "job's wall-time limit)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     parser.set_defaults(handler=main)
+
+
+def _minutes(text: str) -> float:
+    try:
+        minutes = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of minutes: {text!r}") from None
+    if not minutes >= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, not {text}")
+    return minutes
 
 
 def main(args: argparse.Namespace) -> None:
     from ..training import load_train_config, train
 
     config = load_train_config(args.config)
-    overrides = {"device": args.device, "cache_dir": args.cache_dir}
+    overrides = {"device": args.device, "cache_dir": args.cache_dir, "epochs": args.epochs}
     config = config.replace(**{key: value for key, value in overrides.items() if value is not None})
-    path = train(config, args.out, restart=args.restart, progress=not args.no_progress, workers=args.workers)
+    path = train(
+        config,
+        args.out,
+        restart=args.restart,
+        progress=not args.no_progress,
+        workers=args.workers,
+        time_limit=None if args.time_limit is None else 60.0 * args.time_limit,
+    )
     _log.info("Wrote model package %s", path)

@@ -413,6 +413,7 @@ def train(
     progress: bool = True,
     deblender=None,
     workers: int = 1,
+    time_limit: float | None = None,
 ) -> Path:
     """Run a training job; returns the path of the written model package.
 
@@ -433,6 +434,13 @@ def train(
         Processes that make the training and validation scenes
         (`generate_dataset`); the data, and so the model, do not depend on
         it, nor does resuming from a checkpoint.
+    time_limit : `float`, optional
+        Seconds of this run (data generation included) after which training
+        stops at the end of the epoch that passes them, as a batch job's
+        wall-time limit asks: the package is written from the best epoch so
+        far (its provenance gives ``epochs_trained`` of ``epochs``), and the
+        same command without the limit resumes from the checkpoint to the
+        end of the schedule, to the weights of an uninterrupted run.
 
     Raises
     ------
@@ -589,6 +597,16 @@ def train(
         os.replace(out / "checkpoint.tmp", checkpoint_path)
         (out / "history.json").write_text(json.dumps(history, indent=2))
         _plot_history(history, out / "training.png")
+        if time_limit is not None and epoch + 1 < config.epochs and time.time() - started >= time_limit:
+            _log.warning(
+                "Time limit of %.0f s reached after epoch %d of %d: writing the package from epoch %d; "
+                "run again without the limit to resume.",
+                time_limit,
+                epoch + 1,
+                config.epochs,
+                best["epoch"],
+            )
+            break
 
     validation = best["validation"]
     threshold = validation["threshold_at_precision_0.9"]
@@ -615,6 +633,7 @@ def train(
         },
         "data_code_digest": code_digest(config.dataset.needs_model),
         "epochs": config.epochs,
+        "epochs_trained": len(history),
         "best_epoch": best["epoch"],
         "device": device,
         "score_threshold_rule": rule,
