@@ -499,6 +499,7 @@ def evaluate_package(
                 title=f"{meta.name} on held-out scene seed {seed} (score ≥ {operating:.2f})",
             )
 
+    prepared_scenes.close()  # its workers end here, not when the generator is collected
     curves = curve_metrics(total)
     class_curves = {name: curve_metrics(counts) for name, counts in per_class.items()}
     alone_curves = {name: curve_metrics(counts) for name, counts in alone_per_class.items()}
