@@ -204,8 +204,9 @@ def test_scene_making_commands_refuse_fewer_than_one_worker(command, tmp_path, c
     assert not (tmp_path / "out").exists()
 
 
-def test_train_refuses_a_negative_time_limit(tmp_path, capsys):
+@pytest.mark.parametrize("option", ["--time-limit", "--loader-workers"])
+def test_train_refuses_negative_limits(option, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--config", "unread.yaml", "--out", str(tmp_path / "out"), "--time-limit", "-1"])
+        main(["train", "--config", "unread.yaml", "--out", str(tmp_path / "out"), option, "-1"])
     assert exit_info.value.code == 2
-    assert "--time-limit: must be at least 0, not -1" in capsys.readouterr().err
+    assert f"{option}: must be at least 0, not -1" in capsys.readouterr().err

@@ -517,6 +517,12 @@ def test_smoke_training_writes_a_package_and_resumes_exactly(tmp_path, monkeypat
     b = torch.load(resumed / "checkpoint.pt", weights_only=False)["model"]
     for key in a:
         assert torch.equal(a[key], b[key]), key
+    # Batches made ahead in DataLoader processes: the same weights.
+    loaded = tmp_path / "loaded"
+    train(config, loaded, progress=False, loader_workers=2)
+    d = torch.load(loaded / "checkpoint.pt", weights_only=False)["model"]
+    for key in a:
+        assert torch.equal(a[key], d[key]), key
     # A different configuration in the same directory is refused.
     with pytest.raises(ValueError, match="different configuration"):
         train(config.replace(epochs=3), resumed, progress=False)

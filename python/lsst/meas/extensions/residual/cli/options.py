@@ -15,6 +15,7 @@ __all__ = [
     "add_inference_options",
     "add_model_options",
     "add_workers_option",
+    "count_at_least",
     "inference_config_from_args",
     "model_from_args",
     "option_flags",
@@ -42,13 +43,18 @@ MODEL_HELP = (
 _INFERENCE_FLAGS: Mapping[str, tuple[str, ...]] = {"tile_overlap": ("--tile-overlap", "--overlap")}
 
 
-def _worker_count(text: str) -> int:
-    try:
-        count = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {count}")
+def count_at_least(minimum: int):
+    """An argparse ``type``: a whole number of at least ``minimum``, else a one-line usage error."""
+
+    def count(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
     return count
 
 
@@ -56,7 +62,7 @@ def add_workers_option(parser: argparse.ArgumentParser, jobs: str) -> None:
     """``--workers N``: processes that do ``jobs`` (`~lsst.meas.extensions.residual.workers.ordered_map`)."""
     parser.add_argument(
         "--workers",
-        type=_worker_count,
+        type=count_at_least(1),
         default=1,
         help=f"processes that {jobs}: one per core of a cluster node, say (default 1; the results do not "
         "depend on it)",

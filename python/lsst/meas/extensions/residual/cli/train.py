@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from .options import add_workers_option
+from .options import add_workers_option, count_at_least
 
 _log = logging.getLogger(__name__)
 
@@ -36,6 +36,13 @@ def add_parser(subparsers) -> None:
         "write the package from the best epoch so far; the same command without it resumes (a batch "
         "job's wall-time limit)",
     )
+    parser.add_argument(
+        "--loader-workers",
+        type=count_at_least(0),
+        default=0,
+        help="DataLoader processes that make the batches ahead of the steps (num_workers; default 0, in "
+        "this process; the weights do not depend on it, and a GPU waits less)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     parser.set_defaults(handler=main)
 
@@ -63,5 +70,6 @@ def main(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
         workers=args.workers,
         time_limit=None if args.time_limit is None else 60.0 * args.time_limit,
+        loader_workers=args.loader_workers,
     )
     _log.info("Wrote model package %s", path)

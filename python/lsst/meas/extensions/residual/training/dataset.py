@@ -551,6 +551,13 @@ class StampSampler:
                     f"Band dropout for {nchannels} channels; the dataset has {records[0].channels.shape[0]}."
                 )
         self.band_dropout = band_dropout
+        self._settings = {
+            "stamp_size": stamp_size,
+            "augment": augment,
+            "seed": seed,
+            "focus": focus,
+            "band_dropout": band_dropout,
+        }
         # focus: {class_id: probability}: that fraction of stamps is centred near a random label
         # of the class (rare classes, e.g. stars among faint galaxies, are seen more often).
         self.focus = {int(c): float(p) for c, p in (focus or {}).items()}
@@ -632,6 +639,10 @@ class StampSampler:
             channels = np.array(channels, dtype=np.float32)
             dropout.apply(channels, dropped)
         return channels, boxes, classes, masks
+
+    def settings(self) -> dict[str, Any]:
+        """The arguments other than the scenes: with the same scenes they make the same sampler."""
+        return dict(self._settings)
 
     def batch(self, key: tuple[int, ...], size: int):
         """``size`` stamps as torchvision inputs: (list of (C, S, S) tensors, list of target dicts)."""
