@@ -6,6 +6,14 @@ share of wall time not spent in the chain's own steps (first pass, network,
 second pass, as each scene's summary.json reports them): start-up, imports,
 model loading, reading and writing files. Target (issue 9): ≤ 0.5 s per scene
 in a batch.
+
+On a machine with several cores the batch also runs with ``--workers`` one
+per core (`bench.WORKERS`): its wall time against the one-process batch's,
+and how many sources' i-band fluxes differ from that batch's. Each worker's
+torch has one thread where the one process's had one per core; the
+summation order of its convolutions, and so the round-off, follows the
+thread count, and a fit with near-equal optima can move with it (equal
+thread counts give equal outputs: ``tests/test_run_cli.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +23,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
+from astropy.table import Table
+
+import bench
 
 SEED = 1_200_000
 
@@ -90,6 +103,35 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         "target_overhead_per_scene_seconds": 0.5,
     }
     result["wall_ratio_batch_over_separate"] = round(batch_wall / separate_wall, 3)
+    if bench.WORKERS > 1:
+        shared_dir = out_dir / "batch_workers"
+        shutil.rmtree(shared_dir, ignore_errors=True)
+        start = time.perf_counter()
+        options = ["--no-plot", "--device", "cpu", "--workers", str(bench.WORKERS)]
+        command = _command("run", *map(str, paths), "--out", str(shared_dir), *options)
+        subprocess.run(command, check=True, capture_output=True)
+        shared_wall = time.perf_counter() - start
+        differing, sources = 0, 0
+        for path in paths:
+            made = np.asarray(Table.read(shared_dir / path.stem / "catalog.fits")["i_flux"])
+            expected = np.asarray(Table.read(batch_dir / path.stem / "catalog.fits")["i_flux"])
+            sources += len(expected)
+            if made.shape != expected.shape:
+                differing += len(expected)
+            else:
+                differing += int(np.sum(~((made == expected) | (np.isnan(made) & np.isnan(expected)))))
+        result["batch_workers"] = {
+            "workers": bench.WORKERS,
+            "wall_seconds": round(shared_wall, 1),
+            "speed_up_over_one_process": round(batch_wall / shared_wall, 2),
+            "sources": sources,
+            "sources_whose_i_flux_differs": differing,
+        }
+        print(
+            f"  the batch with --workers {bench.WORKERS}: {shared_wall:.1f} s "
+            f"({batch_wall / shared_wall:.2f}x the one-process batch); {differing} of {sources} sources' "
+            "i fluxes differ (torch's thread count: round-off)"
+        )
     (out_dir / "report.json").write_text(json.dumps(result, indent=2))
     print(
         f"{n_scenes} scenes of {size}²: batch {batch_wall:.1f} s "

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from _tasks_helpers import make_tiny_package, tiny_scene
 from astropy.io import fits
 from astropy.table import Table
@@ -267,6 +268,24 @@ def test_batch_run_loads_the_model_once_and_one_bad_scene_does_not_stop_the_othe
         Table.read(tmp_path / "single" / "catalog.fits")["g_flux"],
         Table.read(out / "scene" / "catalog.fits")["g_flux"],
     )
+    # Shared among worker processes whose torch has this one's threads: the same entries in the
+    # same order, the same outputs.
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
+    shared = tmp_path / "shared"
+    argv = ["run", *map(str, scenes), "--out", str(shared), "--model", str(package), "--no-plot"]
+    assert main([*argv, "--workers", "2"]) == 1
+    parallel = check_output_folder(shared)
+    assert parallel["workers"] == 2 and summary["workers"] == 1
+    assert parallel["torch_threads_per_worker"] == str(torch.get_num_threads())  # OMP_NUM_THREADS's
+    for serial_entry, parallel_entry in zip(summary["scenes"], parallel["scenes"], strict=True):
+        for key in ("scene", "folder", "status", "error", "final_sources", "new_sources"):
+            assert parallel_entry.get(key) == serial_entry.get(key), key
+    for good in ("scene", "other"):
+        made, expected = shared / good, out / good
+        assert set(check_output_folder(made)["outputs"]) == set(check_output_folder(expected)["outputs"])
+        np.testing.assert_array_equal(
+            Table.read(made / "catalog.fits")["g_flux"], Table.read(expected / "catalog.fits")["g_flux"]
+        )
 
 
 def test_batch_scenes_with_the_same_stem_are_refused(files, tmp_path, capsys):

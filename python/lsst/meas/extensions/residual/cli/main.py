@@ -41,6 +41,10 @@ _SUBCOMMANDS = (
 )
 
 
+#: The command line's log format (also that of the processes a command spawns).
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
 class CommandError(ResidualDetectronError):
     """A user error a subcommand reports without a traceback."""
 
@@ -84,9 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format=LOG_FORMAT)
     prog = f"{parser.prog} {args.command}"
     try:
         result = args.handler(args)

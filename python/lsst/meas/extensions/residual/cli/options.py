@@ -58,14 +58,16 @@ def count_at_least(minimum: int):
     return count
 
 
-def add_workers_option(parser: argparse.ArgumentParser, jobs: str) -> None:
-    """``--workers N``: processes that do ``jobs`` (`~lsst.meas.extensions.residual.workers.ordered_map`)."""
+def add_workers_option(
+    parser: argparse.ArgumentParser, jobs: str, results: str = "the results do not depend on it"
+) -> None:
+    """``--workers N``: processes that do ``jobs`` (`~lsst.meas.extensions.residual.workers.ordered_map`);
+    ``results`` says how the outputs depend on N."""
     parser.add_argument(
         "--workers",
         type=count_at_least(1),
         default=1,
-        help=f"processes that {jobs}: one per core of a cluster node, say (default 1; the results do not "
-        "depend on it)",
+        help=f"processes that {jobs}: one per core of a cluster node, say (default 1; {results})",
     )
 
 
