@@ -15,7 +15,7 @@ __all__ = [
     "add_inference_options",
     "add_model_options",
     "add_workers_option",
-    "count_at_least",
+    "at_least",
     "inference_config_from_args",
     "model_from_args",
     "option_flags",
@@ -43,19 +43,22 @@ MODEL_HELP = (
 _INFERENCE_FLAGS: Mapping[str, tuple[str, ...]] = {"tile_overlap": ("--tile-overlap", "--overlap")}
 
 
-def count_at_least(minimum: int):
-    """An argparse ``type``: a whole number of at least ``minimum``, else a one-line usage error."""
+def at_least(minimum: float, kind: type = int):
+    """An argparse ``type``: a ``kind`` (int or float) of at least ``minimum``, else a one-line
+    usage error."""
 
-    def count(text: str) -> int:
+    def number(text: str):
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+            raise argparse.ArgumentTypeError(
+                f"not a {'whole number' if kind is int else 'number'}: {text!r}"
+            ) from None
+        if not value >= minimum:  # also NaN
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {text}")
         return value
 
-    return count
+    return number
 
 
 def add_workers_option(
@@ -65,7 +68,7 @@ def add_workers_option(
     ``results`` says how the outputs depend on N."""
     parser.add_argument(
         "--workers",
-        type=count_at_least(1),
+        type=at_least(1),
         default=1,
         help=f"processes that {jobs}: one per core of a cluster node, say (default 1; {results})",
     )

@@ -260,13 +260,10 @@ class _BatchScene:
 
 #: A batch's worker process loads the model once, for the scenes it runs: (package, device) -> Detector.
 _WORKER_DETECTORS: dict = {}
-_WORKER_SET_UP: list[bool] = []  # a worker process's logging and torch threads, once
 
 
 def _set_up_worker(worker: dict) -> None:
     """A spawned worker's logging (the command line's level and format) and torch threads."""
-    if _WORKER_SET_UP:
-        return
     import torch
 
     from .main import LOG_FORMAT
@@ -274,7 +271,6 @@ def _set_up_worker(worker: dict) -> None:
     logging.basicConfig(level=worker["log_level"], format=LOG_FORMAT)
     if worker["torch_threads"] is not None:
         torch.set_num_threads(worker["torch_threads"])
-    _WORKER_SET_UP.append(True)
 
 
 def _run_batch_scene(job: _BatchScene, detector=None) -> dict:
@@ -286,14 +282,13 @@ def _run_batch_scene(job: _BatchScene, detector=None) -> dict:
     from ..network import Detector
     from .outputs import OutputFolder
 
-    if job.worker is not None:
-        _set_up_worker(job.worker)
     start = time.perf_counter()
     entry = {"scene": job.scene, "folder": job.folder}
     try:
         if detector is None:
             key = (str(job.package), job.device)
-            if key not in _WORKER_DETECTORS:
+            if key not in _WORKER_DETECTORS:  # the worker's first scene
+                _set_up_worker(job.worker)
                 _WORKER_DETECTORS[key] = Detector(job.package, job.device)
             detector = _WORKER_DETECTORS[key]
         scene_folder = OutputFolder(job.staged / job.folder)

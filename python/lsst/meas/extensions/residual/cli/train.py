@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from .options import add_workers_option, count_at_least
+from .options import add_workers_option, at_least
 
 _log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def add_parser(subparsers) -> None:
     add_workers_option(parser, "simulate the training and validation scenes and run their first pass")
     parser.add_argument(
         "--time-limit",
-        type=_minutes,
+        type=at_least(0, float),
         default=None,
         metavar="MINUTES",
         help="stop at the end of the epoch that passes this many minutes of the run (data included) and "
@@ -38,23 +38,13 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--loader-workers",
-        type=count_at_least(0),
+        type=at_least(0),
         default=0,
         help="DataLoader processes that make the batches ahead of the steps (num_workers; default 0, in "
         "this process; the weights do not depend on it, and a GPU waits less)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     parser.set_defaults(handler=main)
-
-
-def _minutes(text: str) -> float:
-    try:
-        minutes = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of minutes: {text!r}") from None
-    if not minutes >= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, not {text}")
-    return minutes
 
 
 def main(args: argparse.Namespace) -> None:
