@@ -295,3 +295,67 @@ def test_batch_scenes_with_the_same_stem_are_refused(files, tmp_path, capsys):
     argv = ["run", str(tmp / "scene.fits"), str(tmp_path / "a" / "scene.fits"), "--out", str(tmp_path / "o")]
     assert main([*argv, "--model", str(package)]) == 2
     assert "would both write" in capsys.readouterr().err
+
+
+def _child_pids(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def test_batch_goes_on_when_a_worker_process_is_killed_under_a_scene(files, tmp_path):
+    """A worker killed while it writes a scene's outputs (as the out-of-memory killer would):
+    the scenes it and the other worker were running run again alone, every scene gets its outputs,
+    and the killed writer's temporary folder does not reach the outputs."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from lsst.meas.extensions.residual.cli.outputs import check_output_folder
+
+    tmp, package, _ = files
+    scenes = []
+    for seed in (31, 32, 33):
+        scenes.append(tmp_path / f"s{seed}.fits")
+        write_scene(tiny_scene(seed), scenes[-1])
+    out = tmp_path / "batch"
+    script = Path(sys.executable).parent / "residual-detectron"
+    argv = [str(script), "run", *map(str, scenes), "--out", str(out), "--model", str(package)]
+    batch = subprocess.Popen(
+        [*argv, "--workers", "2", "--device", "cpu"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    killed = None
+    deadline = time.monotonic() + 240
+    # A scene's temporary output folder (inside the batch's own) appears when its worker writes.
+    while killed is None and batch.poll() is None and time.monotonic() < deadline:
+        if any(tmp_path.glob(".batch.partial-*/.*.partial-*")):
+            for pid in _child_pids(batch.pid):  # the pool's workers (and multiprocessing's tracker)
+                if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+                    os.kill(pid, signal.SIGKILL)
+                    killed = pid
+                    break
+        time.sleep(0.005)
+    stdout, stderr = batch.communicate(timeout=300)
+    assert killed is not None, "no worker was seen writing a scene"
+    assert "A worker process died" in stderr
+    assert batch.returncode == 0, stderr[-3000:]
+    summary = check_output_folder(out)
+    assert [entry["status"] for entry in summary["scenes"]] == ["ok"] * 3
+    assert not any(".partial-" in name for name in summary["outputs"])
+    assert not list(out.glob(".*"))
+    for scene in scenes:
+        single = check_output_folder(out / scene.stem)
+        assert set(single["outputs"]) == {n for n in RUN_FILES if n != "summary.json"}

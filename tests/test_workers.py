@@ -1,9 +1,11 @@
-"""Jobs in worker processes (`ordered_map`): results in input order, errors raised, one worker in-process."""
+"""Jobs in worker processes (`ordered_map`): results in input order, errors raised, one worker in-process,
+and a job that kills its worker process found by running the unfinished jobs again alone."""
 
 import os
+import signal
 
 import pytest
-from lsst.meas.extensions.residual.workers import ordered_map
+from lsst.meas.extensions.residual.workers import WorkerDiedError, ordered_map
 
 
 def _square_and_pid(value):
@@ -13,6 +15,22 @@ def _square_and_pid(value):
 def _fails_on_three(value):
     if value == 3:
         raise RuntimeError(f"job {value} failed")
+    return value
+
+
+def _killed_on_three(value):
+    if value == 3:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer does
+    return value * value
+
+
+def _killed_once(job):
+    """Kills its process the first time it runs (no marker file yet), as an out-of-memory kill
+    that depended on what else ran beside it; succeeds when run again."""
+    value, marker = job
+    if value == 2 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
     return value
 
 
@@ -38,3 +56,33 @@ def test_a_failing_job_raises_after_the_results_before_it():
 def test_fewer_than_one_worker_is_refused():
     with pytest.raises(ValueError, match="workers must be at least 1, not 0"):
         list(ordered_map(_square_and_pid, [1], workers=0))
+
+
+def test_a_job_that_kills_its_worker_gets_on_losts_result_and_the_others_their_own():
+    lost = []
+
+    def on_lost(value):
+        lost.append(value)
+        return "lost"
+
+    results = list(ordered_map(_killed_on_three, range(9), workers=2, on_lost=on_lost))
+    # The jobs that were running beside it when the pool broke ran again, alone, and succeeded.
+    assert results == [0, 1, 4, "lost", 16, 25, 36, 49, 64]
+    assert lost == [3]
+
+
+def test_a_job_that_kills_its_worker_raises_after_the_results_before_it():
+    made = []
+    with pytest.raises(
+        WorkerDiedError, match=r"running job 3 \(counting from 0\) died, also when the job ran alone"
+    ):
+        for value in ordered_map(_killed_on_three, range(6), workers=2):
+            made.append(value)
+    assert made == [0, 1, 4]
+
+
+def test_a_job_whose_worker_died_once_succeeds_when_run_alone(tmp_path):
+    marker = str(tmp_path / "died-once")
+    results = list(ordered_map(_killed_once, [(k, marker) for k in range(6)], workers=2))
+    assert results == list(range(6))
+    assert os.path.exists(marker)  # it did kill its first worker

@@ -14,6 +14,16 @@ that the workers do not oversubscribe the cores between them. At most
 twice as many jobs as workers are in flight, so the results waiting for the
 caller (prepared scenes, say) stay few.
 
+A worker process can die under a job: killed by the system for its memory
+(a cluster's out-of-memory killer takes the largest process), or by a crash
+in compiled code. Its pool then fails every job not yet finished, those
+running in the other workers too, and which job killed it is not known. So
+each of those jobs runs again, alone in a fresh process: the others then
+give their own results, and the one that dies again is known. It raises
+`WorkerDiedError`, or gives the result ``on_lost`` makes of it (the batch
+``run`` records the scene as failed and goes on). The jobs after them go on
+in a fresh pool.
+
 As with any spawned process (torch's ``DataLoader`` workers too), a script
 that calls this with several workers must run its work under
 ``if __name__ == "__main__":``: each worker imports the script's module
@@ -23,14 +33,18 @@ does.
 
 from __future__ import annotations
 
-__all__ = ["ordered_map"]
+__all__ = ["ordered_map", "WorkerDiedError"]
 
 import collections
+import itertools
+import logging
 import multiprocessing
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+_log = logging.getLogger(__name__)
 
 def _one_blas_thread(function: Callable[[Any], Any], item: Any) -> Any:
     from threadpoolctl import threadpool_limits
@@ -39,7 +53,21 @@ def _one_blas_thread(function: Callable[[Any], Any], item: Any) -> Any:
         return function(item)
 
 
-def ordered_map(function: Callable[[Any], Any], items: Iterable[Any], workers: int = 1) -> Iterator[Any]:
+class WorkerDiedError(RuntimeError):
+    """A job's worker process died while running it, and again when the job ran alone."""
+
+
+def _spawned_pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def ordered_map(
+    function: Callable[[Any], Any],
+    items: Iterable[Any],
+    workers: int = 1,
+    *,
+    on_lost: Callable[[Any], Any] | None = None,
+) -> Iterator[Any]:
     """``function(item)`` for each of ``items``, in order, computed in up to ``workers`` processes.
 
     Parameters
@@ -53,6 +81,11 @@ def ordered_map(function: Callable[[Any], Any], items: Iterable[Any], workers: i
     workers : `int`
         Processes to use; 1 runs every job in the calling process, one
         after the other.
+    on_lost : callable, optional
+        ``on_lost(item)``, called in this process, gives the result of an
+        item whose job killed its worker process even when run alone (see
+        the module's docstring). None: `WorkerDiedError` is raised instead.
+        With one worker there is no other process to lose.
 
     Yields
     ------
@@ -63,6 +96,9 @@ def ordered_map(function: Callable[[Any], Any], items: Iterable[Any], workers: i
     ------
     ValueError
         If ``workers`` is below 1.
+    WorkerDiedError
+        If a job's worker process died, also when the job ran alone, and
+        ``on_lost`` is None.
     Exception
         The first exception a job raised, in the order of ``items``; jobs
         not yet started are cancelled.
@@ -74,19 +110,68 @@ def ordered_map(function: Callable[[Any], Any], items: Iterable[Any], workers: i
         for item in items:
             yield function(item)
         return
-    executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    queue = enumerate(items)
+    while True:
+        unfinished = yield from _until_a_worker_dies(function, queue, workers)
+        if not unfinished:
+            return
+        _log.warning(
+            "A worker process died; the %d jobs unfinished then run again, each alone in a fresh process.",
+            len(unfinished),
+        )
+        for index, item, future in unfinished:
+            if future is not None and future.done() and not future.cancelled():
+                if not isinstance(future.exception(), BrokenProcessPool):
+                    yield future.result()  # it finished before the pool broke (or raised its own error)
+                    continue
+            yield _run_alone(function, index, item, on_lost)
+
+
+def _until_a_worker_dies(function, queue, workers: int):
+    """Yield results of a pool's jobs in order; return the jobs unfinished when a worker died, if one did.
+
+    The returned ``(index, item, future)`` are in input order; ``future`` is None for an item that
+    could not be submitted any more (the pool was already broken).
+    """
+    executor = _spawned_pool(workers)
+    pending: collections.deque[tuple[int, Any, Future | None]] = collections.deque()
+
+    def submit(count: int) -> None:
+        for index, item in itertools.islice(queue, count):
+            try:
+                pending.append((index, item, executor.submit(_one_blas_thread, function, item)))
+            except BrokenProcessPool:
+                pending.append((index, item, None))
+
     try:
-        pending: collections.deque = collections.deque()
-        queue = iter(items)
-        for item in queue:
-            pending.append(executor.submit(_one_blas_thread, function, item))
-            if len(pending) >= 2 * workers:
-                break
+        submit(2 * workers)
         while pending:
-            result = pending.popleft().result()
-            for item in queue:
-                pending.append(executor.submit(_one_blas_thread, function, item))
-                break
+            index, item, future = pending[0]
+            try:
+                result = future.result() if future is not None else None
+            except BrokenProcessPool:
+                future = None
+            if future is None:
+                return list(pending)
+            pending.popleft()
+            submit(1)
             yield result
+        return []
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_alone(function, index: int, item: Any, on_lost):
+    """``function(item)`` in a fresh process of its own; ``on_lost(item)`` if that process dies too."""
+    executor = _spawned_pool(1)
+    try:
+        return executor.submit(_one_blas_thread, function, item).result()
+    except BrokenProcessPool as err:
+        if on_lost is None:
+            raise WorkerDiedError(
+                f"The worker process running job {index} (counting from 0) died, also when the job ran "
+                "alone: killed by the system (out of memory, for instance) or a crash in compiled code."
+            ) from err
+        return on_lost(item)
+    finally:
+        executor.shutdown(wait=True)

@@ -42,6 +42,13 @@ thread count, and that round-off can move a fit with near-equal optima (2
 of the 1581 sources of 24 scenes of 256² changed by up to 45% in i, between
 one and two threads). ``OMP_NUM_THREADS=1`` gives every process one thread
 and outputs that do not depend on ``--workers``.
+
+A worker process killed under a scene (by the system's out-of-memory killer,
+say) takes with it the scenes the other workers were running: each of them
+runs again alone in a fresh process, and one that kills that too is
+recorded with status ``worker died``; the batch goes on, and the scenes
+already done keep their outputs. (In one process, a kill ends the whole
+batch, and nothing is moved into ``DIR``.)
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -314,6 +322,21 @@ def _run_batch_scene(job: _BatchScene, detector=None) -> dict:
     return entry
 
 
+def _lost_scene(job: _BatchScene) -> dict:
+    """The summary entry of a scene whose worker process died under it, also when it ran alone."""
+    _log.error("%s: its worker process died, also when the scene ran alone", job.scene)
+    return {
+        "scene": job.scene,
+        "folder": job.folder,
+        "status": "worker died",
+        "error": (
+            "WorkerDiedError: the worker process running this scene died, also when the scene ran "
+            "alone in a fresh process: killed by the system (out of memory, for instance; see the "
+            "system log) or a crash in compiled code."
+        ),
+    }
+
+
 def _scene_folders(scenes: list[str]) -> dict[str, str]:
     """Sub-folder name (the file stem) of each scene of a batch.
 
@@ -391,8 +414,12 @@ def main(args: argparse.Namespace) -> int:
             for scene in args.scene
         ]
         run_one = functools.partial(_run_batch_scene, detector=detector)
-        done = ordered_map(run_one, jobs, workers)
+        done = ordered_map(run_one, jobs, workers, on_lost=_lost_scene)
         results = list(tqdm(done, total=len(jobs), desc="scenes", unit="scene"))
+        # A worker killed while writing a scene's outputs leaves its temporary folder
+        # (`OutputFolder.staging`); the scene's rerun wrote its own, or it is recorded as lost.
+        for leftover in staged.path.glob(".*.partial-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
         failed = [r for r in results if r["status"] != "ok"]
         staged.summary.update(
             {

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 __all__ = ["EvaluationConfig", "evaluate_package", "check_held_out"]
 
+import contextlib
 import functools
 import json
 import time
@@ -387,119 +388,127 @@ def evaluate_package(
         deblender=deblender,
         bands=scene_bands,
     )
-    prepared_scenes = ordered_map(prepare, seeds, workers)
-    for k in tqdm(range(config.n_scenes), desc="evaluate", unit="scene", disable=not progress):
-        start = time.perf_counter()
-        prepared = next(prepared_scenes)
-        timing["prepare"] += time.perf_counter() - start
-        seed = prepared.seed
-        scene, labels = prepared.scene, prepared.labels
-        truth = TruthSet.from_sources(labels.sources, meta.mode)
-        n_sources += len(truth.xy)
-        n_detected_first_pass += int(np.sum(labels.sources["detected"]))
+    # Its workers end when the loop does, also when it raises (not when the generator is collected).
+    with contextlib.closing(ordered_map(prepare, seeds, workers)) as prepared_scenes:
+        for k in tqdm(range(config.n_scenes), desc="evaluate", unit="scene", disable=not progress):
+            start = time.perf_counter()
+            prepared = next(prepared_scenes)
+            timing["prepare"] += time.perf_counter() - start
+            seed = prepared.seed
+            scene, labels = prepared.scene, prepared.labels
+            truth = TruthSet.from_sources(labels.sources, meta.mode)
+            n_sources += len(truth.xy)
+            n_detected_first_pass += int(np.sum(labels.sources["detected"]))
 
-        detections = _find(detector, prepared, float(thresholds[0]), timing)
-        is_artefact = np.asarray(detections.table["class"]).astype(str) == ARTEFACT_CLASS
-        n_artefact_detections += int(np.count_nonzero(is_artefact & (detections.table["score"] >= operating)))
-        detections = detections.select(~is_artefact)
-        xy, score = detections.xy, np.asarray(detections.table["score"], dtype=float)
-        det_class = np.asarray(detections.table["class_id"])
-        total = total + count_curve(truth, xy, score, config.match_radius, thresholds)
-        real, counted = detection_labels(truth, xy, score, config.match_radius)
-        scored.append(score[counted])
-        scored_real.append(real[counted])
-        for name in classes:
-            c = meta.classes.index(name) + 1
-            per_class[name] = per_class[name] + count_curve(
-                truth, xy, score, config.match_radius, thresholds, det_class, c
+            detections = _find(detector, prepared, float(thresholds[0]), timing)
+            is_artefact = np.asarray(detections.table["class"]).astype(str) == ARTEFACT_CLASS
+            n_artefact_detections += int(
+                np.count_nonzero(is_artefact & (detections.table["score"] >= operating))
             )
-            bright_per_class[name] = bright_per_class[name] + count_curve(
-                truth.restricted(config.bright_snr), xy, score, config.match_radius, thresholds, det_class, c
-            )
-            faint_per_class[name] = faint_per_class[name] + count_curve(
-                truth.restricted(max_snr=config.bright_snr),
-                xy,
-                score,
-                config.match_radius,
-                thresholds,
-                det_class,
-                c,
-            )
-        if len(classes) > 1:
-            unmerged = _find(detector, prepared, float(thresholds[0]), timing, class_nms_iou=1.0)
-            unmerged = unmerged.select(np.asarray(unmerged.table["class"]).astype(str) != ARTEFACT_CLASS)
+            detections = detections.select(~is_artefact)
+            xy, score = detections.xy, np.asarray(detections.table["score"], dtype=float)
+            det_class = np.asarray(detections.table["class_id"])
+            total = total + count_curve(truth, xy, score, config.match_radius, thresholds)
+            real, counted = detection_labels(truth, xy, score, config.match_radius)
+            scored.append(score[counted])
+            scored_real.append(real[counted])
             for name in classes:
                 c = meta.classes.index(name) + 1
-                alone_per_class[name] = alone_per_class[name] + count_curve(
-                    truth,
-                    unmerged.xy,
-                    np.asarray(unmerged.table["score"], dtype=float),
+                per_class[name] = per_class[name] + count_curve(
+                    truth, xy, score, config.match_radius, thresholds, det_class, c
+                )
+                bright_per_class[name] = bright_per_class[name] + count_curve(
+                    truth.restricted(config.bright_snr),
+                    xy,
+                    score,
                     config.match_radius,
                     thresholds,
-                    np.asarray(unmerged.table["class_id"]),
+                    det_class,
                     c,
                 )
-        operating_detections = detections.above(operating)
-        if with_extendedness:
-            start = time.perf_counter()
-            ratio = extendedness_ratio(scene, operating_detections)
-            for subset, subset_truth in (
-                ("all", truth),
-                ("faint", truth.restricted(max_snr=config.bright_snr)),
-            ):
-                for name in ("star", "galaxy"):
+                faint_per_class[name] = faint_per_class[name] + count_curve(
+                    truth.restricted(max_snr=config.bright_snr),
+                    xy,
+                    score,
+                    config.match_radius,
+                    thresholds,
+                    det_class,
+                    c,
+                )
+            if len(classes) > 1:
+                unmerged = _find(detector, prepared, float(thresholds[0]), timing, class_nms_iou=1.0)
+                unmerged = unmerged.select(np.asarray(unmerged.table["class"]).astype(str) != ARTEFACT_CLASS)
+                for name in classes:
                     c = meta.classes.index(name) + 1
-                    extendedness[subset][name] = extendedness[subset][name] + count_curve(
-                        subset_truth,
-                        operating_detections.xy,
-                        ratio if name == "star" else -ratio,
+                    alone_per_class[name] = alone_per_class[name] + count_curve(
+                        truth,
+                        unmerged.xy,
+                        np.asarray(unmerged.table["score"], dtype=float),
                         config.match_radius,
-                        _ratio_grid(name),
-                        np.full(len(ratio), c),
+                        thresholds,
+                        np.asarray(unmerged.table["class_id"]),
                         c,
                     )
-            timing["baselines"] += time.perf_counter() - start
-        hit, which = matched_targets(truth, operating_detections.xy, config.match_radius)
-        found["network"].append(hit)
-        target_mags.append(truth.mag[truth.target])
-        for target_row, det_index in enumerate(which):
-            if det_index >= 0:
-                ious.append(
-                    mask_iou(labels.footprints[target_row], operating_detections.footprints[det_index])
+            operating_detections = detections.above(operating)
+            if with_extendedness:
+                start = time.perf_counter()
+                ratio = extendedness_ratio(scene, operating_detections)
+                for subset, subset_truth in (
+                    ("all", truth),
+                    ("faint", truth.restricted(max_snr=config.bright_snr)),
+                ):
+                    for name in ("star", "galaxy"):
+                        c = meta.classes.index(name) + 1
+                        extendedness[subset][name] = extendedness[subset][name] + count_curve(
+                            subset_truth,
+                            operating_detections.xy,
+                            ratio if name == "star" else -ratio,
+                            config.match_radius,
+                            _ratio_grid(name),
+                            np.full(len(ratio), c),
+                            c,
+                        )
+                timing["baselines"] += time.perf_counter() - start
+            hit, which = matched_targets(truth, operating_detections.xy, config.match_radius)
+            found["network"].append(hit)
+            target_mags.append(truth.mag[truth.target])
+            for target_row, det_index in enumerate(which):
+                if det_index >= 0:
+                    ious.append(
+                        mask_iou(labels.footprints[target_row], operating_detections.footprints[det_index])
+                    )
+
+            if config.baselines:
+                start = time.perf_counter()
+                data = prepared.residual if meta.mode == "residual" else scene.clean_image()
+                usable = scene.good.any(axis=0)
+                chi = chi_image(data, scene.variance, scene.good)
+                positions = {
+                    "SEP 3σ": sep_detect(chi, 3.0, usable, scene.psf),
+                    "SEP 5σ": sep_detect(chi, 5.0, usable, scene.psf),
+                    "SEP 5σ per pixel, 3×3 filter": sep_detect(chi, 5.0, usable),
+                    "photutils 3σ + deblend": photutils_detect(chi, scene.psf, 3.0, usable),
+                }
+                if meta.mode == "image":
+                    positions["first-pass peaks"] = prepared.detections.xy
+                for name, positions_xy in positions.items():
+                    baseline_counts[name] = baseline_counts[name] + count_curve(
+                        truth, positions_xy, None, config.match_radius, [0.0]
+                    )
+                    found[name].append(matched_targets(truth, positions_xy, config.match_radius)[0])
+                timing["baselines"] += time.perf_counter() - start
+
+            if k == 0:
+                plot_overlay(
+                    scene.clean_image(),
+                    scene.bands,
+                    operating_detections,
+                    out / "example_overlay.png",
+                    targets_xy=truth.xy[truth.target],
+                    residual=prepared.residual if prepared.model is not None else None,
+                    title=f"{meta.name} on held-out scene seed {seed} (score ≥ {operating:.2f})",
                 )
 
-        if config.baselines:
-            start = time.perf_counter()
-            data = prepared.residual if meta.mode == "residual" else scene.clean_image()
-            usable = scene.good.any(axis=0)
-            chi = chi_image(data, scene.variance, scene.good)
-            positions = {
-                "SEP 3σ": sep_detect(chi, 3.0, usable, scene.psf),
-                "SEP 5σ": sep_detect(chi, 5.0, usable, scene.psf),
-                "SEP 5σ per pixel, 3×3 filter": sep_detect(chi, 5.0, usable),
-                "photutils 3σ + deblend": photutils_detect(chi, scene.psf, 3.0, usable),
-            }
-            if meta.mode == "image":
-                positions["first-pass peaks"] = prepared.detections.xy
-            for name, positions_xy in positions.items():
-                baseline_counts[name] = baseline_counts[name] + count_curve(
-                    truth, positions_xy, None, config.match_radius, [0.0]
-                )
-                found[name].append(matched_targets(truth, positions_xy, config.match_radius)[0])
-            timing["baselines"] += time.perf_counter() - start
-
-        if k == 0:
-            plot_overlay(
-                scene.clean_image(),
-                scene.bands,
-                operating_detections,
-                out / "example_overlay.png",
-                targets_xy=truth.xy[truth.target],
-                residual=prepared.residual if prepared.model is not None else None,
-                title=f"{meta.name} on held-out scene seed {seed} (score ≥ {operating:.2f})",
-            )
-
-    prepared_scenes.close()  # its workers end here, not when the generator is collected
     curves = curve_metrics(total)
     class_curves = {name: curve_metrics(counts) for name, counts in per_class.items()}
     alone_curves = {name: curve_metrics(counts) for name, counts in alone_per_class.items()}
