@@ -9,7 +9,14 @@ caught ``ValueError`` before keeps working.
 
 from __future__ import annotations
 
-__all__ = ["ResidualDetectronError", "InputError", "MissingInputError", "ConfigError", "OutputError"]
+__all__ = [
+    "ResidualDetectronError",
+    "InputError",
+    "MissingInputError",
+    "ConfigError",
+    "OutputError",
+    "WorkerDiedError",
+]
 
 
 class ResidualDetectronError(Exception):
@@ -33,3 +40,9 @@ class ConfigError(InputError):
 
 class OutputError(ResidualDetectronError):
     """An output location cannot be used (exists, not writable, holds other outputs)."""
+
+
+class WorkerDiedError(ResidualDetectronError, RuntimeError):
+    """A job's worker process died while running it, also when the job ran alone
+    (`~lsst.meas.extensions.residual.workers.ordered_map`): killed by the system, for its memory
+    say, or a crash in compiled code."""

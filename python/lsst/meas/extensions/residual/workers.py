@@ -44,17 +44,16 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from .errors import WorkerDiedError
+
 _log = logging.getLogger(__name__)
+
 
 def _one_blas_thread(function: Callable[[Any], Any], item: Any) -> Any:
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
         return function(item)
-
-
-class WorkerDiedError(RuntimeError):
-    """A job's worker process died while running it, and again when the job ran alone."""
 
 
 def _spawned_pool(workers: int) -> ProcessPoolExecutor:
