@@ -341,7 +341,7 @@ def test_batch_goes_on_when_a_worker_process_is_killed_under_a_scene(files, tmp_
     deadline = time.monotonic() + 240
     # A scene's temporary output folder (inside the batch's own) appears when its worker writes.
     while killed is None and batch.poll() is None and time.monotonic() < deadline:
-        if any(tmp_path.glob(".batch.partial-*/.*.partial-*")):
+        if any(out.glob(".*.partial-*")):
             for pid in _child_pids(batch.pid):  # the pool's workers (and multiprocessing's tracker)
                 if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
                     os.kill(pid, signal.SIGKILL)
@@ -359,3 +359,91 @@ def test_batch_goes_on_when_a_worker_process_is_killed_under_a_scene(files, tmp_
     for scene in scenes:
         single = check_output_folder(out / scene.stem)
         assert set(single["outputs"]) == {n for n in RUN_FILES if n != "summary.json"}
+
+
+def test_a_killed_batch_keeps_what_it_finished_and_skip_existing_does_the_rest(files, tmp_path, capsys):
+    """The batch process killed outright (a cluster's time limit) after its first scene: that scene's
+    outputs are in place and the summary says the batch is incomplete; run again with
+    --skip-existing, the batch keeps them untouched and runs only the others."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from lsst.meas.extensions.residual.cli.outputs import check_output_folder
+
+    tmp, package, _ = files
+    scenes = []
+    for seed in (41, 42, 43):
+        scenes.append(tmp_path / f"k{seed}.fits")
+        write_scene(tiny_scene(seed), scenes[-1])
+    out = tmp_path / "batch"
+    argv = [
+        "run",
+        *map(str, scenes),
+        "--out",
+        str(out),
+        "--model",
+        str(package),
+        "--no-plot",
+        "--device",
+        "cpu",
+    ]
+    script = Path(sys.executable).parent / "residual-detectron"
+    batch = subprocess.Popen(
+        [str(script), *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    first = out / "k41" / "summary.json"
+    deadline = time.monotonic() + 240
+    while not first.exists() and batch.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    batch.send_signal(signal.SIGKILL)
+    batch.communicate(timeout=60)
+    assert batch.returncode == -signal.SIGKILL, "the batch ended before it could be killed"
+    killed = json.loads((out / "summary.json").read_text())
+    assert killed["complete"] is False and "outputs" not in killed
+    assert killed["scenes"][0]["status"] == "ok" and killed["scenes"][-1]["status"] == "pending"
+    kept = {p.name: os.stat(p).st_mtime_ns for p in (out / "k41").iterdir()}
+    check_output_folder(out / "k41")
+
+    # Without a flag the folder is not touched.
+    assert main(argv) == 2
+    assert "--skip-existing" in capsys.readouterr().err
+
+    assert main([*argv, "--skip-existing"]) == 0
+    summary = check_output_folder(out)
+    assert summary["complete"] is True
+    assert [entry.get("reused", False) for entry in summary["scenes"]] == [True, False, False]
+    assert summary["reused"] == 1 and summary["succeeded"] == 3
+    assert not list(out.glob(".*"))  # what the killed batch left of its temporary files is gone
+    assert {p.name: os.stat(p).st_mtime_ns for p in (out / "k41").iterdir()} == kept
+    assert summary["scenes"][0]["final_sources"] == json.loads(first.read_text())["final_sources"]
+    for scene in scenes[1:]:
+        assert check_output_folder(out / scene.stem)["inputs"]["scene_sha256"]
+
+    # Other options: nothing is kept, every scene runs again.
+    assert main([*argv, "--skip-existing", "--score-threshold", "0.9"]) == 0
+    again = check_output_folder(out)
+    assert again["reused"] == 0 and again["succeeded"] == 3
+    assert {p.name: os.stat(p).st_mtime_ns for p in (out / "k41").iterdir()} != kept
+
+
+def test_a_single_run_with_skip_existing_keeps_matching_outputs(files, tmp_path, capsys):
+    from lsst.meas.extensions.residual.cli.outputs import check_output_folder
+
+    tmp, package, _ = files
+    out = tmp_path / "single"
+    argv = ["run", str(tmp / "scene.fits"), "--out", str(out), "--model", str(package), "--no-plot"]
+    assert main(argv) == 0
+    written = (out / "catalog.fits").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main([*argv, "--skip-existing"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert (out / "catalog.fits").stat().st_mtime_ns == written
+    # A changed output file no longer matches its manifest: the run is done again.
+    with open(out / "catalog.fits", "ab") as stream:
+        stream.write(b"\0")
+    assert main([*argv, "--skip-existing"]) == 0
+    assert "nothing to do" not in capsys.readouterr().out
+    check_output_folder(out)

@@ -25,6 +25,15 @@ folder (`check_output_folder` verifies them). The new folder holds only what
 the command wrote this time, so an output it skipped (``--no-plot``) cannot
 survive from an earlier run.
 
+A batch (``run`` on many scenes) writes into `BatchFolder` instead: each
+item's sub-folder is an `OutputFolder` of its own, moved into the batch
+folder as soon as that item is done, and the batch's ``summary.json`` is
+rewritten after each item, so that a batch killed outright (a cluster's
+time limit, say) keeps what it finished and says so (``complete``: false).
+Run again with ``skip_existing``, it keeps the sub-folders that still match
+their manifests and the inputs and settings they were made from, and does
+the rest.
+
 Examples
 --------
 How ``run`` uses it::
@@ -40,10 +49,19 @@ How ``run`` uses it::
 
 from __future__ import annotations
 
-__all__ = ["SUMMARY_NAME", "OutputFolder", "OutputFile", "StagedOutputs", "check_output_folder"]
+__all__ = [
+    "SUMMARY_NAME",
+    "OutputFolder",
+    "OutputFile",
+    "StagedOutputs",
+    "BatchFolder",
+    "check_output_folder",
+    "file_sha256",
+]
 
 import contextlib
 import errno
+import glob
 import hashlib
 import json
 import logging
@@ -99,7 +117,9 @@ class StagedOutputs:
     def _write_summary(self) -> None:
         files = sorted(p for p in self.path.rglob("*") if p.is_file())
         self.outputs = {
-            p.relative_to(self.path).as_posix(): _sha256(p) for p in files if p != self.path / SUMMARY_NAME
+            p.relative_to(self.path).as_posix(): file_sha256(p)
+            for p in files
+            if p != self.path / SUMMARY_NAME
         }
         summary = {**self.summary, "outputs": self.outputs}
         (self.path / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
@@ -243,6 +263,146 @@ class OutputFolder:
             _log.warning("Could not delete the previous outputs, moved to %s.", old)
 
 
+class BatchFolder:
+    """The output folder of a batch: one sub-folder per item, each moved in as soon as it is done.
+
+    Parameters
+    ----------
+    path : `str` or `os.PathLike`
+        The folder (``--out``).
+    names : sequence of `str`
+        The items' sub-folder names, in order.
+    overwrite : `bool`, optional
+        Whether earlier outputs in the folder may be replaced: they are
+        removed when the batch starts (`start`).
+    skip_existing : `bool`, optional
+        Whether sub-folders an earlier batch completed may be kept
+        (`reusable`); the other earlier outputs are removed as with
+        ``overwrite``.
+    option : `str`, optional
+        How the user named the folder, for messages.
+
+    Raises
+    ------
+    OutputError
+        As `OutputFolder`: the target is a file, holds outputs and neither
+        ``overwrite`` nor ``skip_existing`` is set (or holds files no batch
+        wrote), or cannot be written.
+
+    Notes
+    -----
+    The batch's ``summary.json`` is replaced at once each time (`update`):
+    it lists every item with its status so far (``pending`` for those not
+    done) and ``complete`` (false until `finish`). Only `finish` adds the
+    ``outputs`` manifest of every file in the folder (`check_output_folder`).
+    Temporary ``.NAME.partial-*`` folders of this batch's items, and a
+    temporary summary, that a killed batch left are removed when the next
+    one starts.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        names,
+        *,
+        overwrite: bool = False,
+        skip_existing: bool = False,
+        option: str = "--out",
+    ):
+        self.path = Path(path).resolve()
+        self.names = [str(name) for name in names]
+        self.replace = overwrite or skip_existing
+        self.skip_existing = skip_existing
+        where = f"{option} {self.path}"
+        if self.path.is_dir() and os.listdir(self.path) and not self.replace:
+            raise OutputError(
+                f"{where} already holds {_names(sorted(os.listdir(self.path)))}; pass --overwrite to "
+                "replace them, or --skip-existing to keep the scenes an earlier batch completed."
+            )
+        if self.path.is_dir():
+            # What a killed batch left: its items' temporary folders, a summary being written.
+            for leftover in self.path.glob(f".{SUMMARY_NAME}.*"):
+                leftover.unlink(missing_ok=True)
+            for name in self.names:
+                for leftover in self.path.glob(f".{glob.escape(name)}.partial-*"):
+                    shutil.rmtree(leftover, ignore_errors=True)
+        # Refuses a file, entries no batch wrote, and a place that cannot be written.
+        OutputFolder(
+            self.path, overwrite=True, output_names={*self.names, *self._earlier_batch()}, option=option
+        )
+
+    def _earlier_batch(self) -> list[str]:
+        """Sub-folders an earlier batch's ``summary.json`` names (also one that did not complete)."""
+        try:
+            summary = json.loads((self.path / SUMMARY_NAME).read_text())
+            return [str(entry["folder"]) for entry in summary.get("scenes", [])]
+        except (OSError, ValueError, AttributeError, KeyError, TypeError):
+            return []
+
+    def start(self, summary: dict[str, Any], keep=()) -> None:
+        """Make the folder, remove every earlier output but the sub-folders ``keep``, write ``summary``.
+
+        ``keep``: names of sub-folders `reusable` accepted.
+        """
+        keep = set(keep)
+        self.path.mkdir(parents=True, exist_ok=True)
+        for entry in os.listdir(self.path):
+            if entry not in keep and entry != SUMMARY_NAME:
+                victim = self.path / entry
+                if victim.is_dir() and not victim.is_symlink():
+                    shutil.rmtree(victim)
+                else:
+                    victim.unlink()
+        self.update(summary)
+
+    def reusable(self, name: str, inputs: dict[str, Any]) -> dict[str, Any] | None:
+        """The summary of the item's sub-folder if ``skip_existing`` and it can be kept, else None.
+
+        It can be kept if it matches its manifest (`check_output_folder`) and its ``inputs`` equal
+        ``inputs`` (the digests of what it was made from).
+        """
+        folder = self.path / name
+        if not self.skip_existing or not (folder / SUMMARY_NAME).is_file():
+            return None
+        try:
+            summary = check_output_folder(folder)
+        except OutputError as err:
+            _log.info("Not keeping %s: %s", folder, err)
+            return None
+        return summary if summary.get("inputs") == inputs else None
+
+    def discard(self, name: str) -> None:
+        """Remove an item's earlier outputs (the item failed in this batch)."""
+        folder = self.path / name
+        if folder.is_dir():
+            shutil.rmtree(folder)
+
+    def update(self, summary: dict[str, Any]) -> None:
+        """Replace the batch's ``summary.json`` with ``summary`` (``complete`` false), at once."""
+        self._write({**summary, "complete": False})
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Write the final ``summary.json``: ``summary``, ``complete`` true and the ``outputs`` manifest."""
+        for leftover in self.path.glob(".*.partial-*"):  # of items whose worker process was killed
+            shutil.rmtree(leftover, ignore_errors=True)
+        files = sorted(p for p in self.path.rglob("*") if p.is_file() and p != self.path / SUMMARY_NAME)
+        outputs = {p.relative_to(self.path).as_posix(): file_sha256(p) for p in files}
+        self._write({**summary, "complete": True, "outputs": outputs})
+
+    def _write(self, summary: dict[str, Any]) -> None:
+        with _write_errors(self.path):
+            handle, temporary = tempfile.mkstemp(prefix=f".{SUMMARY_NAME}.", dir=self.path)
+            try:
+                with os.fdopen(handle, "w") as stream:
+                    stream.write(json.dumps(summary, indent=2) + "\n")
+                os.chmod(temporary, 0o666 & ~_umask())
+                os.replace(temporary, self.path / SUMMARY_NAME)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.remove(temporary)
+                raise
+
+
 class OutputFile:
     """An output file, checked now and replaced at once when it is complete.
 
@@ -348,7 +508,7 @@ def check_output_folder(path: str | os.PathLike) -> dict[str, Any]:
         problems.append(f"missing {_names(missing)}")
     if extra := sorted(present - set(listed)):
         problems.append(f"not listed {_names(extra)}")
-    if changed := sorted(n for n in set(listed) & present if _sha256(folder / n) != listed[n]):
+    if changed := sorted(n for n in set(listed) & present if file_sha256(folder / n) != listed[n]):
         problems.append(f"changed {_names(changed)}")
     if problems:
         raise OutputError(f"{folder} does not match its {SUMMARY_NAME}: {'; '.join(problems)}.")
@@ -381,14 +541,19 @@ def _check_writable_parent(path: Path, where: str) -> None:
     os.remove(probe)
 
 
-def _default_mode() -> int:
-    """Mode of a folder made by a plain ``mkdir`` under the current umask."""
+def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    return 0o777 & ~umask
+    return umask
 
 
-def _sha256(path: Path) -> str:
+def _default_mode() -> int:
+    """Mode of a folder made by a plain ``mkdir`` under the current umask."""
+    return 0o777 & ~_umask()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's content."""
     with open(path, "rb") as stream:
         return hashlib.file_digest(stream, "sha256").hexdigest()
 

@@ -26,13 +26,24 @@ positions are scene pixels, ids are packed as in a Butler repository, see
     file with its SHA-256.
 
 Everything is written into a temporary folder beside ``--out`` and moved
-into place only when all of it succeeded.
+into place only when all of it succeeded. ``summary.json``'s ``inputs`` holds
+the SHA-256 of the scene file, the model package and the options
+(`run_inputs`): with ``--skip-existing``, outputs that match their manifest
+and those inputs are kept, and the run is not done again.
 
 Several scenes (``run a.fits b.fits ... --out DIR``) run in one process with
 the model loaded once: each scene's outputs go to ``DIR/<file stem>/`` (the
-layout and manifest above) and ``DIR/summary.json`` lists every scene with
-its status; a scene that fails gets its error there and the others go on
-(exit status 1 if any failed). With ``--workers N`` the scenes are shared
+layout and manifest above), moved in as soon as that scene is done, and
+``DIR/summary.json`` lists every scene with its status; a scene that fails
+gets its error there and the others go on (exit status 1 if any failed).
+The summary is rewritten after each scene, with ``complete`` false and the
+scenes not yet run ``pending``; only the finished batch's has ``complete``
+true and the ``outputs`` manifest of the whole folder
+(`~lsst.meas.extensions.residual.cli.outputs.BatchFolder`). So a batch
+killed outright (a cluster's time limit, say) keeps the scenes it finished,
+and the same command with ``--skip-existing`` keeps those (``reused`` in the
+summary) and runs the rest; ``--overwrite`` removes the earlier outputs when
+the batch starts instead. With ``--workers N`` the scenes are shared
 among N processes (`~lsst.meas.extensions.residual.workers.ordered_map`),
 each loading the model once and running torch on 1/N of the cores, or on
 ``OMP_NUM_THREADS`` threads where that is set; the summary lists the scenes
@@ -46,9 +57,8 @@ and outputs that do not depend on ``--workers``.
 A worker process killed under a scene (by the system's out-of-memory killer,
 say) takes with it the scenes the other workers were running: each of them
 runs again alone in a fresh process, and one that kills that too is
-recorded with status ``worker died``; the batch goes on, and the scenes
-already done keep their outputs. (In one process, a kill ends the whole
-batch, and nothing is moved into ``DIR``.)
+recorded with status ``worker died``; the batch goes on. (In one process,
+a kill ends the batch: ``--skip-existing`` then goes on from there.)
 """
 
 from __future__ import annotations
@@ -59,7 +69,6 @@ import functools
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -67,6 +76,7 @@ from ..chain.new_sources import NewSourcesConfig
 from ..chain.run import ChainConfig
 from ..deblending.config import DeblendConfig
 from ..detection.detect import DetectionConfig
+from ..errors import ResidualDetectronError
 from .options import (
     MODEL_HELP,
     add_inference_options,
@@ -116,6 +126,13 @@ def add_parser(subparsers) -> None:
         parser.add_argument_group("deblender (both passes)"), DeblendConfig, exclude=["show_progress"]
     )
     add_inference_options(parser, figure="run.png")
+    parser.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="keep the outputs in --out (of each scene of a batch) that match their manifest and were "
+        "made from the same scene file, model and options, and run only the rest: a killed batch "
+        "run again goes on where it stopped",
+    )
     add_workers_option(
         parser,
         "share the scenes of a batch, each loading the model once and running torch on its share of "
@@ -228,6 +245,21 @@ def run_summary(scene_path, model, device: str, result) -> dict:
     }
 
 
+def run_inputs(scene_path, package_path, config: ChainConfig) -> dict:
+    """What a run's outputs are made from (``summary.json``'s ``inputs``): SHA-256 of the scene file,
+    of the model package and of the chain's parameters. ``--skip-existing`` keeps outputs whose
+    ``inputs`` are these."""
+    import hashlib
+
+    from .outputs import file_sha256
+
+    return {
+        "scene_sha256": file_sha256(scene_path),
+        "model_sha256": file_sha256(package_path),
+        "config_sha256": hashlib.sha256(config.model_dump_json().encode()).hexdigest(),
+    }
+
+
 def _run_scene(
     scene_path, detector, metadata, config, folder, plot: bool, start: float, progress: bool = True
 ) -> dict:
@@ -245,6 +277,7 @@ def _run_scene(
     with folder.staging() as staged:
         write_run(staged.path, scene, result, plot=plot, truth_xy=truth_xy)
         staged.summary.update(run_summary(scene_path, detector.package.path, detector.device, result))
+        staged.summary["inputs"] = run_inputs(scene_path, detector.package.path, config)
         staged.summary["wall_seconds"] = round(time.perf_counter() - start, 2)
     return {k: v for k, v in staged.summary.items() if k != "outputs"}
 
@@ -256,8 +289,8 @@ class _BatchScene:
     scene: str
     folder: str
     """Its sub-folder's name (`_scene_folders`)."""
-    staged: Path
-    """The batch's staging folder, where the sub-folder is written."""
+    out: Path
+    """The batch's folder (`BatchFolder`), into which the sub-folder is moved when it is complete."""
     package: Path
     device: str
     config: ChainConfig
@@ -299,7 +332,9 @@ def _run_batch_scene(job: _BatchScene, detector=None) -> dict:
                 _set_up_worker(job.worker)
                 _WORKER_DETECTORS[key] = Detector(job.package, job.device)
             detector = _WORKER_DETECTORS[key]
-        scene_folder = OutputFolder(job.staged / job.folder)
+        # The batch emptied its folder of earlier outputs but those it keeps, so a sub-folder there
+        # can only be this scene's, moved in by a worker killed before it reported.
+        scene_folder = OutputFolder(job.out / job.folder, overwrite=True)
         entry.update(
             _run_scene(
                 job.scene,
@@ -359,10 +394,9 @@ def _scene_folders(scenes: list[str]) -> dict[str, str]:
 
 def main(args: argparse.Namespace) -> int:
     from ..network import Detector, model_path, read_model_metadata, select_device
-    from ..workers import ordered_map
     from .main import input_files
     from .options import inference_config_from_args
-    from .outputs import OutputFolder
+    from .outputs import BatchFolder, OutputFolder, check_output_folder
 
     start = time.perf_counter()
     # Everything that can be wrong with the arguments is found before any work.
@@ -375,22 +409,40 @@ def main(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     batch = len(args.scene) > 1
     folders = _scene_folders(args.scene) if batch else {}
-    output_names = [*folders.values(), "summary.json"] if batch else RUN_OUTPUTS
-    folder = OutputFolder(args.out, overwrite=args.overwrite, output_names=output_names)
+    if batch:
+        out = BatchFolder(
+            args.out, folders.values(), overwrite=args.overwrite, skip_existing=args.skip_existing
+        )
+    else:
+        out = OutputFolder(args.out, overwrite=args.overwrite or args.skip_existing, output_names=RUN_OUTPUTS)
     with input_files():
         package_path = model_path(args.model)
         metadata = read_model_metadata(package_path)
-    workers = min(args.workers, len(args.scene))
-    # Loaded once for every scene (by each worker process for its scenes, with several).
-    detector = Detector(package_path, device) if workers == 1 else None
     if not batch:
-        summary = _run_scene(args.scene[0], detector, metadata, config, folder, not args.no_plot, start)
+        if args.skip_existing and (out.path / "summary.json").is_file():
+            try:
+                kept = check_output_folder(out.path)
+            except ResidualDetectronError:
+                kept = None
+            if kept is not None and kept.get("inputs") == run_inputs(args.scene[0], package_path, config):
+                print(f"{out.path} holds this run's outputs already (--skip-existing); nothing to do.")
+                return 0
+        detector = Detector(package_path, device)
+        summary = _run_scene(args.scene[0], detector, metadata, config, out, not args.no_plot, start)
         print(json.dumps(summary, indent=2))
-        print(f"Wrote {', '.join(folder.written)} in {folder.path}.")
+        print(f"Wrote {', '.join(out.written)} in {out.path}.")
         return 0
+    return _run_batch(args, config, device, package_path, folders, out, start)
 
+
+def _run_batch(args, config, device, package_path, folders, out, start) -> int:
+    """``run`` on several scenes (`BatchFolder` ``out``); the exit status."""
     from tqdm.auto import tqdm
 
+    from ..network import Detector
+    from ..workers import ordered_map
+
+    workers = min(args.workers, len(args.scene))
     # Each worker runs torch on its share of the cores (the deblender uses one), unless
     # OMP_NUM_THREADS says how many threads (torch then takes it, in every process).
     torch_threads = None if "OMP_NUM_THREADS" in os.environ else max(1, (os.cpu_count() or 1) // workers)
@@ -399,44 +451,72 @@ def main(args: argparse.Namespace) -> int:
         if workers == 1
         else {"log_level": logging.getLogger().getEffectiveLevel(), "torch_threads": torch_threads}
     )
-    with folder.staging() as staged:
-        jobs = [
-            _BatchScene(
-                scene=str(scene),
-                folder=folders[scene],
-                staged=staged.path,
-                package=package_path,
-                device=device,
-                config=config,
-                plot=not args.no_plot,
-                worker=worker,
-            )
-            for scene in args.scene
-        ]
-        run_one = functools.partial(_run_batch_scene, detector=detector)
-        done = ordered_map(run_one, jobs, workers, on_lost=_lost_scene)
-        results = list(tqdm(done, total=len(jobs), desc="scenes", unit="scene"))
-        # A worker killed while writing a scene's outputs leaves its temporary folder
-        # (`OutputFolder.staging`); the scene's rerun wrote its own, or it is recorded as lost.
-        for leftover in staged.path.glob(".*.partial-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
-        failed = [r for r in results if r["status"] != "ok"]
-        staged.summary.update(
-            {
-                "model": str(package_path),
-                "device": device,
-                "workers": workers,
-                # What the workers' torch ran on: their share of the cores, or OMP_NUM_THREADS.
-                "torch_threads_per_worker": None
-                if worker is None
-                else torch_threads or os.environ["OMP_NUM_THREADS"],
-                "scenes": results,
-                "succeeded": len(results) - len(failed),
-                "failed": len(failed),
-                "wall_seconds": round(time.perf_counter() - start, 2),
+    entries = [{"scene": str(scene), "folder": folders[scene], "status": "pending"} for scene in args.scene]
+    jobs = []
+    for index, scene in enumerate(args.scene):
+        kept = args.skip_existing and out.reusable(folders[scene], run_inputs(scene, package_path, config))
+        if kept:
+            entries[index] = {
+                **{k: v for k, v in kept.items() if k != "outputs"},
+                "scene": str(scene),
+                "folder": folders[scene],
+                "status": "ok",
+                "reused": True,
             }
+            continue
+        jobs.append(
+            (
+                index,
+                _BatchScene(
+                    scene=str(scene),
+                    folder=folders[scene],
+                    out=out.path,
+                    package=package_path,
+                    device=device,
+                    config=config,
+                    plot=not args.no_plot,
+                    worker=worker,
+                ),
+            )
         )
-    print(f"{len(results) - len(failed)} of {len(results)} scenes done; see {folder.path / 'summary.json'}.")
+
+    def summary() -> dict:
+        failed = sum(entry["status"] not in ("ok", "pending") for entry in entries)
+        return {
+            "model": str(package_path),
+            "device": device,
+            "workers": workers,
+            # What the workers' torch ran on: their share of the cores, or OMP_NUM_THREADS.
+            "torch_threads_per_worker": None
+            if worker is None
+            else torch_threads or os.environ["OMP_NUM_THREADS"],
+            "scenes": entries,
+            "succeeded": sum(entry["status"] == "ok" for entry in entries),
+            "failed": failed,
+            "reused": sum(bool(entry.get("reused")) for entry in entries),
+            "wall_seconds": round(time.perf_counter() - start, 2),
+        }
+
+    out.start(summary(), keep=[entries[k]["folder"] for k in range(len(entries)) if entries[k].get("reused")])
+    # Loaded once for every scene (by each worker process for its scenes, with several).
+    detector = Detector(package_path, device) if workers == 1 and jobs else None
+    run_one = functools.partial(_run_batch_scene, detector=detector)
+    done = ordered_map(run_one, [job for _, job in jobs], workers, on_lost=_lost_scene)
+    for (index, job), entry in zip(
+        jobs, tqdm(done, total=len(jobs), desc="scenes", unit="scene"), strict=True
+    ):
+        entries[index] = entry
+        if entry["status"] != "ok":
+            out.discard(job.folder)  # what its worker left, if it was killed while moving it in
+        out.update(summary())
+    out.finish(summary())
+    failed = [entry for entry in entries if entry["status"] != "ok"]
+    reused = sum(bool(entry.get("reused")) for entry in entries)
+    print(
+        f"{len(entries) - len(failed)} of {len(entries)} scenes done"
+        + (f" ({reused} kept from an earlier batch)" if reused else "")
+        + f"; see {out.path / 'summary.json'}."
+    )
     for entry in failed:
         print(f"  {entry['scene']}: {entry['error']}")
     return 1 if failed else 0
