@@ -18,7 +18,12 @@ from astropy.io import fits
 from astropy.table import Table
 from lsst.meas.extensions.residual import deblending, detection, scene, simulation
 from lsst.meas.extensions.residual.cli.main import main
-from lsst.meas.extensions.residual.cli.outputs import OutputFile, OutputFolder, check_output_folder
+from lsst.meas.extensions.residual.cli.outputs import (
+    BatchFolder,
+    OutputFile,
+    OutputFolder,
+    check_output_folder,
+)
 from lsst.meas.extensions.residual.deblending import io as deblend_io
 from lsst.meas.extensions.residual.detection import detect_peaks, write_detections
 from lsst.meas.extensions.residual.errors import MissingInputError, OutputError
@@ -237,6 +242,37 @@ def test_output_folder_api(tmp_path):
         OutputFolder(target / "x.txt")
     with pytest.raises(OutputError, match="is a folder"):
         OutputFile(target)
+
+
+def test_batch_folder_api(tmp_path):
+    target = tmp_path / "batch"
+    batch = BatchFolder(target, ["a", "b"])
+    batch.start({"scenes": [{"folder": "a", "status": "pending"}, {"folder": "b", "status": "pending"}]})
+    with OutputFolder(target / "a").staging() as staged:
+        (staged / "x.txt").write_text("x")
+        staged.summary["inputs"] = {"scene": 1}
+    # Throttled: a second update right after is not written, unless forced.
+    batch.update({"scenes": [{"folder": "a", "status": "ok"}]})
+    assert json.loads((target / "summary.json").read_text())["scenes"][0]["status"] == "pending"
+    batch.update({"scenes": [{"folder": "a", "status": "ok"}]}, force=True)
+    written = json.loads((target / "summary.json").read_text())
+    assert written["complete"] is False and written["scenes"][0]["status"] == "ok"
+    batch.finish({"scenes": [{"folder": "a", "status": "ok"}]})
+    summary = check_output_folder(target)
+    assert summary["complete"] is True and set(summary["outputs"]) == {"a/x.txt", "a/summary.json"}
+    with pytest.raises(OutputError, match="--skip-existing"):
+        BatchFolder(target, ["a", "b"])
+    (target / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="notes.txt"):
+        BatchFolder(target, ["a", "b"], skip_existing=True)
+    (target / "notes.txt").unlink()
+    again = BatchFolder(target, ["a", "b"], skip_existing=True)
+    assert again.reusable("a", {"scene": 1})["inputs"] == {"scene": 1}
+    assert again.reusable("a", {"scene": 2}) is None and again.reusable("b", {"scene": 1}) is None
+    (target / "a" / "x.txt").write_text("edited")
+    assert again.reusable("a", {"scene": 1}) is None  # no longer matches its manifest
+    BatchFolder(target, ["a"], overwrite=True).start({"scenes": []})
+    assert os.listdir(target) == ["summary.json"]
 
 
 # --- bad input: one line, naming the problem -----------------------------------------------------

@@ -68,6 +68,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -291,14 +292,18 @@ class BatchFolder:
 
     Notes
     -----
-    The batch's ``summary.json`` is replaced at once each time (`update`):
-    it lists every item with its status so far (``pending`` for those not
-    done) and ``complete`` (false until `finish`). Only `finish` adds the
+    The batch's ``summary.json`` is replaced at once each time (`update`,
+    every few seconds): it lists every item with its status so far
+    (``pending`` for those not done) and ``complete`` (false until
+    `finish`). Only `finish` adds the
     ``outputs`` manifest of every file in the folder (`check_output_folder`).
     Temporary ``.NAME.partial-*`` folders of this batch's items, and a
     temporary summary, that a killed batch left are removed when the next
     one starts.
     """
+
+    #: Fewest seconds between two writes of the summary by `update`.
+    UPDATE_SECONDS = 5.0
 
     def __init__(
         self,
@@ -311,6 +316,7 @@ class BatchFolder:
     ):
         self.path = Path(path).resolve()
         self.names = [str(name) for name in names]
+        self._written: float | None = None  # when update last wrote the summary (time.monotonic)
         self.replace = overwrite or skip_existing
         self.skip_existing = skip_existing
         where = f"{option} {self.path}"
@@ -353,7 +359,7 @@ class BatchFolder:
                     shutil.rmtree(victim)
                 else:
                     victim.unlink()
-        self.update(summary)
+        self.update(summary, force=True)
 
     def reusable(self, name: str, inputs: dict[str, Any]) -> dict[str, Any] | None:
         """The summary of the item's sub-folder if ``skip_existing`` and it can be kept, else None.
@@ -377,9 +383,16 @@ class BatchFolder:
         if folder.is_dir():
             shutil.rmtree(folder)
 
-    def update(self, summary: dict[str, Any]) -> None:
-        """Replace the batch's ``summary.json`` with ``summary`` (``complete`` false), at once."""
-        self._write({**summary, "complete": False})
+    def update(self, summary: dict[str, Any], *, force: bool = False) -> None:
+        """Replace the batch's ``summary.json`` with ``summary`` (``complete`` false), at once.
+
+        At most once in `UPDATE_SECONDS` unless ``force``: the summary of a batch of thousands of
+        scenes is megabytes, and the sub-folders, not the summary, say what a killed batch finished.
+        """
+        now = time.monotonic()
+        if force or self._written is None or now - self._written >= self.UPDATE_SECONDS:
+            self._write({**summary, "complete": False})
+            self._written = now
 
     def finish(self, summary: dict[str, Any]) -> None:
         """Write the final ``summary.json``: ``summary``, ``complete`` true and the ``outputs`` manifest."""

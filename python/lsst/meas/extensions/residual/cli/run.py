@@ -36,7 +36,7 @@ the model loaded once: each scene's outputs go to ``DIR/<file stem>/`` (the
 layout and manifest above), moved in as soon as that scene is done, and
 ``DIR/summary.json`` lists every scene with its status; a scene that fails
 gets its error there and the others go on (exit status 1 if any failed).
-The summary is rewritten after each scene, with ``complete`` false and the
+The summary is rewritten as scenes end, with ``complete`` false and the
 scenes not yet run ``pending``; only the finished batch's has ``complete``
 true and the ``outputs`` manifest of the whole folder
 (`~lsst.meas.extensions.residual.cli.outputs.BatchFolder`). So a batch
