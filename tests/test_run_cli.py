@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +17,7 @@ from _tasks_helpers import make_tiny_package, tiny_scene
 from astropy.io import fits
 from astropy.table import Table
 from lsst.meas.extensions.residual.cli.main import main
+from lsst.meas.extensions.residual.cli.outputs import check_output_folder
 from lsst.meas.extensions.residual.cli.run import RUN_OUTPUTS as RUN_FILES
 from lsst.meas.extensions.residual.deblending import read_scarlet_model
 from lsst.meas.extensions.residual.network import read_source_detections
@@ -112,7 +118,6 @@ def _run(tmp, package, out, *extra):
 
 def test_run_outputs_follow_the_butler_schema_and_list_themselves(files):
     from lsst.meas.extensions.residual.chain import PARENT_BIT
-    from lsst.meas.extensions.residual.cli.outputs import check_output_folder
 
     tmp, package, scene = files
     out = tmp / "schema"
@@ -232,7 +237,6 @@ def test_an_unusable_out_is_refused_before_any_work(files, monkeypatch, capsys, 
 def test_batch_run_loads_the_model_once_and_one_bad_scene_does_not_stop_the_others(
     files, tmp_path, monkeypatch, capsys
 ):
-    from lsst.meas.extensions.residual.cli.outputs import check_output_folder
     from lsst.meas.extensions.residual.network import inference
 
     tmp, package, scene = files
@@ -297,6 +301,14 @@ def test_batch_scenes_with_the_same_stem_are_refused(files, tmp_path, capsys):
     assert "would both write" in capsys.readouterr().err
 
 
+def _scene_files(folder: Path, prefix: str, seeds) -> list[Path]:
+    """Tiny scenes written as ``folder/<prefix><seed>.fits``."""
+    paths = [folder / f"{prefix}{seed}.fits" for seed in seeds]
+    for path, seed in zip(paths, seeds, strict=True):
+        write_scene(tiny_scene(seed), path)
+    return paths
+
+
 def _child_pids(pid: int) -> list[int]:
     """Processes whose parent is ``pid`` (Linux /proc)."""
     children = []
@@ -314,19 +326,8 @@ def test_batch_goes_on_when_a_worker_process_is_killed_under_a_scene(files, tmp_
     """A worker killed while it writes a scene's outputs (as the out-of-memory killer would):
     the scenes it and the other worker were running run again alone, every scene gets its outputs,
     and the killed writer's temporary folder does not reach the outputs."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from lsst.meas.extensions.residual.cli.outputs import check_output_folder
-
     tmp, package, _ = files
-    scenes = []
-    for seed in (31, 32, 33):
-        scenes.append(tmp_path / f"s{seed}.fits")
-        write_scene(tiny_scene(seed), scenes[-1])
+    scenes = _scene_files(tmp_path, "s", (31, 32, 33))
     out = tmp_path / "batch"
     script = Path(sys.executable).parent / "residual-detectron"
     argv = [str(script), "run", *map(str, scenes), "--out", str(out), "--model", str(package)]
@@ -365,19 +366,8 @@ def test_a_killed_batch_keeps_what_it_finished_and_skip_existing_does_the_rest(f
     """The batch process killed outright (a cluster's time limit) after its first scene: that scene's
     outputs are in place and the summary says the batch is incomplete; run again with
     --skip-existing, the batch keeps them untouched and runs only the others."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from lsst.meas.extensions.residual.cli.outputs import check_output_folder
-
     tmp, package, _ = files
-    scenes = []
-    for seed in (41, 42, 43):
-        scenes.append(tmp_path / f"k{seed}.fits")
-        write_scene(tiny_scene(seed), scenes[-1])
+    scenes = _scene_files(tmp_path, "k", (41, 42, 43))
     out = tmp_path / "batch"
     argv = [
         "run",
@@ -430,7 +420,6 @@ def test_a_killed_batch_keeps_what_it_finished_and_skip_existing_does_the_rest(f
 
 
 def test_a_single_run_with_skip_existing_keeps_matching_outputs(files, tmp_path, capsys):
-    from lsst.meas.extensions.residual.cli.outputs import check_output_folder
 
     tmp, package, _ = files
     out = tmp_path / "single"
