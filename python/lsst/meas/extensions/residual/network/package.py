@@ -383,7 +383,8 @@ class ModelMetadata(StrictModel):
         if missing and not self.band_subsets:
             raise ModelPackageError(
                 f"Model package {self.name!r} needs bands {','.join(self.bands)}; the data has "
-                f"{','.join(bands) or 'none'} (missing {','.join(missing)})."
+                f"{','.join(bands) or 'none'} (missing {','.join(missing)}). A package trained on "
+                "band subsets takes such data (the shipped 'residual_v2': any bands of ugrizy)."
             )
         if self.needs_model and not has_model:
             raise ModelPackageError(
