@@ -18,8 +18,10 @@ A worker process can die under a job: killed by the system for its memory
 (a cluster's out-of-memory killer takes the largest process), or by a crash
 in compiled code. Its pool then fails every job not yet finished, those
 running in the other workers too, and which job killed it is not known. So
-each of those jobs runs again, alone in a fresh process: the others then
-give their own results, and the one that dies again is known. It raises
+each of those jobs (at most twice the workers) runs again, alone in a fresh
+process, one after the other: the others then give their own results, the
+one that needed the machine's memory to itself may succeed, and one that
+dies again is known. It raises
 `WorkerDiedError`, or gives the result ``on_lost`` makes of it (the batch
 ``run`` records the scene as failed and goes on). The jobs after them go on
 in a fresh pool.
