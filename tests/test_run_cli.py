@@ -437,3 +437,13 @@ def test_a_single_run_with_skip_existing_keeps_matching_outputs(files, tmp_path,
     assert main([*argv, "--skip-existing"]) == 0
     assert "nothing to do" not in capsys.readouterr().out
     check_output_folder(out)
+
+
+def test_skip_existing_batch_with_a_missing_scene_file_records_it_and_runs_the_others(files, tmp_path):
+    tmp, package, _ = files
+    out = tmp_path / "batch"
+    argv = ["run", str(tmp / "scene.fits"), str(tmp_path / "gone.fits"), "--out", str(out)]
+    assert main([*argv, "--model", str(package), "--no-plot", "--skip-existing"]) == 1
+    summary = check_output_folder(out)
+    assert [entry["status"] for entry in summary["scenes"]] == ["ok", "failed"]
+    assert "gone.fits" in summary["scenes"][1]["error"]

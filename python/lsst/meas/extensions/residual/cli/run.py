@@ -424,7 +424,9 @@ def main(args: argparse.Namespace) -> int:
                 kept = check_output_folder(out.path)
             except ResidualDetectronError:
                 kept = None
-            if kept is not None and kept.get("inputs") == run_inputs(args.scene[0], package_path, config):
+            with input_files():  # a missing scene file is the user's error, in one line
+                inputs = run_inputs(args.scene[0], package_path, config)
+            if kept is not None and kept.get("inputs") == inputs:
                 print(f"{out.path} holds this run's outputs already (--skip-existing); nothing to do.")
                 return 0
         detector = Detector(package_path, device)
@@ -433,6 +435,20 @@ def main(args: argparse.Namespace) -> int:
         print(f"Wrote {', '.join(out.written)} in {out.path}.")
         return 0
     return _run_batch(args, config, device, package_path, folders, out, start)
+
+
+def _kept_outputs(out, folder: str, scene, package_path, config: ChainConfig) -> dict | None:
+    """The summary of a batch scene's earlier outputs that ``--skip-existing`` keeps, else None.
+
+    A scene file that cannot be read keeps nothing: the scene then runs, and fails with its error.
+    """
+    if not (out.path / folder / "summary.json").is_file():
+        return None
+    try:
+        inputs = run_inputs(scene, package_path, config)
+    except OSError:
+        return None
+    return out.reusable(folder, inputs)
 
 
 def _run_batch(args, config, device, package_path, folders, out, start) -> int:
@@ -454,7 +470,7 @@ def _run_batch(args, config, device, package_path, folders, out, start) -> int:
     entries = [{"scene": str(scene), "folder": folders[scene], "status": "pending"} for scene in args.scene]
     jobs = []
     for index, scene in enumerate(args.scene):
-        kept = args.skip_existing and out.reusable(folders[scene], run_inputs(scene, package_path, config))
+        kept = args.skip_existing and _kept_outputs(out, folders[scene], scene, package_path, config)
         if kept:
             entries[index] = {
                 **{k: v for k, v in kept.items() if k != "outputs"},
@@ -497,9 +513,10 @@ def _run_batch(args, config, device, package_path, folders, out, start) -> int:
             "wall_seconds": round(time.perf_counter() - start, 2),
         }
 
-    out.start(summary(), keep=[entries[k]["folder"] for k in range(len(entries)) if entries[k].get("reused")])
-    # Loaded once for every scene (by each worker process for its scenes, with several).
+    # Loaded once for every scene (by each worker process for its scenes, with several), and before
+    # the folder is emptied of earlier outputs: a package that cannot be loaded leaves them.
     detector = Detector(package_path, device) if workers == 1 and jobs else None
+    out.start(summary(), keep=[entries[k]["folder"] for k in range(len(entries)) if entries[k].get("reused")])
     run_one = functools.partial(_run_batch_scene, detector=detector)
     done = ordered_map(run_one, [job for _, job in jobs], workers, on_lost=_lost_scene)
     for (index, job), entry in zip(
