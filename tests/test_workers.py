@@ -3,6 +3,7 @@ and a job that kills its worker process found by running the unfinished jobs aga
 
 import os
 import signal
+import time
 
 import pytest
 from lsst.meas.extensions.residual.workers import WorkerDiedError, ordered_map
@@ -24,6 +25,13 @@ def _killed_on_three(value):
     return value * value
 
 
+def _slow_and_killed_on_three(value):
+    """As `_killed_on_three`, each job taking 0.4 s (job 3 dies after 0.1 s): the other worker is
+    still busy with its job when the pool breaks, and the queued jobs have not started."""
+    time.sleep(0.1 if value == 3 else 0.4)
+    return _killed_on_three(value)
+
+
 def _killed_once(job):
     """Kills its process the first time it runs (no marker file yet), as an out-of-memory kill
     that depended on what else ran beside it; succeeds when run again."""
@@ -32,6 +40,17 @@ def _killed_once(job):
         open(marker, "w").close()
         os.kill(os.getpid(), signal.SIGKILL)
     return value
+
+
+def _die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _KillsItsReader:
+    """An item whose unpickling kills the process: a worker dies before its job starts."""
+
+    def __reduce__(self):
+        return _die, ()
 
 
 def test_results_come_in_input_order_from_worker_processes():
@@ -58,17 +77,22 @@ def test_fewer_than_one_worker_is_refused():
         list(ordered_map(_square_and_pid, [1], workers=0))
 
 
-def test_a_job_that_kills_its_worker_gets_on_losts_result_and_the_others_their_own():
+def test_a_job_that_kills_its_worker_gets_on_losts_result_and_the_others_their_own(caplog):
     lost = []
 
     def on_lost(value):
         lost.append(value)
         return "lost"
 
-    results = list(ordered_map(_killed_on_three, range(9), workers=2, on_lost=on_lost))
-    # The jobs that were running beside it when the pool broke ran again, alone, and succeeded.
+    caplog.set_level("WARNING", logger="lsst.meas.extensions.residual.workers")
+    results = list(ordered_map(_slow_and_killed_on_three, range(9), workers=2, on_lost=on_lost))
+    # The job running beside it when the pool broke ran again, alone, and succeeded; the queued
+    # ones that had not started went on in a fresh pool.
     assert results == [0, 1, 4, "lost", 16, 25, 36, 49, 64]
     assert lost == [3]
+    reruns = [r.args[0] for r in caplog.records if "run again, each alone" in r.getMessage()]
+    # Job 3 and the one running beside it, not the queued ones (four jobs are in flight).
+    assert len(reruns) == 1 and 1 <= reruns[0] <= 2
 
 
 def test_a_job_that_kills_its_worker_raises_after_the_results_before_it():
@@ -86,3 +110,8 @@ def test_a_job_whose_worker_died_once_succeeds_when_run_alone(tmp_path):
     results = list(ordered_map(_killed_once, [(k, marker) for k in range(6)], workers=2))
     assert results == list(range(6))
     assert os.path.exists(marker)  # it did kill its first worker
+
+
+def test_workers_that_die_before_any_job_starts_are_given_up_on():
+    with pytest.raises(WorkerDiedError, match="3 times in a row before running a job"):
+        list(ordered_map(_square_and_pid, [_KillsItsReader()] * 3, workers=2))

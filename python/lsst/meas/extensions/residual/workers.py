@@ -17,14 +17,17 @@ caller (prepared scenes, say) stay few.
 A worker process can die under a job: killed by the system for its memory
 (a cluster's out-of-memory killer takes the largest process), or by a crash
 in compiled code. Its pool then fails every job not yet finished, those
-running in the other workers too, and which job killed it is not known. So
-each of those jobs (at most twice the workers) runs again, alone in a fresh
-process, one after the other: the others then give their own results, the
-one that needed the machine's memory to itself may succeed, and one that
-dies again is known. It raises
-`WorkerDiedError`, or gives the result ``on_lost`` makes of it (the batch
-``run`` records the scene as failed and goes on). The jobs after them go on
-in a fresh pool.
+running in the other workers too, and which job killed it is not known.
+Each job marks its start (an empty file in a private folder). The jobs that
+had started and not finished (about one per worker; all those in input order
+up to the last of them) run again, alone in a fresh process, one after the
+other: the others then give their own results, the one that needed the
+machine's memory to itself may succeed, and one that dies again is known.
+It raises `WorkerDiedError`, or gives the result ``on_lost`` makes of it
+(the batch ``run`` records the scene as ``worker died`` and goes on). The
+jobs that had not started go on in a fresh pool, with those after them.
+Workers that die three times in a row before any job starts (they cannot
+start, or the machine kills them at once) raise `WorkerDiedError`.
 
 As with any spawned process (torch's ``DataLoader`` workers too), a script
 that calls this with several workers must run its work under
@@ -41,6 +44,9 @@ import collections
 import itertools
 import logging
 import multiprocessing
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -51,11 +57,18 @@ from .errors import WorkerDiedError
 _log = logging.getLogger(__name__)
 
 
-def _one_blas_thread(function: Callable[[Any], Any], item: Any) -> Any:
+def _one_blas_thread(function: Callable[[Any], Any], item: Any, start_mark: str | None = None) -> Any:
     from threadpoolctl import threadpool_limits
 
+    if start_mark is not None:
+        # A file, not a message: a process killed while it writes one cannot block the others.
+        open(start_mark, "x").close()
     with threadpool_limits(limits=1, user_api="blas"):
         return function(item)
+
+
+#: Pools broken in a row with no job started (workers that die as they start) before giving up.
+_IDLE_DEATHS = 3
 
 
 def _spawned_pool(workers: int) -> ProcessPoolExecutor:
@@ -111,36 +124,56 @@ def ordered_map(
         for item in items:
             yield function(item)
         return
-    queue = enumerate(items)
+    queue: Iterator[tuple[int, Any]] = enumerate(items)
+    idle_deaths = 0  # pools broken in a row before any of their unfinished jobs had started
     while True:
-        unfinished = yield from _until_a_worker_dies(function, queue, workers)
+        unfinished, started = yield from _until_a_worker_dies(function, queue, workers)
         if not unfinished:
             return
+        # The jobs that had started, and any before them in input order, are suspects; the rest
+        # had not started and go back to a fresh pool, ahead of the jobs not yet submitted.
+        last = max((k for k, (index, _, _) in enumerate(unfinished) if index in started), default=-1)
+        suspects, waiting = unfinished[: last + 1], unfinished[last + 1 :]
+        idle_deaths = 0 if suspects else idle_deaths + 1
+        if idle_deaths >= _IDLE_DEATHS:
+            raise WorkerDiedError(
+                f"Worker processes died {idle_deaths} times in a row before running a job: the machine "
+                "kills them (memory?) or they cannot start."
+            )
+        lost = [not _finished(future) for _, _, future in suspects]
         _log.warning(
-            "A worker process died; the %d jobs unfinished then run again, each alone in a fresh process.",
-            len(unfinished),
+            "A worker process died; %d job(s) running then run again, each alone in a fresh process.",
+            sum(lost),
         )
-        for index, item, future in unfinished:
-            if future is not None and future.done() and not future.cancelled():
-                if not isinstance(future.exception(), BrokenProcessPool):
-                    yield future.result()  # it finished before the pool broke (or raised its own error)
-                    continue
-            yield _run_alone(function, index, item, on_lost)
+        for (index, item, future), rerun in zip(suspects, lost, strict=True):
+            # One that finished before the pool broke gives its result (or raises its own error).
+            yield _run_alone(function, index, item, on_lost) if rerun else future.result()
+        queue = itertools.chain([(index, item) for index, item, _ in waiting], queue)
+
+
+def _finished(future: Future | None) -> bool:
+    """Whether a job of a broken pool had finished (with its result or its own error)."""
+    if future is None or not future.done() or future.cancelled():
+        return False
+    return not isinstance(future.exception(), BrokenProcessPool)
 
 
 def _until_a_worker_dies(function, queue, workers: int):
-    """Yield results of a pool's jobs in order; return the jobs unfinished when a worker died, if one did.
+    """Yield results of a pool's jobs in order; return, when the jobs are done or a worker died, the
+    jobs then unfinished and the indices of those that had started.
 
     The returned ``(index, item, future)`` are in input order; ``future`` is None for an item that
     could not be submitted any more (the pool was already broken).
     """
     executor = _spawned_pool(workers)
+    marks = tempfile.mkdtemp(prefix="ordered-map-starts-")
     pending: collections.deque[tuple[int, Any, Future | None]] = collections.deque()
 
     def submit(count: int) -> None:
         for index, item in itertools.islice(queue, count):
+            mark = os.path.join(marks, str(index))
             try:
-                pending.append((index, item, executor.submit(_one_blas_thread, function, item)))
+                pending.append((index, item, executor.submit(_one_blas_thread, function, item, mark)))
             except BrokenProcessPool:
                 pending.append((index, item, None))
 
@@ -153,13 +186,16 @@ def _until_a_worker_dies(function, queue, workers: int):
             except BrokenProcessPool:
                 future = None
             if future is None:
-                return list(pending)
+                executor.shutdown(wait=True, cancel_futures=True)  # no worker writes a mark after this
+                return list(pending), {int(name) for name in os.listdir(marks)}
             pending.popleft()
+            os.remove(os.path.join(marks, str(index)))
             submit(1)
             yield result
-        return []
+        return [], set()
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(marks, ignore_errors=True)
 
 
 def _run_alone(function, index: int, item: Any, on_lost):
