@@ -398,9 +398,12 @@ def test_a_killed_batch_keeps_what_it_finished_and_skip_existing_does_the_rest(f
     kept = {p.name: os.stat(p).st_mtime_ns for p in (out / "k41").iterdir()}
     check_output_folder(out / "k41")
 
-    # Without a flag the folder is not touched.
+    # Without a flag the folder is not touched, nor with two that contradict each other.
     assert main(argv) == 2
     assert "--skip-existing" in capsys.readouterr().err
+    assert main([*argv, "--skip-existing", "--overwrite"]) == 2
+    assert "choose one" in capsys.readouterr().err
+    assert {p.name: os.stat(p).st_mtime_ns for p in (out / "k41").iterdir()} == kept
 
     assert main([*argv, "--skip-existing"]) == 0
     summary = check_output_folder(out)

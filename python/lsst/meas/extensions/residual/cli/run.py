@@ -394,12 +394,16 @@ def _scene_folders(scenes: list[str]) -> dict[str, str]:
 
 def main(args: argparse.Namespace) -> int:
     from ..network import Detector, model_path, read_model_metadata, select_device
-    from .main import input_files
+    from .main import CommandError, input_files
     from .options import inference_config_from_args
     from .outputs import BatchFolder, OutputFolder, check_output_folder
 
     start = time.perf_counter()
     # Everything that can be wrong with the arguments is found before any work.
+    if args.overwrite and args.skip_existing:
+        raise CommandError(
+            "--overwrite replaces earlier outputs and --skip-existing keeps those that match; choose one."
+        )
     config = ChainConfig(
         detection=model_from_args(DetectionConfig, args, "detection options"),
         deblend=model_from_args(DeblendConfig, args, "deblend options"),
