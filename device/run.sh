@@ -12,14 +12,14 @@
 set -euo pipefail
 PY=${PY:-python3}
 OUT=${OUT:-device_output}
-SITE=${SITE:-$(mktemp -d)/site}
-mkdir -p "$OUT" "$SITE"
 shopt -s nullglob
 kit=(device/kit/*.zip)
 if [ ${#kit[@]} -eq 0 ]; then
   echo "error: device/kit/ is empty: run 'make device-kit' here and name device/kit in carry" >&2
   exit 2
 fi
+SITE=${SITE:-$(mktemp -d)/site}
+mkdir -p "$OUT" "$SITE"
 for zip in "${kit[@]}"; do $PY -m zipfile -e "$zip" "$SITE"; done
 export PYTHONPATH="$PWD/python:$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg

@@ -59,3 +59,4 @@ def test_run_script_refuses_to_start_without_the_kit(tmp_path):
     )
     assert completed.returncode == 2
     assert "device/kit/ is empty: run 'make device-kit'" in completed.stderr
+    assert not (tmp_path / "out").exists()  # nothing made before the check (no scratch site either)
