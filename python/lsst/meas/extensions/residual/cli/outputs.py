@@ -28,7 +28,7 @@ survive from an earlier run.
 A batch (``run`` on many scenes) writes into `BatchFolder` instead: each
 item's sub-folder is an `OutputFolder` of its own, moved into the batch
 folder as soon as that item is done, and the batch's ``summary.json`` is
-rewritten after each item, so that a batch killed outright (a cluster's
+rewritten as items end, so that a batch killed outright (a cluster's
 time limit, say) keeps what it finished and says so (``complete``: false).
 Run again with ``skip_existing``, it keeps the sub-folders that still match
 their manifests and the inputs and settings they were made from, and does
@@ -57,6 +57,7 @@ __all__ = [
     "BatchFolder",
     "check_output_folder",
     "file_sha256",
+    "matching_outputs",
 ]
 
 import contextlib
@@ -116,12 +117,7 @@ class StagedOutputs:
         return self.path / name
 
     def _write_summary(self) -> None:
-        files = sorted(p for p in self.path.rglob("*") if p.is_file())
-        self.outputs = {
-            p.relative_to(self.path).as_posix(): file_sha256(p)
-            for p in files
-            if p != self.path / SUMMARY_NAME
-        }
+        self.outputs = _manifest(self.path)
         summary = {**self.summary, "outputs": self.outputs}
         (self.path / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
 
@@ -367,15 +363,7 @@ class BatchFolder:
         It can be kept if it matches its manifest (`check_output_folder`) and its ``inputs`` equal
         ``inputs`` (the digests of what it was made from).
         """
-        folder = self.path / name
-        if not self.skip_existing or not (folder / SUMMARY_NAME).is_file():
-            return None
-        try:
-            summary = check_output_folder(folder)
-        except OutputError as err:
-            _log.info("Not keeping %s: %s", folder, err)
-            return None
-        return summary if summary.get("inputs") == inputs else None
+        return matching_outputs(self.path / name, inputs) if self.skip_existing else None
 
     def discard(self, name: str) -> None:
         """Remove an item's earlier outputs (the item failed in this batch)."""
@@ -398,9 +386,7 @@ class BatchFolder:
         """Write the final ``summary.json``: ``summary``, ``complete`` true and the ``outputs`` manifest."""
         for leftover in self.path.glob(".*.partial-*"):  # of items whose worker process was killed
             shutil.rmtree(leftover, ignore_errors=True)
-        files = sorted(p for p in self.path.rglob("*") if p.is_file() and p != self.path / SUMMARY_NAME)
-        outputs = {p.relative_to(self.path).as_posix(): file_sha256(p) for p in files}
-        self._write({**summary, "complete": True, "outputs": outputs})
+        self._write({**summary, "complete": True, "outputs": _manifest(self.path)})
 
     def _write(self, summary: dict[str, Any]) -> None:
         with _write_errors(self.path):
@@ -563,6 +549,26 @@ def _umask() -> int:
 def _default_mode() -> int:
     """Mode of a folder made by a plain ``mkdir`` under the current umask."""
     return 0o777 & ~_umask()
+
+
+def matching_outputs(path: str | os.PathLike, inputs: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary of the output folder ``path`` if it matches its manifest (`check_output_folder`)
+    and was made from ``inputs`` (its summary's ``inputs``); else None (also without a folder)."""
+    folder = Path(path)
+    if not (folder / SUMMARY_NAME).is_file():
+        return None
+    try:
+        summary = check_output_folder(folder)
+    except OutputError as err:
+        _log.info("Not keeping %s: %s", folder, err)
+        return None
+    return summary if summary.get("inputs") == inputs else None
+
+
+def _manifest(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file below ``folder`` but its summary, by POSIX path relative to it."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p != folder / SUMMARY_NAME)
+    return {p.relative_to(folder).as_posix(): file_sha256(p) for p in files}
 
 
 def file_sha256(path: str | os.PathLike) -> str:

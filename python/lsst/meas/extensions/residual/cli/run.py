@@ -319,7 +319,6 @@ def _run_batch_scene(job: _BatchScene, detector=None) -> dict:
 
     ``detector``: the batch's, in the process that runs the batch; a worker process loads its own.
     """
-    from ..errors import ResidualDetectronError
     from ..network import Detector
     from .outputs import OutputFolder
 
@@ -396,7 +395,7 @@ def main(args: argparse.Namespace) -> int:
     from ..network import Detector, model_path, read_model_metadata, select_device
     from .main import CommandError, input_files
     from .options import inference_config_from_args
-    from .outputs import BatchFolder, OutputFolder, check_output_folder
+    from .outputs import BatchFolder, OutputFolder, matching_outputs
 
     start = time.perf_counter()
     # Everything that can be wrong with the arguments is found before any work.
@@ -423,14 +422,10 @@ def main(args: argparse.Namespace) -> int:
         package_path = model_path(args.model)
         metadata = read_model_metadata(package_path)
     if not batch:
-        if args.skip_existing and (out.path / "summary.json").is_file():
-            try:
-                kept = check_output_folder(out.path)
-            except ResidualDetectronError:
-                kept = None
+        if args.skip_existing:
             with input_files():  # a missing scene file is the user's error, in one line
                 inputs = run_inputs(args.scene[0], package_path, config)
-            if kept is not None and kept.get("inputs") == inputs:
+            if matching_outputs(out.path, inputs) is not None:
                 print(f"{out.path} holds this run's outputs already (--skip-existing); nothing to do.")
                 return 0
         detector = Detector(package_path, device)
@@ -520,7 +515,7 @@ def _run_batch(args, config, device, package_path, folders, out, start) -> int:
     # Loaded once for every scene (by each worker process for its scenes, with several), and before
     # the folder is emptied of earlier outputs: a package that cannot be loaded leaves them.
     detector = Detector(package_path, device) if workers == 1 and jobs else None
-    out.start(summary(), keep=[entries[k]["folder"] for k in range(len(entries)) if entries[k].get("reused")])
+    out.start(summary(), keep=[entry["folder"] for entry in entries if entry.get("reused")])
     run_one = functools.partial(_run_batch_scene, detector=detector)
     done = ordered_map(run_one, [job for _, job in jobs], workers, on_lost=_lost_scene)
     for (index, job), entry in zip(
