@@ -257,6 +257,7 @@ def test_batch_folder_api(tmp_path):
     batch.update({"scenes": [{"folder": "a", "status": "ok"}]}, force=True)
     written = json.loads((target / "summary.json").read_text())
     assert written["complete"] is False and written["scenes"][0]["status"] == "ok"
+    (target / ".write-probe-killed").write_bytes(b"")  # a worker killed while it checked the folder
     batch.finish({"scenes": [{"folder": "a", "status": "ok"}]})
     summary = check_output_folder(target)
     assert summary["complete"] is True and set(summary["outputs"]) == {"a/x.txt", "a/summary.json"}
@@ -266,11 +267,16 @@ def test_batch_folder_api(tmp_path):
     with pytest.raises(OutputError, match="notes.txt"):
         BatchFolder(target, ["a", "b"], skip_existing=True)
     (target / "notes.txt").unlink()
+    (target / ".write-probe-killed").write_bytes(b"")  # the batch killed while it checked the folder
     again = BatchFolder(target, ["a", "b"], skip_existing=True)
+    assert not (target / ".write-probe-killed").exists()
     assert again.reusable("a", {"scene": 1})["inputs"] == {"scene": 1}
     assert again.reusable("a", {"scene": 2}) is None and again.reusable("b", {"scene": 1}) is None
     (target / "a" / "x.txt").write_text("edited")
     assert again.reusable("a", {"scene": 1}) is None  # no longer matches its manifest
+    # A killed batch's staging folder of a scene the next batch does not run is its own, not foreign.
+    (target / ".b.partial-killed").mkdir()
+    (target / "summary.json").write_text(json.dumps({"scenes": [{"folder": "a"}, {"folder": "b"}]}))
     BatchFolder(target, ["a"], overwrite=True).start({"scenes": []})
     assert os.listdir(target) == ["summary.json"]
 

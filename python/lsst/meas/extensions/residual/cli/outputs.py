@@ -81,6 +81,9 @@ _log = logging.getLogger(__name__)
 #: Name of the summary file `OutputFolder` writes last into every output folder.
 SUMMARY_NAME = "summary.json"
 
+#: Prefix of the file that checks a folder can be written, where it must have a name.
+WRITE_PROBE_PREFIX = ".write-probe-"
+
 # Errors of the machine, not of the program, while the outputs are written (disk full, quota,
 # read-only or failing disk, permissions changed during the work): reported as `OutputError`.
 _WRITE_ERRNOS = frozenset(
@@ -293,9 +296,10 @@ class BatchFolder:
     (``pending`` for those not done) and ``complete`` (false until
     `finish`). Only `finish` adds the
     ``outputs`` manifest of every file in the folder (`check_output_folder`).
-    Temporary ``.NAME.partial-*`` folders of this batch's items, and a
-    temporary summary, that a killed batch left are removed when the next
-    one starts.
+    Temporary ``.NAME.partial-*`` folders of this batch's items, a
+    temporary summary and write probes (``.write-probe-*``, of a file
+    system without unnamed files) that a killed batch left are removed when
+    the next one starts.
     """
 
     #: Fewest seconds between two writes of the summary by `update`.
@@ -321,25 +325,32 @@ class BatchFolder:
                 f"{where} already holds {_names(sorted(os.listdir(self.path)))}; pass --overwrite to "
                 "replace them, or --skip-existing to keep the scenes an earlier batch completed."
             )
+        items = {*self.names, *self._earlier_batch()}
         if self.path.is_dir():
-            # What a killed batch left: its items' temporary folders, a summary being written.
-            for leftover in self.path.glob(f".{SUMMARY_NAME}.*"):
+            # What a killed batch left: its items' temporary folders, a summary being written, a
+            # write probe (the same names as its summary lists, or this batch's).
+            for leftover in (
+                *self.path.glob(f".{SUMMARY_NAME}.*"),
+                *self.path.glob(f"{WRITE_PROBE_PREFIX}*"),
+            ):
                 leftover.unlink(missing_ok=True)
-            for name in self.names:
+            for name in items:
                 for leftover in self.path.glob(f".{glob.escape(name)}.partial-*"):
                     shutil.rmtree(leftover, ignore_errors=True)
         # Refuses a file, entries no batch wrote, and a place that cannot be written.
-        OutputFolder(
-            self.path, overwrite=True, output_names={*self.names, *self._earlier_batch()}, option=option
-        )
+        OutputFolder(self.path, overwrite=True, output_names=items, option=option)
 
     def _earlier_batch(self) -> list[str]:
-        """Sub-folders an earlier batch's ``summary.json`` names (also one that did not complete)."""
+        """Sub-folders an earlier batch's ``summary.json`` names (also one that did not complete).
+
+        Only plain names: the file may have been edited, and these name things to remove.
+        """
         try:
             summary = json.loads((self.path / SUMMARY_NAME).read_text())
-            return [str(entry["folder"]) for entry in summary.get("scenes", [])]
+            names = [str(entry["folder"]) for entry in summary.get("scenes", [])]
         except (OSError, ValueError, AttributeError, KeyError, TypeError):
             return []
+        return [name for name in names if name not in ("", ".", "..") and Path(name).name == name]
 
     def start(self, summary: dict[str, Any], keep=()) -> None:
         """Make the folder, remove every earlier output but the sub-folders ``keep``, write ``summary``.
@@ -386,6 +397,8 @@ class BatchFolder:
         """Write the final ``summary.json``: ``summary``, ``complete`` true and the ``outputs`` manifest."""
         for leftover in self.path.glob(".*.partial-*"):  # of items whose worker process was killed
             shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in self.path.glob(f"{WRITE_PROBE_PREFIX}*"):
+            leftover.unlink(missing_ok=True)
         self._write({**summary, "complete": True, "outputs": _manifest(self.path)})
 
     def _write(self, summary: dict[str, Any]) -> None:
@@ -533,11 +546,12 @@ def _check_writable_parent(path: Path, where: str) -> None:
     if not folder.is_dir():
         raise OutputError(f"{where}: {folder} is a file, not a folder.")
     try:
-        handle, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
+        # A file without a name where the file system allows it (O_TMPFILE), so that a process
+        # killed here leaves nothing behind; elsewhere one named WRITE_PROBE_PREFIX*, removed at once.
+        with tempfile.TemporaryFile(prefix=WRITE_PROBE_PREFIX, dir=folder):
+            pass
     except OSError as err:
         raise OutputError(f"{where}: cannot write in {folder} ({err.strerror or err}).") from None
-    os.close(handle)
-    os.remove(probe)
 
 
 def _umask() -> int:
