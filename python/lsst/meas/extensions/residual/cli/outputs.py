@@ -327,8 +327,8 @@ class BatchFolder:
             )
         items = {*self.names, *self._earlier_batch()}
         if self.path.is_dir():
-            # What a killed batch left: its items' temporary folders, a summary being written, a
-            # write probe (the same names as its summary lists, or this batch's).
+            # What a killed batch left: a summary being written, a write probe, and the temporary
+            # folders of its items (those its summary names, and this batch's).
             for leftover in (
                 *self.path.glob(f".{SUMMARY_NAME}.*"),
                 *self.path.glob(f"{WRITE_PROBE_PREFIX}*"),
