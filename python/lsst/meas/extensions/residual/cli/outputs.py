@@ -325,18 +325,10 @@ class BatchFolder:
                 f"{where} already holds {_names(sorted(os.listdir(self.path)))}; pass --overwrite to "
                 "replace them, or --skip-existing to keep the scenes an earlier batch completed."
             )
+        # The items of an earlier batch (its summary's) too: what it left is this command's.
         items = {*self.names, *self._earlier_batch()}
         if self.path.is_dir():
-            # What a killed batch left: a summary being written, a write probe, and the temporary
-            # folders of its items (those its summary names, and this batch's).
-            for leftover in (
-                *self.path.glob(f".{SUMMARY_NAME}.*"),
-                *self.path.glob(f"{WRITE_PROBE_PREFIX}*"),
-            ):
-                leftover.unlink(missing_ok=True)
-            for name in items:
-                for leftover in self.path.glob(f".{glob.escape(name)}.partial-*"):
-                    shutil.rmtree(leftover, ignore_errors=True)
+            self._remove_leftovers(items)
         # Refuses a file, entries no batch wrote, and a place that cannot be written.
         OutputFolder(self.path, overwrite=True, output_names=items, option=option)
 
@@ -395,11 +387,17 @@ class BatchFolder:
 
     def finish(self, summary: dict[str, Any]) -> None:
         """Write the final ``summary.json``: ``summary``, ``complete`` true and the ``outputs`` manifest."""
-        for leftover in self.path.glob(".*.partial-*"):  # of items whose worker process was killed
-            shutil.rmtree(leftover, ignore_errors=True)
-        for leftover in self.path.glob(f"{WRITE_PROBE_PREFIX}*"):
-            leftover.unlink(missing_ok=True)
+        self._remove_leftovers(self.names)  # of items whose worker process was killed
         self._write({**summary, "complete": True, "outputs": _manifest(self.path)})
+
+    def _remove_leftovers(self, items: Iterable[str]) -> None:
+        """Remove what a killed process of a batch leaves: a summary being written, a write probe,
+        and the temporary folders (``.NAME.partial-*``) of the items ``items``."""
+        for leftover in (*self.path.glob(f".{SUMMARY_NAME}.*"), *self.path.glob(f"{WRITE_PROBE_PREFIX}*")):
+            leftover.unlink(missing_ok=True)
+        for name in items:
+            for leftover in self.path.glob(f".{glob.escape(name)}.partial-*"):
+                shutil.rmtree(leftover, ignore_errors=True)
 
     def _write(self, summary: dict[str, Any]) -> None:
         with _write_errors(self.path):

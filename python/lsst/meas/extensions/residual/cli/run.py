@@ -525,14 +525,14 @@ def _run_batch(args, config, device, package_path, folders, out, start) -> int:
         if entry["status"] != "ok":
             out.discard(job.folder)  # what its worker left, if it was killed while moving it in
         out.update(summary())
-    out.finish(summary())
-    failed = [entry for entry in entries if entry["status"] != "ok"]
-    reused = sum(bool(entry.get("reused")) for entry in entries)
+    final = summary()
+    out.finish(final)
     print(
-        f"{len(entries) - len(failed)} of {len(entries)} scenes done"
-        + (f" ({reused} kept from an earlier batch)" if reused else "")
+        f"{final['succeeded']} of {len(entries)} scenes done"
+        + (f" ({final['reused']} kept from an earlier batch)" if final["reused"] else "")
         + f"; see {out.path / 'summary.json'}."
     )
-    for entry in failed:
-        print(f"  {entry['scene']}: {entry['error']}")
-    return 1 if failed else 0
+    for entry in entries:
+        if entry["status"] != "ok":
+            print(f"  {entry['scene']}: {entry['error']}")
+    return 1 if final["failed"] else 0
