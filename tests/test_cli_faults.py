@@ -277,8 +277,42 @@ def test_batch_folder_api(tmp_path):
     # A killed batch's staging folder of a scene the next batch does not run is its own, not foreign.
     (target / ".b.partial-killed").mkdir()
     (target / "summary.json").write_text(json.dumps({"scenes": [{"folder": "a"}, {"folder": "b"}]}))
+    again.close()  # the batch ends: another may start
     BatchFolder(target, ["a"], overwrite=True).start({"scenes": []})
     assert os.listdir(target) == ["summary.json"]
+
+
+def test_a_batch_folder_is_locked_against_a_second_batch(tmp_path, caplog, monkeypatch):
+    """Two batches into one folder (a job submitted again while the first runs) would each remove
+    the other's temporary folders as a killed batch's: the second is refused while the first runs."""
+    target = tmp_path / "batch"
+    first = BatchFolder(target, ["a"])  # the folder does not exist yet: locked when it is made
+    first.start({"scenes": []})
+    (target / ".a.partial-running").mkdir()  # the first batch is writing scene a
+    for options in ({"skip_existing": True}, {"overwrite": True}, {}):
+        with pytest.raises(OutputError, match="being written by another batch"):
+            BatchFolder(target, ["a"], **options)
+    assert (target / ".a.partial-running").is_dir()  # untouched by the refused batches
+    # A batch that checked the folder before it existed is refused when it makes it.
+    late = BatchFolder(tmp_path / "new", ["a"])
+    with BatchFolder(tmp_path / "new", ["a"]) as early:
+        early.start({"scenes": []})
+        with pytest.raises(OutputError, match="being written by another batch"):
+            late.start({"scenes": []})
+    late.start({"scenes": []})  # the `with` block released it
+    late.close()
+    first.stop({"scenes": []})  # stopped early: its temporary folders removed, the folder released
+    assert os.listdir(target) == ["summary.json"]
+    BatchFolder(target, ["a"], skip_existing=True).close()
+
+    # A file system that does not lock: the batch runs, unguarded, and says so.
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr("lsst.meas.extensions.residual.cli.outputs.fcntl.flock", no_locks)
+    with caplog.at_level("WARNING"):
+        BatchFolder(target, ["a"], skip_existing=True).start({"scenes": []})
+    assert "Could not lock" in caplog.text and "No locks available" in caplog.text
 
 
 # --- bad input: one line, naming the problem -----------------------------------------------------

@@ -17,7 +17,7 @@ from _tasks_helpers import make_tiny_package, tiny_scene
 from astropy.io import fits
 from astropy.table import Table
 from lsst.meas.extensions.residual.cli.main import main
-from lsst.meas.extensions.residual.cli.outputs import check_output_folder
+from lsst.meas.extensions.residual.cli.outputs import BatchFolder, check_output_folder
 from lsst.meas.extensions.residual.cli.run import RUN_OUTPUTS as RUN_FILES
 from lsst.meas.extensions.residual.deblending import read_scarlet_model
 from lsst.meas.extensions.residual.network import read_source_detections
@@ -421,6 +421,77 @@ def test_a_killed_batch_keeps_what_it_finished_and_skip_existing_does_the_rest(f
     again = check_output_folder(out)
     assert again["reused"] == 0 and again["succeeded"] == 3
     assert {p.name: os.stat(p).st_mtime_ns for p in (out / "k41").iterdir()} != kept
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (Linux /proc)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_batch_sent_sigterm_stops_cleanly_and_skip_existing_does_the_rest(files, tmp_path, workers):
+    """SIGTERM (a batch system's time limit, scancel) to the batch process alone, after its first
+    scene: it stops its scenes, workers included, removes their temporary folders, writes a summary
+    that says what it finished, and exits with 143; --skip-existing then does the rest."""
+    tmp, package, _ = files
+    scenes = _scene_files(tmp_path, "t", (51, 52, 53, 54))
+    out = tmp_path / "batch"
+    argv = ["run", *map(str, scenes), "--out", str(out), "--model", str(package), "--no-plot"]
+    script = Path(sys.executable).parent / "residual-detectron"
+    batch = subprocess.Popen(
+        [str(script), *argv, "--device", "cpu", "--workers", str(workers)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    first = out / "t51" / "summary.json"
+    deadline = time.monotonic() + 240
+    while not first.exists() and batch.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    spawned = [
+        pid
+        for pid in _child_pids(batch.pid)
+        if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    ]
+    batch.send_signal(signal.SIGTERM)
+    _, stderr = batch.communicate(timeout=60)
+    assert batch.returncode == 143, stderr[-3000:]
+    assert "terminated (SIGTERM)" in stderr and "--skip-existing" in stderr
+    assert "leaked semaphore" not in stderr
+    assert len(spawned) == (workers if workers > 1 else 0)
+    assert not any(_alive(pid) for pid in spawned)  # stopped with the batch, not left running
+    stopped = json.loads((out / "summary.json").read_text())
+    statuses = [entry["status"] for entry in stopped["scenes"]]
+    assert stopped["complete"] is False and statuses[0] == "ok" and statuses[-1] == "pending"
+    assert set(statuses) == {"ok", "pending"}
+    for entry in stopped["scenes"]:  # a scene is done and whole, or not there at all
+        assert (entry["status"] == "ok") == (out / entry["folder"]).exists()
+        if entry["status"] == "ok":
+            check_output_folder(out / entry["folder"])
+    assert not list(out.glob(".*"))  # no temporary folder, summary or probe left
+
+    assert main([*argv, "--skip-existing"]) == 0
+    summary = check_output_folder(out)
+    assert summary["succeeded"] == 4 and summary["reused"] == statuses.count("ok")
+
+
+def test_a_second_batch_into_a_folder_a_batch_is_writing_is_refused(files, tmp_path, capsys):
+    tmp, package, _ = files
+    scenes = _scene_files(tmp_path, "c", (61, 62))
+    out = tmp_path / "batch"
+    argv = ["run", *map(str, scenes), "--out", str(out), "--model", str(package), "--no-plot"]
+    with BatchFolder(out, ["c61", "c62"]) as running:
+        running.start({"scenes": []})
+        (out / ".c61.partial-running").mkdir()
+        assert main([*argv, "--skip-existing"]) == 2
+        assert "being written by another batch" in capsys.readouterr().err
+        assert sorted(os.listdir(out)) == [".c61.partial-running", "summary.json"]
+    (out / ".c61.partial-running").rmdir()
+    assert main([*argv, "--skip-existing"]) == 0
 
 
 def test_a_single_run_with_skip_existing_keeps_matching_outputs(files, tmp_path, capsys):

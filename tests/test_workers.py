@@ -42,6 +42,15 @@ def _killed_once(job):
     return value
 
 
+def _slow_unless_zero_or_three(value):
+    """0 at once, job 3 fails at once, every other job takes a minute."""
+    if value == 3:
+        raise RuntimeError(f"job {value} failed")
+    if value:
+        time.sleep(60)
+    return value
+
+
 def _die():
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -115,3 +124,20 @@ def test_a_job_whose_worker_died_once_succeeds_when_run_alone(tmp_path):
 def test_workers_that_die_before_any_job_starts_are_given_up_on():
     with pytest.raises(WorkerDiedError, match="3 times in a row before running a job"):
         list(ordered_map(_square_and_pid, [_KillsItsReader()] * 3, workers=2))
+
+
+def test_a_caller_that_stops_early_stops_the_running_jobs():
+    """Closing the results (a caller's Ctrl-C, SIGTERM or error does) terminates the jobs still
+    running instead of waiting for them (the pool's own shutdown would wait the 60 s)."""
+    start = time.monotonic()
+    results = ordered_map(_slow_unless_zero_or_three, [0, 1, 2], workers=2)
+    assert next(results) == 0
+    results.close()
+    assert time.monotonic() - start < 30
+
+
+def test_an_error_in_a_job_stops_the_jobs_running_beside_it():
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="job 3 failed"):
+        list(ordered_map(_slow_unless_zero_or_three, [3, 1], workers=2))
+    assert time.monotonic() - start < 30

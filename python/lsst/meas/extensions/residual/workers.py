@@ -29,6 +29,13 @@ jobs that had not started go on in a fresh pool, with those after them.
 Workers that die three times in a row before any job starts (they cannot
 start, or the machine kills them at once) raise `WorkerDiedError`.
 
+When the caller stops early (it closes the generator, or an exception or
+Ctrl-C reaches it, SIGTERM too where the command line turned that into an
+exception), the jobs still running are stopped (their workers terminated),
+not waited for: a batch stopped by its time limit has seconds before it is
+killed, and a worker that ran on would write into outputs that its caller no
+longer watches.
+
 As with any spawned process (torch's ``DataLoader`` workers too), a script
 that calls this with several workers must run its work under
 ``if __name__ == "__main__":``: each worker imports the script's module
@@ -41,12 +48,14 @@ from __future__ import annotations
 __all__ = ["ordered_map", "WorkerDiedError"]
 
 import collections
+import contextlib
 import itertools
 import logging
 import multiprocessing
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -67,12 +76,49 @@ def _one_blas_thread(function: Callable[[Any], Any], item: Any, start_mark: str 
         return function(item)
 
 
+def _set_up_process() -> None:
+    """A worker's set-up: tqdm's lock, one of this process's threads only.
+
+    tqdm's default lock is a multiprocessing one, a named semaphore: a worker stopped with its job
+    (`_stop_workers`) leaves it for multiprocessing's resource tracker to remove, with a warning
+    about "leaked semaphore objects" at the end of the command.
+    """
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
+
+
 #: Pools broken in a row with no job started (workers that die as they start) before giving up.
 _IDLE_DEATHS = 3
 
 
-def _spawned_pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+@contextlib.contextmanager
+def _spawned_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A pool of ``workers`` spawned processes, shut down on leaving; its running jobs stopped if
+    it is left by an exception (``GeneratorExit`` too: the caller stopped iterating)."""
+    executor = ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_set_up_process
+    )
+    try:
+        yield executor
+    except BaseException:
+        _stop_workers(executor)
+        raise
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop_workers(executor: ProcessPoolExecutor) -> None:
+    """Terminate the pool's worker processes and wait for them (their jobs' results are not wanted)."""
+    terminate = getattr(executor, "terminate_workers", None)  # Python >= 3.14
+    if terminate is not None:
+        terminate()
+        return
+    # Before 3.14 the pool has no public way to stop a running job: its table of processes.
+    for process in list((getattr(executor, "_processes", None) or {}).values()):
+        with contextlib.suppress(OSError):
+            process.terminate()
+    executor.shutdown(wait=True, cancel_futures=True)
 
 
 def ordered_map(
@@ -165,44 +211,43 @@ def _until_a_worker_dies(function, queue, workers: int):
     The returned ``(index, item, future)`` are in input order; ``future`` is None for an item that
     could not be submitted any more (the pool was already broken).
     """
-    executor = _spawned_pool(workers)
     marks = tempfile.mkdtemp(prefix="ordered-map-starts-")
     pending: collections.deque[tuple[int, Any, Future | None]] = collections.deque()
-
-    def submit(count: int) -> None:
-        for index, item in itertools.islice(queue, count):
-            mark = os.path.join(marks, str(index))
-            try:
-                pending.append((index, item, executor.submit(_one_blas_thread, function, item, mark)))
-            except BrokenProcessPool:
-                pending.append((index, item, None))
-
     try:
-        submit(2 * workers)
-        while pending:
-            index, item, future = pending[0]
-            try:
-                result = future.result() if future is not None else None
-            except BrokenProcessPool:
-                future = None
-            if future is None:
-                executor.shutdown(wait=True, cancel_futures=True)  # no worker writes a mark after this
-                return list(pending), {int(name) for name in os.listdir(marks)}
-            pending.popleft()
-            os.remove(os.path.join(marks, str(index)))
-            submit(1)
-            yield result
-        return [], set()
+        with _spawned_pool(workers) as executor:
+
+            def submit(count: int) -> None:
+                for index, item in itertools.islice(queue, count):
+                    mark = os.path.join(marks, str(index))
+                    try:
+                        pending.append((index, item, executor.submit(_one_blas_thread, function, item, mark)))
+                    except BrokenProcessPool:
+                        pending.append((index, item, None))
+
+            submit(2 * workers)
+            while pending:
+                index, item, future = pending[0]
+                try:
+                    result = future.result() if future is not None else None
+                except BrokenProcessPool:
+                    future = None
+                if future is None:
+                    executor.shutdown(wait=True, cancel_futures=True)  # no worker writes a mark after this
+                    return list(pending), {int(name) for name in os.listdir(marks)}
+                pending.popleft()
+                os.remove(os.path.join(marks, str(index)))
+                submit(1)
+                yield result
+            return [], set()
     finally:
-        executor.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(marks, ignore_errors=True)
 
 
 def _run_alone(function, index: int, item: Any, on_lost):
     """``function(item)`` in a fresh process of its own; ``on_lost(item)`` if that process dies too."""
-    executor = _spawned_pool(1)
     try:
-        return executor.submit(_one_blas_thread, function, item).result()
+        with _spawned_pool(1) as executor:
+            return executor.submit(_one_blas_thread, function, item).result()
     except BrokenProcessPool as err:
         if on_lost is None:
             raise WorkerDiedError(
@@ -210,5 +255,3 @@ def _run_alone(function, index: int, item: Any, on_lost):
                 "alone: killed by the system (out of memory, for instance) or a crash in compiled code."
             ) from err
         return on_lost(item)
-    finally:
-        executor.shutdown(wait=True)

@@ -10,17 +10,25 @@ line, ``residual-detectron CMD: error: ...``, exit status 2. Anything else is
 a bug: it is reported as an internal error with its traceback, exit status 1.
 Ctrl-C exits with status 130; commands move their outputs into place only
 when they are complete (`outputs`), so an interrupted one replaces nothing.
+SIGTERM (a batch system's time limit or ``scancel``, a plain ``kill``) is
+handled the same way, as `Terminated` (a `KeyboardInterrupt`), with exit
+status 143: without that the process would end at once, leaving its
+temporary outputs, its worker processes running on, and a batch's summary
+up to a few seconds behind (`outputs.BatchFolder`). A second SIGTERM while
+it cleans up is ignored; the SIGKILL a batch system sends later is not.
 """
 
 from __future__ import annotations
 
-__all__ = ["main", "build_parser", "CommandError", "input_files"]
+__all__ = ["main", "build_parser", "CommandError", "Terminated", "input_files"]
 
 import argparse
 import contextlib
 import importlib
 import logging
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Iterator
 
@@ -47,6 +55,29 @@ LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 class CommandError(ResidualDetectronError):
     """A user error a subcommand reports without a traceback."""
+
+
+class Terminated(KeyboardInterrupt):
+    """The process was sent SIGTERM: raised where it is, so that it cleans up as after Ctrl-C."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    # Once: a second SIGTERM must not cut short the cleanup the first one started.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises `Terminated` in the block (main thread only; elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -84,14 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     -------
     status : `int`
         0 on success, 2 for a reported error, 1 for an internal error, 130
-        when interrupted.
+        when interrupted (Ctrl-C), 143 when terminated (SIGTERM).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format=LOG_FORMAT)
     prog = f"{parser.prog} {args.command}"
     try:
-        result = args.handler(args)
+        with _sigterm_raises():
+            result = args.handler(args)
+    except Terminated:
+        print(f"{prog}: terminated (SIGTERM).", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"{prog}: interrupted.", file=sys.stderr)
         return 130

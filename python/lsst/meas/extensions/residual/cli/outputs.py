@@ -32,7 +32,9 @@ rewritten as items end, so that a batch killed outright (a cluster's
 time limit, say) keeps what it finished and says so (``complete``: false).
 Run again with ``skip_existing``, it keeps the sub-folders that still match
 their manifests and the inputs and settings they were made from, and does
-the rest.
+the rest. A batch holds its folder locked while it runs, so that a second
+batch into the same folder (a job submitted again while the first still
+runs) is refused instead of removing the first one's temporary folders.
 
 Examples
 --------
@@ -70,11 +72,17 @@ import os
 import shutil
 import tempfile
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import OutputError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: batches are not locked
+    fcntl = None
 
 _log = logging.getLogger(__name__)
 
@@ -152,7 +160,8 @@ class OutputFolder:
 
     Notes
     -----
-    Exceptions and Ctrl-C are handled; a process killed outright (SIGKILL,
+    Exceptions and Ctrl-C are handled (SIGTERM too, which the command line
+    turns into an exception); a process killed outright (SIGKILL,
     power cut) may leave a ``.NAME.partial-*`` folder beside the target, and,
     if killed between the two renames of the move, the previous outputs in a
     ``.NAME.old-*`` folder there.
@@ -299,7 +308,17 @@ class BatchFolder:
     Temporary ``.NAME.partial-*`` folders of this batch's items, a
     temporary summary and write probes (``.write-probe-*``, of a file
     system without unnamed files) that a killed batch left are removed when
-    the next one starts.
+    the next one starts. A batch stopped by an exception, Ctrl-C or SIGTERM
+    calls `stop` instead of `finish`.
+
+    The folder is locked (``flock`` on the folder itself, so nothing is left
+    in it) from the constructor, or from `start` if it did not exist yet,
+    until `finish`, `stop` or `close` (or the end of a ``with`` block, or of
+    the process, also one killed outright): another batch into it is
+    refused, since each would
+    take the other's temporary folders for a killed batch's and remove them.
+    On a file system that does not lock (some NFS and Lustre mounts) a
+    warning says so and the batch runs unguarded.
     """
 
     #: Fewest seconds between two writes of the summary by `update`.
@@ -319,7 +338,10 @@ class BatchFolder:
         self._written: float | None = None  # when update last wrote the summary (time.monotonic)
         self.replace = overwrite or skip_existing
         self.skip_existing = skip_existing
-        where = f"{option} {self.path}"
+        self._where = where = f"{option} {self.path}"
+        self._unlock = None  # releases the folder's lock (`_lock`)
+        if self.path.is_dir():
+            self._lock()
         if self.path.is_dir() and os.listdir(self.path) and not self.replace:
             raise OutputError(
                 f"{where} already holds {_names(sorted(os.listdir(self.path)))}; pass --overwrite to "
@@ -331,6 +353,43 @@ class BatchFolder:
             self._remove_leftovers(items)
         # Refuses a file, entries no batch wrote, and a place that cannot be written.
         OutputFolder(self.path, overwrite=True, output_names=items, option=option)
+
+    def __enter__(self) -> BatchFolder:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the folder for another batch (the process's end does too)."""
+        if self._unlock is not None:
+            self._unlock()
+            self._unlock = None
+
+    def _lock(self) -> None:
+        """Lock the folder against another batch (`OutputError` if one holds it); once."""
+        if self._unlock is not None or fcntl is None:
+            return
+        handle = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            raise OutputError(
+                f"{self._where} is being written by another batch (residual-detectron run) now; wait "
+                "for it to end, or give another folder."
+            ) from None
+        except OSError as err:
+            os.close(handle)
+            _log.warning(
+                "Could not lock %s (%s): a second batch into it while this one runs is not refused "
+                "on this file system.",
+                self._where,
+                err.strerror or err,
+            )
+            return
+        # Released by `close`, or when this object is collected or the process ends.
+        self._unlock = weakref.finalize(self, os.close, handle)
 
     def _earlier_batch(self) -> list[str]:
         """Sub-folders an earlier batch's ``summary.json`` names (also one that did not complete).
@@ -351,6 +410,7 @@ class BatchFolder:
         """
         keep = set(keep)
         self.path.mkdir(parents=True, exist_ok=True)
+        self._lock()
         for entry in os.listdir(self.path):
             if entry not in keep and entry != SUMMARY_NAME:
                 victim = self.path / entry
@@ -389,6 +449,17 @@ class BatchFolder:
         """Write the final ``summary.json``: ``summary``, ``complete`` true and the ``outputs`` manifest."""
         self._remove_leftovers(self.names)  # of items whose worker process was killed
         self._write({**summary, "complete": True, "outputs": _manifest(self.path)})
+        self.close()
+
+    def stop(self, summary: dict[str, Any]) -> None:
+        """The batch is stopped before its end: remove the temporary folders of its unfinished
+        items and write ``summary`` (``complete`` false) now, whenever the last was written.
+
+        Call it once no process writes items any more (the workers are stopped).
+        """
+        self._remove_leftovers(self.names)
+        self.update(summary, force=True)
+        self.close()
 
     def _remove_leftovers(self, items: Iterable[str]) -> None:
         """Remove what a killed process of a batch leaves: a summary being written, a write probe,

@@ -59,6 +59,15 @@ say) takes with it the scenes the other workers were running: each of them
 runs again alone in a fresh process, and one that kills that too is
 recorded with status ``worker died``; the batch goes on. (In one process,
 a kill ends the batch: ``--skip-existing`` then goes on from there.)
+
+SIGTERM (a batch system's time limit, ``scancel``, ``kill``) and Ctrl-C stop
+a batch cleanly: the scenes running, in worker processes too, are stopped,
+their temporary folders removed, the summary written at once with the
+scenes finished (the others ``pending``), and the command exits with status
+143 (130 for Ctrl-C); ``--skip-existing`` goes on from there. While a batch
+runs, its ``--out`` is locked: a second batch into it (the same job
+submitted twice) is refused, where each would otherwise remove the other's
+temporary folders as a killed batch's.
 """
 
 from __future__ import annotations
@@ -69,6 +78,7 @@ import functools
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -412,28 +422,27 @@ def main(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     batch = len(args.scene) > 1
     folders = _scene_folders(args.scene) if batch else {}
-    if batch:
-        out = BatchFolder(
-            args.out, folders.values(), overwrite=args.overwrite, skip_existing=args.skip_existing
-        )
-    else:
-        out = OutputFolder(args.out, overwrite=args.overwrite or args.skip_existing, output_names=RUN_OUTPUTS)
     with input_files():
         package_path = model_path(args.model)
         metadata = read_model_metadata(package_path)
-    if not batch:
-        if args.skip_existing:
-            with input_files():  # a missing scene file is the user's error, in one line
-                inputs = run_inputs(args.scene[0], package_path, config)
-            if matching_outputs(out.path, inputs) is not None:
-                print(f"{out.path} holds this run's outputs already (--skip-existing); nothing to do.")
-                return 0
-        detector = Detector(package_path, device)
-        summary = _run_scene(args.scene[0], detector, metadata, config, out, not args.no_plot, start)
-        print(json.dumps(summary, indent=2))
-        print(f"Wrote {', '.join(out.written)} in {out.path}.")
-        return 0
-    return _run_batch(args, config, device, package_path, folders, out, start)
+    if batch:
+        # Locked against another batch into it until this one ends.
+        with BatchFolder(
+            args.out, folders.values(), overwrite=args.overwrite, skip_existing=args.skip_existing
+        ) as out:
+            return _run_batch(args, config, device, package_path, folders, out, start)
+    out = OutputFolder(args.out, overwrite=args.overwrite or args.skip_existing, output_names=RUN_OUTPUTS)
+    if args.skip_existing:
+        with input_files():  # a missing scene file is the user's error, in one line
+            inputs = run_inputs(args.scene[0], package_path, config)
+        if matching_outputs(out.path, inputs) is not None:
+            print(f"{out.path} holds this run's outputs already (--skip-existing); nothing to do.")
+            return 0
+    detector = Detector(package_path, device)
+    summary = _run_scene(args.scene[0], detector, metadata, config, out, not args.no_plot, start)
+    print(json.dumps(summary, indent=2))
+    print(f"Wrote {', '.join(out.written)} in {out.path}.")
+    return 0
 
 
 def _kept_outputs(out, folder: str, scene, package_path, config: ChainConfig) -> dict | None:
@@ -518,13 +527,26 @@ def _run_batch(args, config, device, package_path, folders, out, start) -> int:
     out.start(summary(), keep=[entry["folder"] for entry in entries if entry.get("reused")])
     run_one = functools.partial(_run_batch_scene, detector=detector)
     done = ordered_map(run_one, [job for _, job in jobs], workers, on_lost=_lost_scene)
-    for (index, job), entry in zip(
-        jobs, tqdm(done, total=len(jobs), desc="scenes", unit="scene"), strict=True
-    ):
-        entries[index] = entry
-        if entry["status"] != "ok":
-            out.discard(job.folder)  # what its worker left, if it was killed while moving it in
-        out.update(summary())
+    try:
+        for (index, job), entry in zip(
+            jobs, tqdm(done, total=len(jobs), desc="scenes", unit="scene"), strict=True
+        ):
+            entries[index] = entry
+            if entry["status"] != "ok":
+                out.discard(job.folder)  # what its worker left, if it was killed while moving it in
+            out.update(summary())
+    except BaseException:
+        # Ctrl-C, SIGTERM (a time limit) or an error of the batch itself: the workers' scenes are
+        # stopped first, then what they left is removed and the summary says what was done.
+        done.close()
+        out.stop(summary())
+        finished = sum(entry["status"] == "ok" for entry in entries)
+        print(
+            f"Stopped with {finished} of {len(entries)} scenes done; the same command with "
+            f"--skip-existing keeps them and runs the rest (see {out.path / 'summary.json'}).",
+            file=sys.stderr,
+        )
+        raise
     final = summary()
     out.finish(final)
     print(
