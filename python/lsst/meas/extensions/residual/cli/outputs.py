@@ -338,10 +338,18 @@ class BatchFolder:
         self._written: float | None = None  # when update last wrote the summary (time.monotonic)
         self.replace = overwrite or skip_existing
         self.skip_existing = skip_existing
+        self._option = option
         self._where = where = f"{option} {self.path}"
         self._unlock = None  # releases the folder's lock (`_lock`)
         if self.path.is_dir():
             self._lock()
+        try:
+            self._check(where)
+        except BaseException:
+            self.close()  # a refused batch holds nothing
+            raise
+
+    def _check(self, where: str) -> None:
         if self.path.is_dir() and os.listdir(self.path) and not self.replace:
             raise OutputError(
                 f"{where} already holds {_names(sorted(os.listdir(self.path)))}; pass --overwrite to "
@@ -352,7 +360,7 @@ class BatchFolder:
         if self.path.is_dir():
             self._remove_leftovers(items)
         # Refuses a file, entries no batch wrote, and a place that cannot be written.
-        OutputFolder(self.path, overwrite=True, output_names=items, option=option)
+        OutputFolder(self.path, overwrite=True, output_names=items, option=self._option)
 
     def __enter__(self) -> BatchFolder:
         return self
