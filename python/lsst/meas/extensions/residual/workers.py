@@ -161,7 +161,7 @@ def ordered_map(
         ``on_lost`` is None.
     Exception
         The first exception a job raised, in the order of ``items``; jobs
-        not yet started are cancelled.
+        not yet started are cancelled, and those running stopped.
     """
     workers = int(workers)
     if workers < 1:

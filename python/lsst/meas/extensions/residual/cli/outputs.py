@@ -315,10 +315,10 @@ class BatchFolder:
     in it) from the constructor, or from `start` if it did not exist yet,
     until `finish`, `stop` or `close` (or the end of a ``with`` block, or of
     the process, also one killed outright): another batch into it is
-    refused, since each would
-    take the other's temporary folders for a killed batch's and remove them.
-    On a file system that does not lock (some NFS and Lustre mounts) a
-    warning says so and the batch runs unguarded.
+    refused, since each would take the other's temporary folders for a
+    killed batch's and remove them. On a file system that does not lock
+    (some NFS and Lustre mounts) a warning says so and the batch runs
+    unguarded.
     """
 
     #: Fewest seconds between two writes of the summary by `update`.
