@@ -77,7 +77,7 @@ def _one_blas_thread(function: Callable[[Any], Any], item: Any, start_mark: str 
 
 
 def _set_up_process() -> None:
-    """A worker's set-up: tqdm's lock, one of this process's threads only.
+    """A worker's set-up: tqdm's lock becomes a lock among this process's threads only.
 
     tqdm's default lock is a multiprocessing one, a named semaphore: a worker stopped with its job
     (`_stop_workers`) leaves it for multiprocessing's resource tracker to remove, with a warning
@@ -109,7 +109,8 @@ def _spawned_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
 
 
 def _stop_workers(executor: ProcessPoolExecutor) -> None:
-    """Terminate the pool's worker processes and wait for them (their jobs' results are not wanted)."""
+    """Terminate the pool's worker processes (their jobs' results are not wanted); the pool's
+    shutdown then waits only for their ends."""
     terminate = getattr(executor, "terminate_workers", None)  # Python >= 3.14
     if terminate is not None:
         terminate()
@@ -118,7 +119,6 @@ def _stop_workers(executor: ProcessPoolExecutor) -> None:
     for process in list((getattr(executor, "_processes", None) or {}).values()):
         with contextlib.suppress(OSError):
             process.terminate()
-    executor.shutdown(wait=True, cancel_futures=True)
 
 
 def ordered_map(

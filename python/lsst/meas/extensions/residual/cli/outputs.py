@@ -339,20 +339,20 @@ class BatchFolder:
         self.replace = overwrite or skip_existing
         self.skip_existing = skip_existing
         self._option = option
-        self._where = where = f"{option} {self.path}"
+        self._where = f"{option} {self.path}"
         self._unlock = None  # releases the folder's lock (`_lock`)
         if self.path.is_dir():
             self._lock()
         try:
-            self._check(where)
+            self._check()
         except BaseException:
             self.close()  # a refused batch holds nothing
             raise
 
-    def _check(self, where: str) -> None:
+    def _check(self) -> None:
         if self.path.is_dir() and os.listdir(self.path) and not self.replace:
             raise OutputError(
-                f"{where} already holds {_names(sorted(os.listdir(self.path)))}; pass --overwrite to "
+                f"{self._where} already holds {_names(sorted(os.listdir(self.path)))}; pass --overwrite to "
                 "replace them, or --skip-existing to keep the scenes an earlier batch completed."
             )
         # The items of an earlier batch (its summary's) too: what it left is this command's.

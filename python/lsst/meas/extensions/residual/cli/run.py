@@ -539,10 +539,10 @@ def _run_batch(args, config, device, package_path, folders, out, start) -> int:
         # Ctrl-C, SIGTERM (a time limit) or an error of the batch itself: the workers' scenes are
         # stopped first, then what they left is removed and the summary says what was done.
         done.close()
-        out.stop(summary())
-        finished = sum(entry["status"] == "ok" for entry in entries)
+        stopped = summary()
+        out.stop(stopped)
         print(
-            f"Stopped with {finished} of {len(entries)} scenes done; the same command with "
+            f"Stopped with {stopped['succeeded']} of {len(entries)} scenes done; the same command with "
             f"--skip-existing keeps them and runs the rest (see {out.path / 'summary.json'}).",
             file=sys.stderr,
         )
