@@ -23,10 +23,11 @@ from lsst.meas.extensions.residual.cli.outputs import (
     OutputFile,
     OutputFolder,
     check_output_folder,
+    refused_write,
 )
 from lsst.meas.extensions.residual.deblending import io as deblend_io
 from lsst.meas.extensions.residual.detection import detect_peaks, write_detections
-from lsst.meas.extensions.residual.errors import MissingInputError, OutputError
+from lsst.meas.extensions.residual.errors import MissingInputError, OutputError, OutputWriteError
 from lsst.meas.extensions.residual.scene import Scene, SceneFormatError, read_scene, write_scene
 
 UNWRITABLE = "/proc/residual-detectron-test/out"  # nobody, not even root, creates files in /proc
@@ -168,11 +169,30 @@ def test_deblend_outputs_have_a_manifest_and_overwrite_leaves_no_stale_figure(in
     assert _leftovers(tmp_path) == []
 
 
+def _raised_while_handling(error: BaseException, context: BaseException) -> BaseException:
+    """``error`` as raised in an ``except`` block of ``context`` (a writer wrapping what it met)."""
+    try:
+        try:
+            raise context
+        except BaseException:
+            raise error  # noqa: B904 -- the implicit chain is what writers leave
+    except BaseException as raised:
+        return raised
+
+
+# What a full disk leaves of its ENOSPC in astropy's FITS writer, seen on a full tmpfs: numpy's
+# ``tofile`` reports the byte counts alone, and astropy raises a new OSError in its place.
+CUT_SHORT = _raised_while_handling(
+    OSError("393216 requested and 305760 written"), OSError("393216 requested and 305760 written")
+)
+
+
 @pytest.mark.parametrize(
     "interruption, status, message",
     [
         (KeyboardInterrupt(), 130, "residual-detectron deblend: interrupted."),
         (OSError(errno.ENOSPC, "No space left on device"), 2, "error: writing the outputs failed"),
+        (CUT_SHORT, 2, "error: writing the outputs failed (a write was cut short: 393216 requested"),
         (RuntimeError("a bug in a writer"), 1, "internal error"),
     ],
 )
@@ -194,6 +214,40 @@ def test_interrupted_overwrite_leaves_the_previous_outputs(
     assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
     check_output_folder(out)
     assert _leftovers(tmp_path) == []
+
+
+def test_the_machines_refusal_to_write_is_read_through_the_writers_wrappers():
+    no_space = OSError(errno.ENOSPC, "No space left on device")
+    assert refused_write(no_space) == "[Errno 28] No space left on device"
+    wrapped = _raised_while_handling(OSError("Not enough space on disk: requested 1572864"), no_space)
+    assert refused_write(wrapped) == "No space left on device: Not enough space on disk: requested 1572864"
+    # torch's writer, given a Python file, turns the file's error into a RuntimeError.
+    over_quota = _raised_while_handling(
+        RuntimeError("unexpected pos 704 vs 598"), OSError(errno.EDQUOT, "Disk quota exceeded")
+    )
+    assert refused_write(over_quota).startswith("Disk quota exceeded")
+    assert refused_write(CUT_SHORT).startswith("a write was cut short: 393216 requested and 305760 written")
+    # The program's own errors stay bugs; the first errno of a chain is the one that counts.
+    assert refused_write(OSError(errno.ENOENT, "No such file or directory")) is None
+    assert refused_write(OSError("File 'x.fits' already exists.")) is None
+    assert refused_write(RuntimeError("a bug in a writer")) is None
+    assert refused_write(_raised_while_handling(OSError(errno.EISDIR, "Is a directory"), no_space)) is None
+
+
+def test_a_refused_write_outside_an_output_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    """Say a training run's checkpoint on a full disk: not a bug, so no traceback."""
+
+    def full_disk(scene_, path, overwrite=False):
+        raise _raised_while_handling(
+            RuntimeError("unexpected pos 704 vs 598"), OSError(errno.ENOSPC, "No space left on device")
+        )
+
+    monkeypatch.setattr(scene, "write_scene", full_disk)
+    assert main(["simulate", "--seed", "1", "--size", "32", "--out", str(tmp_path / "s.fits")]) == 2
+    err = capsys.readouterr().err
+    assert "residual-detectron simulate: error: No space left on device: unexpected pos" in err
+    assert "internal error" not in err and "Traceback" not in err
+    assert os.listdir(tmp_path) == []
 
 
 def test_interrupted_single_file_overwrite_keeps_the_old_file(tmp_path, capsys, monkeypatch):
@@ -315,6 +369,30 @@ def test_a_batch_folder_is_locked_against_a_second_batch(tmp_path, caplog, monke
     with caplog.at_level("WARNING"):
         BatchFolder(target, ["a"], skip_existing=True).start({"scenes": []})
     assert "Could not lock" in caplog.text and "No locks available" in caplog.text
+
+
+def test_a_batch_stopped_on_a_full_disk_keeps_its_earlier_summary_and_releases_its_folder(
+    tmp_path, caplog, monkeypatch
+):
+    """`BatchFolder.stop` raises nothing of its own: the reason the batch stopped goes on."""
+    target = tmp_path / "batch"
+    batch = BatchFolder(target, ["a", "b"])
+    batch.start({"scenes": ["a", "b"], "succeeded": 0})
+    (target / ".b.partial-running").mkdir()
+    earlier = (target / "summary.json").read_text()
+
+    def full_disk(self, summary):
+        raise OutputWriteError("writing the outputs failed ([Errno 28] No space left on device)")
+
+    monkeypatch.setattr(BatchFolder, "_write", full_disk)
+    with caplog.at_level("WARNING"):
+        assert batch.stop({"scenes": ["a", "b"], "succeeded": 1}) is False
+    assert "summary was not brought up to date" in caplog.text and "No space left" in caplog.text
+    assert (target / "summary.json").read_text() == earlier
+    assert os.listdir(target) == ["summary.json"]  # b's temporary folder removed all the same
+    BatchFolder(target, ["a", "b"], skip_existing=True).close()  # released
+    monkeypatch.undo()
+    assert BatchFolder(target, ["a"], skip_existing=True).stop({"scenes": ["a"]}) is True
 
 
 # --- bad input: one line, naming the problem -----------------------------------------------------

@@ -482,6 +482,59 @@ def test_a_batch_sent_sigterm_stops_cleanly_and_skip_existing_does_the_rest(file
     assert summary["succeeded"] == len(scenes) and summary["reused"] == len(folders)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_batch_stops_when_the_machine_refuses_its_writes(files, tmp_path, workers):
+    """A full disk or a quota would fail every later scene after its work: the batch stops at the
+    first refused write, in one line, keeps what it finished, and --skip-existing does the rest.
+
+    The refusal is real: a file-size limit (``ulimit -f``) that the 128² scene's residual cubes
+    exceed and the 64² scenes' files do not. astropy's FITS writer then keeps no errno, as on a full disk.
+    """
+    import resource
+
+    tmp, package, _ = files
+    scenes = [tmp_path / "f1.fits", tmp_path / "f2.fits", tmp_path / "f3.fits"]
+    for path, seed, size in zip(scenes, (71, 72, 73), (64, 128, 64), strict=True):
+        write_scene(tiny_scene(seed, size), path)
+    out = tmp_path / "batch"
+    argv = ["run", *map(str, scenes), "--out", str(out), "--model", str(package), "--no-plot"]
+    # A 128² six-band residual cube is 384 KiB; the 64² scenes' files and numba's caches are < 250 KiB.
+    limit = 300 << 10
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    script = Path(sys.executable).parent / "residual-detectron"
+    batch = subprocess.run(
+        [str(script), *argv, "--device", "cpu", "--workers", str(workers)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=limit_file_size,
+        timeout=300,
+    )
+    assert batch.returncode == 2, batch.stderr[-3000:]
+    lines = batch.stderr.splitlines()
+    assert "Stopped with 1 of 3 scenes done" in batch.stderr and "--skip-existing" in batch.stderr
+    assert lines[-1].startswith("residual-detectron run: error: writing the outputs failed (a write was cut")
+    assert str(out / "f2") in lines[-1]
+    assert "internal error" not in batch.stderr and "leaked semaphore" not in batch.stderr
+    stopped = json.loads((out / "summary.json").read_text())
+    assert stopped["complete"] is False
+    assert [entry["status"] for entry in stopped["scenes"]] == ["ok", "pending", "pending"]
+    assert not list(out.glob(".*"))  # no temporary folder left
+    # f3 may have been done by the other worker before f2 failed: whole, and kept below.
+    folders = {path.name for path in out.iterdir() if path.is_dir()}
+    assert "f1" in folders and "f2" not in folders
+    for name in folders:
+        check_output_folder(out / name)
+
+    assert main([*argv, "--skip-existing"]) == 0
+    summary = check_output_folder(out)
+    assert summary["succeeded"] == 3 and summary["reused"] == len(folders)
+
+
 def test_a_second_batch_into_a_folder_a_batch_is_writing_is_refused(files, tmp_path, capsys):
     tmp, package, _ = files
     scenes = _scene_files(tmp_path, "c", (61, 62))

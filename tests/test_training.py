@@ -564,3 +564,33 @@ def test_a_network_v2_run_trains_the_artefact_class_for_band_subsets(tmp_path):
     # The source metrics leave the artefact detections out, and count them.
     assert isinstance(metadata.metrics["validation"]["n_artefact_detections"], int)
     assert "artefact_precision_at_80_recall" not in metadata.metrics["validation"]
+
+
+def test_weights_that_cannot_be_written_leave_the_previous_file(tmp_path, monkeypatch):
+    """A full disk under a checkpoint or the best weights: the previous file stays whole (a resumed
+    run and its package read it), nothing half-written is left, and the system's error comes
+    through (torch's own file writer keeps only "unexpected pos" of it)."""
+    import errno
+    import importlib
+
+    from lsst.meas.extensions.residual.cli.outputs import refused_write
+
+    # The module, not the function the package exports under its name.
+    train_module = importlib.import_module("lsst.meas.extensions.residual.training.train")
+
+    path = tmp_path / "best_weights.pt"
+    train_module._save_whole({"w": torch.ones(3)}, path)
+    real_save = torch.save
+
+    def full_disk(state, stream):
+        real_save(state, stream)
+        stream.flush()
+        # What a Python file's write raises on a full disk, seen through torch's writer.
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError) as raised:
+        train_module._save_whole({"w": torch.zeros(3)}, path)
+    assert refused_write(raised.value) == "[Errno 28] No space left on device"
+    assert torch.load(path, weights_only=True)["w"].tolist() == [1.0, 1.0, 1.0]
+    assert [p.name for p in tmp_path.iterdir()] == ["best_weights.pt"]

@@ -15,6 +15,7 @@ __all__ = [
     "MissingInputError",
     "ConfigError",
     "OutputError",
+    "OutputWriteError",
     "WorkerDiedError",
 ]
 
@@ -40,6 +41,12 @@ class ConfigError(InputError):
 
 class OutputError(ResidualDetectronError):
     """An output location cannot be used (exists, not writable, holds other outputs)."""
+
+
+class OutputWriteError(OutputError):
+    """The machine refused to write the outputs: a full disk, a quota, a file-size limit, a
+    read-only or failing disk, permissions. Not the data's fault: a batch stops on it, since
+    every later item would fail the same way after its work."""
 
 
 class WorkerDiedError(ResidualDetectronError, RuntimeError):

@@ -68,6 +68,14 @@ scenes finished (the others ``pending``), and the command exits with status
 runs, its ``--out`` is locked: a second batch into it (the same job
 submitted twice) is refused, where each would otherwise remove the other's
 temporary folders as a killed batch's.
+
+A write the machine refuses (a full disk, a quota, a file-size limit, a
+read-only or failing disk: `~lsst.meas.extensions.residual.errors.OutputWriteError`)
+stops a batch the same way, at the first scene it hits, where every later
+scene would fail the same way after its work: the message names the folder
+and what the system said, the exit status is 2, and ``--skip-existing`` goes
+on once there is room. A summary the full disk cannot take stays the earlier
+one, and the message says that the scene folders say what is done.
 """
 
 from __future__ import annotations
@@ -86,7 +94,7 @@ from ..chain.new_sources import NewSourcesConfig
 from ..chain.run import ChainConfig
 from ..deblending.config import DeblendConfig
 from ..detection.detect import DetectionConfig
-from ..errors import ResidualDetectronError
+from ..errors import OutputWriteError, ResidualDetectronError
 from .options import (
     MODEL_HELP,
     add_inference_options,
@@ -325,7 +333,10 @@ def _set_up_worker(worker: dict) -> None:
 
 
 def _run_batch_scene(job: _BatchScene, detector=None) -> dict:
-    """One scene of a batch: its summary entry, with its status and any error (it never raises).
+    """One scene of a batch: its summary entry, with its status and any error.
+
+    It raises only `OutputWriteError` (the machine refused to write into the batch's folder: every
+    later scene would fail the same way, after its work), and what stops a process.
 
     ``detector``: the batch's, in the process that runs the batch; a worker process loads its own.
     """
@@ -357,6 +368,8 @@ def _run_batch_scene(job: _BatchScene, detector=None) -> dict:
             )
         )
         entry["status"] = "ok"
+    except OutputWriteError:  # the batch's folder, not the scene: the batch stops
+        raise
     except ResidualDetectronError as err:  # the scene's own problem: the others go on
         entry.update(status="failed", error=f"{type(err).__name__}: {err}")
         _log.error("%s: %s", job.scene, err)
@@ -536,14 +549,19 @@ def _run_batch(args, config, device, package_path, folders, out, start) -> int:
                 out.discard(job.folder)  # what its worker left, if it was killed while moving it in
             out.update(summary())
     except BaseException:
-        # Ctrl-C, SIGTERM (a time limit) or an error of the batch itself: the workers' scenes are
-        # stopped first, then what they left is removed and the summary says what was done.
+        # Ctrl-C, SIGTERM (a time limit), a folder the machine no longer writes (a full disk) or an
+        # error of the batch itself: the workers' scenes are stopped first, then what they left is
+        # removed and the summary says what was done.
         done.close()
         stopped = summary()
-        out.stop(stopped)
+        see = (
+            f"see {out.path / 'summary.json'}"
+            if out.stop(stopped)
+            else f"its summary.json is an earlier one: the scene folders in {out.path} say which"
+        )
         print(
             f"Stopped with {stopped['succeeded']} of {len(entries)} scenes done; the same command with "
-            f"--skip-existing keeps them and runs the rest (see {out.path / 'summary.json'}).",
+            f"--skip-existing keeps them and runs the rest ({see}).",
             file=sys.stderr,
         )
         raise

@@ -429,6 +429,24 @@ class _StepBatches:
         return self.sampler.batch(key, self.size)
 
 
+def _save_whole(state: Any, path: Path) -> None:
+    """`torch.save` ``state`` to ``path`` whole or not at all: a full disk leaves the previous file.
+
+    Through a Python file, so that the system's error (ENOSPC, EDQUOT) reaches the caller: torch's
+    own file writer keeps only "unexpected pos" of it.
+    """
+    import torch
+
+    temporary = path.with_name(f".{path.name}.partial")
+    try:
+        with open(temporary, "wb") as stream:
+            torch.save(state, stream)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
 def train(
     config: TrainConfig,
     out_dir: str | os.PathLike,
@@ -626,8 +644,8 @@ def train(
         )
         if validation["best_f1"] > best["f1"]:
             best = {"f1": validation["best_f1"], "epoch": epoch + 1, "validation": validation}
-            torch.save(model.state_dict(), out / "best_weights.pt")
-        torch.save(
+            _save_whole(model.state_dict(), out / "best_weights.pt")
+        _save_whole(
             {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -639,9 +657,8 @@ def train(
                 "epoch": epoch,
                 "datasets": [train_dir.name, val_dir.name],
             },
-            out / "checkpoint.tmp",
+            checkpoint_path,
         )
-        os.replace(out / "checkpoint.tmp", checkpoint_path)
         (out / "history.json").write_text(json.dumps(history, indent=2))
         _plot_history(history, out / "training.png")
         if time_limit is not None and epoch + 1 < config.epochs and time.time() - started >= time_limit:
