@@ -577,3 +577,32 @@ def test_skip_existing_batch_with_a_missing_scene_file_records_it_and_runs_the_o
     summary = check_output_folder(out)
     assert [entry["status"] for entry in summary["scenes"]] == ["ok", "failed"]
     assert "gone.fits" in summary["scenes"][1]["error"]
+
+
+def test_a_scene_the_machine_refuses_fails_alone_and_is_not_called_a_bug(files, tmp_path, monkeypatch):
+    """A refusal met while a scene runs, outside its outputs (a cache the disk cannot take, a file
+    it may not read): that scene fails with what the system said, the batch goes on."""
+    import errno
+
+    from lsst.meas.extensions.residual import chain
+
+    tmp, package, _ = files
+    scenes = _scene_files(tmp_path, "m", (81, 82))
+    real_chain = chain.run_chain
+
+    def refused_on_the_first(scene, *args, **kwargs):
+        if not refused:
+            refused.append(True)
+            raise PermissionError(errno.EACCES, "Permission denied", "/cache/index.nbi")
+        return real_chain(scene, *args, **kwargs)
+
+    refused = []
+    monkeypatch.setattr(chain, "run_chain", refused_on_the_first)
+    out = tmp_path / "batch"
+    argv = ["run", *map(str, scenes), "--out", str(out), "--model", str(package), "--no-plot"]
+    assert main(argv) == 1
+    summary = check_output_folder(out)
+    assert [entry["status"] for entry in summary["scenes"]] == ["failed", "ok"]
+    assert (
+        summary["scenes"][0]["error"] == "PermissionError: [Errno 13] Permission denied: '/cache/index.nbi'"
+    )

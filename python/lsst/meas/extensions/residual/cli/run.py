@@ -341,7 +341,7 @@ def _run_batch_scene(job: _BatchScene, detector=None) -> dict:
     ``detector``: the batch's, in the process that runs the batch; a worker process loads its own.
     """
     from ..network import Detector
-    from .outputs import OutputFolder
+    from .outputs import OutputFolder, refused_write
 
     start = time.perf_counter()
     entry = {"scene": job.scene, "folder": job.folder}
@@ -373,9 +373,13 @@ def _run_batch_scene(job: _BatchScene, detector=None) -> dict:
     except ResidualDetectronError as err:  # the scene's own problem: the others go on
         entry.update(status="failed", error=f"{type(err).__name__}: {err}")
         _log.error("%s: %s", job.scene, err)
-    except Exception as err:  # a bug on this scene: recorded with its traceback, the others go on
-        entry.update(status="internal error", error=f"{type(err).__name__}: {err}")
-        _log.exception("%s: internal error (a bug; please report it)", job.scene)
+    except Exception as err:
+        if refused_write(err) is not None:  # the machine's, not a bug: a scene file it may not read
+            entry.update(status="failed", error=f"{type(err).__name__}: {err}")
+            _log.error("%s: %s", job.scene, err)
+        else:  # a bug on this scene: recorded with its traceback, the others go on
+            entry.update(status="internal error", error=f"{type(err).__name__}: {err}")
+            _log.exception("%s: internal error (a bug; please report it)", job.scene)
     return entry
 
 
