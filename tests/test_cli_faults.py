@@ -388,10 +388,26 @@ def test_a_batch_stopped_on_a_full_disk_keeps_its_earlier_summary_and_releases_i
     with caplog.at_level("WARNING"):
         assert batch.stop({"scenes": ["a", "b"], "succeeded": 1}) is False
     assert "summary was not brought up to date" in caplog.text and "No space left" in caplog.text
+    caplog.clear()
     assert (target / "summary.json").read_text() == earlier
     assert os.listdir(target) == ["summary.json"]  # b's temporary folder removed all the same
     BatchFolder(target, ["a", "b"], skip_existing=True).close()  # released
+
+    # A file system turned read-only under the batch: its leftovers cannot be removed either.
+    stopped = BatchFolder(target, ["a", "b"], skip_existing=True)
+    (target / ".b.partial-running").mkdir()
+
+    def read_only(self, items):
+        raise OSError(errno.EROFS, "Read-only file system", str(target / ".b.partial-running"))
+
+    monkeypatch.setattr(BatchFolder, "_remove_leftovers", read_only)
+    with caplog.at_level("WARNING"):
+        assert stopped.stop({"scenes": ["a", "b"], "succeeded": 1}) is False
+    assert "Read-only file system" in caplog.text
+    assert (target / "summary.json").read_text() == earlier
     monkeypatch.undo()
+    BatchFolder(target, ["a", "b"], skip_existing=True).close()  # released, and tidied now
+    assert os.listdir(target) == ["summary.json"]
     assert BatchFolder(target, ["a"], skip_existing=True).stop({"scenes": ["a"]}) is True
 
 

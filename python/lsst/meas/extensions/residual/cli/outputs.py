@@ -471,8 +471,9 @@ class BatchFolder:
         items and write ``summary`` (``complete`` false) now, whenever the last was written.
 
         Call it once no process writes items any more (the workers are stopped). It raises
-        nothing of its own, so that the reason the batch stopped goes on: on a disk too full for
-        the summary, the earlier one stays (the sub-folders say what is done) and a warning says so.
+        nothing of its own, so that the reason the batch stopped goes on: where the machine
+        refuses the summary (a full disk) or the removals (a file system turned read-only), the
+        earlier summary stays (the sub-folders say what is done) and a warning says so.
 
         Returns
         -------
@@ -482,8 +483,8 @@ class BatchFolder:
         try:
             self._remove_leftovers(self.names)
             self.update(summary, force=True)
-        except OutputWriteError as err:
-            _log.warning("The batch's summary was not brought up to date: %s", err)
+        except (OutputWriteError, OSError) as err:
+            _log.warning("The stopped batch's summary was not brought up to date: %s", err)
             return False
         finally:
             self.close()

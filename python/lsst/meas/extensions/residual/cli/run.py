@@ -374,7 +374,7 @@ def _run_batch_scene(job: _BatchScene, detector=None) -> dict:
         entry.update(status="failed", error=f"{type(err).__name__}: {err}")
         _log.error("%s: %s", job.scene, err)
     except Exception as err:
-        if refused_write(err) is not None:  # the machine's, not a bug: a scene file it may not read
+        if refused_write(err) is not None:  # the machine's, not a bug: a cache the disk cannot take
             entry.update(status="failed", error=f"{type(err).__name__}: {err}")
             _log.error("%s: %s", job.scene, err)
         else:  # a bug on this scene: recorded with its traceback, the others go on
