@@ -23,8 +23,8 @@ from lsst.meas.extensions.residual.cli.outputs import (
     OutputFile,
     OutputFolder,
     check_output_folder,
-    refused_write,
 )
+from lsst.meas.extensions.residual.cli.refusals import refused_memory, refused_write
 from lsst.meas.extensions.residual.deblending import io as deblend_io
 from lsst.meas.extensions.residual.detection import detect_peaks, write_detections
 from lsst.meas.extensions.residual.errors import MissingInputError, OutputError, OutputWriteError
@@ -246,6 +246,37 @@ def test_a_refused_write_outside_an_output_folder_is_one_line(tmp_path, capsys, 
     assert main(["simulate", "--seed", "1", "--size", "32", "--out", str(tmp_path / "s.fits")]) == 2
     err = capsys.readouterr().err
     assert "residual-detectron simulate: error: No space left on device: unexpected pos" in err
+    assert "internal error" not in err and "Traceback" not in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_memory_limit_is_the_machines_refusal_and_names_the_limit(tmp_path, capsys, monkeypatch):
+    """numpy under ``ulimit -v`` raises MemoryError (seen on a 2048² patch under a 4 GB limit):
+    one line that says which limit, not an internal error."""
+    import resource
+
+    numpy_says = "Unable to allocate 96.0 MiB for an array with shape (6, 2048, 2048) and data type float32"
+    assert refused_memory(RuntimeError("a bug")) is None
+    assert refused_memory(OSError(errno.ENOSPC, "No space left on device")) is None
+    wrapped = _raised_while_handling(RuntimeError("fit failed"), MemoryError(numpy_says))
+    assert refused_memory(wrapped).startswith(f"out of memory: {numpy_says}")
+
+    def limited(which):
+        return (4_000_000_000, resource.RLIM_INFINITY) if which == resource.RLIMIT_AS else unlimited(which)
+
+    unlimited = resource.getrlimit
+    monkeypatch.setattr(resource, "getrlimit", limited)
+
+    def out_of_memory(scene_, path, overwrite=False):
+        raise MemoryError(numpy_says)
+
+    monkeypatch.setattr(scene, "write_scene", out_of_memory)
+    assert main(["simulate", "--seed", "1", "--size", "32", "--out", str(tmp_path / "s.fits")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"simulate: error: out of memory: {numpy_says}; this process may use at most 4.0 GB (ulimit -v)"
+        in err
+    )
     assert "internal error" not in err and "Traceback" not in err
     assert os.listdir(tmp_path) == []
 

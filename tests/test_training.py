@@ -573,7 +573,7 @@ def test_weights_that_cannot_be_written_leave_the_previous_file(tmp_path, monkey
     import errno
     import importlib
 
-    from lsst.meas.extensions.residual.cli.outputs import refused_write
+    from lsst.meas.extensions.residual.cli.refusals import refused_write
 
     # The module, not the function the package exports under its name.
     train_module = importlib.import_module("lsst.meas.extensions.residual.training.train")

@@ -8,9 +8,8 @@ Errors: the package's own errors (`errors.ResidualDetectronError` and its
 subclasses: bad input, bad parameters, unusable outputs) are reported as one
 line, ``residual-detectron CMD: error: ...``, exit status 2. Anything else is
 a bug: it is reported as an internal error with its traceback, exit status 1,
-except the machine's refusal of a write (a full disk, a quota, a read-only
-file system, permissions: `outputs.refused_write`), reported as one line
-with status 2.
+except the machine's refusals (a full disk, a quota, a read-only file system,
+permissions, a memory limit: `refusals`), reported as one line with status 2.
 Ctrl-C exits with status 130; commands move their outputs into place only
 when they are complete (`outputs`), so an interrupted one replaces nothing.
 SIGTERM (a batch system's time limit or ``scancel``, a plain ``kill``) is
@@ -36,7 +35,7 @@ import traceback
 from collections.abc import Iterator
 
 from ..errors import MissingInputError, ResidualDetectronError
-from .outputs import refused_write
+from .refusals import machine_refusal
 
 # Subcommand modules, in the order ``--help`` lists them.
 _SUBCOMMANDS = (
@@ -140,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as err:
         # The machine's refusal met outside an output folder's staging (a training run's
-        # checkpoints, an unreadable input) is not a bug either.
-        reason = refused_write(err)
+        # checkpoints, an unreadable input, a memory limit) is not a bug either.
+        reason = machine_refusal(err)
         if reason is None:
             print(f"{prog}: internal error (a bug; please report it):", file=sys.stderr)
             traceback.print_exc()

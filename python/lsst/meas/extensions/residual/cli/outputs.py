@@ -17,7 +17,8 @@ uses `OutputFolder`; one that writes a single file (``simulate``,
    one deleted (a single file is moved with `os.replace`). An exception or a
    ``KeyboardInterrupt`` inside the block deletes the temporary folder and
    leaves the target as it was (a full disk or a failing write is reported as
-   `OutputWriteError`, also where a writer kept no errno of it: `refused_write`;
+   `OutputWriteError`, also where a writer kept no errno of it:
+   `refusals.refused_write`;
    any other exception goes on as it was raised).
 
 Before the move, `OutputFolder` writes ``summary.json`` last: the summary the
@@ -61,17 +62,14 @@ __all__ = [
     "check_output_folder",
     "file_sha256",
     "matching_outputs",
-    "refused_write",
 ]
 
 import contextlib
-import errno
 import glob
 import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -81,6 +79,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OutputError, OutputWriteError
+from .refusals import refused_write
 
 try:
     import fcntl
@@ -94,16 +93,6 @@ SUMMARY_NAME = "summary.json"
 
 #: Prefix of the file that checks a folder can be written, where it must have a name.
 WRITE_PROBE_PREFIX = ".write-probe-"
-
-# Errors of the machine, not of the program, while the outputs are written (disk full, quota,
-# file-size limit, read-only or failing disk, permissions changed during the work): reported as
-# `OutputWriteError`.
-_WRITE_ERRNOS = frozenset(
-    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM}
-)
-# numpy's ``tofile`` (astropy's FITS writer) reports a write the system cut short with the byte
-# counts alone, no errno: "393216 requested and 260704 written".
-_SHORT_WRITE = re.compile(r"\b\d+ requested and \d+ written\b")
 
 
 class StagedOutputs:
@@ -637,45 +626,6 @@ def _write_errors(target: Path) -> Iterator[None]:
         raise OutputWriteError(
             f"writing the outputs failed ({reason}); {target} was left as it was."
         ) from err
-
-
-def refused_write(err: BaseException, target: str | os.PathLike | None = None) -> str | None:
-    """What the machine said if ``err``, raised while writing ``target``, is its refusal (a full
-    disk, a quota, a file-size limit, a read-only or failing disk, permissions); None if it is the
-    program's error.
-
-    The system's error is the first `OSError` of the chain (``err``, then its ``__cause__`` or
-    ``__context__``, and so on) that has an errno: writers wrap it, astropy's FITS writer in a new
-    OSError without one, torch's in a `RuntimeError` (when it writes to a Python file). Where no
-    error of the chain has an errno, a write the system cut short (numpy's ``tofile``, which the
-    FITS writer uses) is still the machine's: only the byte counts are left of ENOSPC, EDQUOT or
-    EFBIG there.
-    """
-    chain: list[BaseException] = []
-    current: BaseException | None = err
-    while current is not None and all(current is not seen for seen in chain):
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    numbered = [e for e in chain if isinstance(e, OSError) and e.errno is not None]
-    if numbered:
-        system = numbered[0]
-        if system.errno not in _WRITE_ERRNOS:
-            return None
-        return str(err) if system is err else f"{system.strerror or system}: {err}"
-    short = next(
-        (found for e in reversed(chain) if isinstance(e, OSError) and (found := _SHORT_WRITE.search(str(e)))),
-        None,
-    )
-    if short is None:
-        return None
-    free = ""
-    if target is not None:
-        folder = Path(target)
-        while not folder.is_dir() and folder != folder.parent:
-            folder = folder.parent
-        with contextlib.suppress(OSError):
-            free = f", {shutil.disk_usage(folder).free / 1e6:.1f} MB free there"
-    return f"a write was cut short: {short.group(0)}{free}; a full disk, a quota or a file-size limit"
 
 
 def _check_writable_parent(path: Path, where: str) -> None:

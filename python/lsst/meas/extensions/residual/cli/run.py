@@ -341,7 +341,8 @@ def _run_batch_scene(job: _BatchScene, detector=None) -> dict:
     ``detector``: the batch's, in the process that runs the batch; a worker process loads its own.
     """
     from ..network import Detector
-    from .outputs import OutputFolder, refused_write
+    from .outputs import OutputFolder
+    from .refusals import machine_refusal
 
     start = time.perf_counter()
     entry = {"scene": job.scene, "folder": job.folder}
@@ -374,9 +375,10 @@ def _run_batch_scene(job: _BatchScene, detector=None) -> dict:
         entry.update(status="failed", error=f"{type(err).__name__}: {err}")
         _log.error("%s: %s", job.scene, err)
     except Exception as err:
-        if refused_write(err) is not None:  # the machine's, not a bug: a cache the disk cannot take
-            entry.update(status="failed", error=f"{type(err).__name__}: {err}")
-            _log.error("%s: %s", job.scene, err)
+        reason = machine_refusal(err)
+        if reason is not None:  # the machine's, not a bug: memory under a limit, a full cache disk
+            entry.update(status="failed", error=reason)
+            _log.error("%s: %s", job.scene, reason)
         else:  # a bug on this scene: recorded with its traceback, the others go on
             entry.update(status="internal error", error=f"{type(err).__name__}: {err}")
             _log.exception("%s: internal error (a bug; please report it)", job.scene)
