@@ -330,14 +330,9 @@ def test_batch_goes_on_when_a_worker_process_is_killed_under_a_scene(files, tmp_
     tmp, package, _ = files
     scenes = _scene_files(tmp_path, "s", (31, 32, 33))
     out = tmp_path / "batch"
-    script = Path(sys.executable).parent / "residual-detectron"
-    argv = [str(script), "run", *map(str, scenes), "--out", str(out), "--model", str(package)]
+    argv = ["run", *map(str, scenes), "--out", str(out), "--model", str(package)]
     batch = subprocess.Popen(
-        [*argv, "--workers", "2", "--device", "cpu"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        **_batch_process(argv, 2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     killed = None
     deadline = time.monotonic() + 240
@@ -423,6 +418,16 @@ def test_a_killed_batch_keeps_what_it_finished_and_skip_existing_does_the_rest(f
     assert {p.name: os.stat(p).st_mtime_ns for p in (out / "k41").iterdir()} != kept
 
 
+def _batch_process(argv: list[str], workers: int) -> dict:
+    """``args`` and ``env`` of a process running the command line ``argv`` on the CPU with
+    ``workers`` workers, one torch thread each."""
+    script = Path(sys.executable).parent / "residual-detectron"
+    return {
+        "args": [str(script), *argv, "--device", "cpu", "--workers", str(workers)],
+        "env": {**os.environ, "OMP_NUM_THREADS": "1"},
+    }
+
+
 def _alive(pid: int) -> bool:
     """Whether process ``pid`` exists and is not a zombie (Linux /proc)."""
     try:
@@ -440,13 +445,8 @@ def test_a_batch_sent_sigterm_stops_cleanly_and_skip_existing_does_the_rest(file
     scenes = _scene_files(tmp_path, "t", (51, 52, 53, 54, 55, 56))
     out = tmp_path / "batch"
     argv = ["run", *map(str, scenes), "--out", str(out), "--model", str(package), "--no-plot"]
-    script = Path(sys.executable).parent / "residual-detectron"
     batch = subprocess.Popen(
-        [str(script), *argv, "--device", "cpu", "--workers", str(workers)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        **_batch_process(argv, workers), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     first = out / "t51" / "summary.json"
     deadline = time.monotonic() + 240
@@ -504,13 +504,11 @@ def test_a_batch_stops_when_the_machine_refuses_its_writes(files, tmp_path, work
     def limit_file_size():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    script = Path(sys.executable).parent / "residual-detectron"
     batch = subprocess.run(
-        [str(script), *argv, "--device", "cpu", "--workers", str(workers)],
+        **_batch_process(argv, workers),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
         preexec_fn=limit_file_size,
         timeout=300,
     )
