@@ -261,10 +261,11 @@ def test_a_memory_limit_is_the_machines_refusal_and_names_the_limit(tmp_path, ca
     wrapped = _raised_while_handling(RuntimeError("fit failed"), MemoryError(numpy_says))
     assert refused_memory(wrapped).startswith(f"out of memory: {numpy_says}")
 
-    def limited(which):
+    unlimited = resource.getrlimit
+
+    def limited(which):  # ulimit -v 3906250
         return (4_000_000_000, resource.RLIM_INFINITY) if which == resource.RLIMIT_AS else unlimited(which)
 
-    unlimited = resource.getrlimit
     monkeypatch.setattr(resource, "getrlimit", limited)
 
     def out_of_memory(scene_, path, overwrite=False):

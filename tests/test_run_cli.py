@@ -487,19 +487,19 @@ def test_a_batch_stops_when_the_machine_refuses_its_writes(files, tmp_path, work
     """A full disk or a quota would fail every later scene after its work: the batch stops at the
     first refused write, in one line, keeps what it finished, and --skip-existing does the rest.
 
-    The refusal is real: a file-size limit (``ulimit -f``) that the 128² scene's residual cubes
+    The refusal is real: a file-size limit (``ulimit -f``) that the 192² scene's residual cubes
     exceed and the 64² scenes' files do not. astropy's FITS writer then keeps no errno, as on a full disk.
     """
     import resource
 
     tmp, package, _ = files
     scenes = [tmp_path / "f1.fits", tmp_path / "f2.fits", tmp_path / "f3.fits"]
-    for path, seed, size in zip(scenes, (71, 72, 73), (64, 128, 64), strict=True):
+    for path, seed, size in zip(scenes, (71, 72, 73), (64, 192, 64), strict=True):
         write_scene(tiny_scene(seed, size), path)
     out = tmp_path / "batch"
     argv = ["run", *map(str, scenes), "--out", str(out), "--model", str(package), "--no-plot"]
-    # A 128² six-band residual cube is 384 KiB; the 64² scenes' files and numba's caches are < 250 KiB.
-    limit = 300 << 10
+    # A 192² six-band residual cube is 864 KiB; the 64² scenes' files and numba's caches are < 250 KiB.
+    limit = 600 << 10
 
     def limit_file_size():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
