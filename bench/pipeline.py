@@ -62,7 +62,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     from lsst.daf.butler import Butler
     from lsst.meas.extensions.residual.chain import ChainConfig, run_chain
     from lsst.meas.extensions.residual.network import Detector, default_model_path
-    from lsst.meas.extensions.residual.simulation import SimulationConfig, simulate_scene
+    from lsst.meas.extensions.residual.simulation import simulate_scene
     from lsst.meas.extensions.residual.tasks.demo import (
         OUTPUT,
         DemoConfig,
@@ -97,10 +97,8 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     patches = []
     with Butler.from_config(str(root), collections=[OUTPUT]) as butler:
         for geometry in skymap.patches():
-            scene = simulate_scene(
-                config.seed * 1000 + geometry.id,
-                SimulationConfig(height=geometry.height, width=geometry.width, depth=config.depth),
-            )
+            # The demo repository's own scene of the patch: the last one has coadd artefacts.
+            scene = simulate_scene(config.seed * 1000 + geometry.id, config.simulation(geometry.id))
             start = time.perf_counter()
             result = run_chain(scene, detector, ChainConfig())
             in_process_seconds += time.perf_counter() - start
