@@ -85,10 +85,12 @@ def refused_memory(err: BaseException) -> str | None:
     refusal = next((e for e in _chain(err) if isinstance(e, MemoryError)), None)
     if refusal is None:
         return None
-    import resource
-
+    try:
+        import resource
+    except ImportError:  # not POSIX: no such limits to name
+        resource = None
     limits = []
-    for name, option in (("RLIMIT_AS", "-v"), ("RLIMIT_DATA", "-d")):
+    for name, option in (("RLIMIT_AS", "-v"), ("RLIMIT_DATA", "-d")) if resource is not None else ():
         soft = resource.getrlimit(getattr(resource, name))[0]
         if soft != resource.RLIM_INFINITY:
             limits.append(f"{soft / 1e9:.1f} GB (ulimit {option})")
