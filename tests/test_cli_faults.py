@@ -193,6 +193,11 @@ CUT_SHORT = _raised_while_handling(
         (KeyboardInterrupt(), 130, "residual-detectron deblend: interrupted."),
         (OSError(errno.ENOSPC, "No space left on device"), 2, "error: writing the outputs failed"),
         (CUT_SHORT, 2, "error: writing the outputs failed (a write was cut short: 393216 requested"),
+        (
+            _raised_while_handling(RuntimeError("unexpected pos 704 vs 598"), OSError(errno.EDQUOT, "Quota")),
+            2,
+            "error: writing the outputs failed (Quota: unexpected pos 704 vs 598)",
+        ),
         (RuntimeError("a bug in a writer"), 1, "internal error"),
     ],
 )
@@ -235,14 +240,15 @@ def test_the_machines_refusal_to_write_is_read_through_the_writers_wrappers():
 
 
 def test_a_refused_write_outside_an_output_folder_is_one_line(tmp_path, capsys, monkeypatch):
-    """Say a training run's checkpoint on a full disk: not a bug, so no traceback."""
+    """Say a training run's checkpoint on a full disk, met during the work (here the simulation's),
+    before the outputs are staged: not a bug, so no traceback."""
 
-    def full_disk(scene_, path, overwrite=False):
+    def full_disk(*args, **kwargs):
         raise _raised_while_handling(
             RuntimeError("unexpected pos 704 vs 598"), OSError(errno.ENOSPC, "No space left on device")
         )
 
-    monkeypatch.setattr(scene, "write_scene", full_disk)
+    monkeypatch.setattr(simulation, "simulate_scene", full_disk)
     assert main(["simulate", "--seed", "1", "--size", "32", "--out", str(tmp_path / "s.fits")]) == 2
     err = capsys.readouterr().err
     assert "residual-detectron simulate: error: No space left on device: unexpected pos" in err

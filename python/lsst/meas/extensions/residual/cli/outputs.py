@@ -78,7 +78,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import OutputError, OutputWriteError
+from ..errors import OutputError, OutputWriteError, ResidualDetectronError
 from .refusals import refused_write
 
 try:
@@ -616,10 +616,16 @@ def check_output_folder(path: str | os.PathLike) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _write_errors(target: Path) -> Iterator[None]:
-    """Report the machine's refusals to write (`refused_write`) as `OutputWriteError`; others are bugs."""
+    """Report the machine's refusals to write (`refused_write`) as `OutputWriteError`; others are bugs.
+
+    Any exception is looked into, not only `OSError`: torch's writer passes a full disk on as a
+    `RuntimeError`.
+    """
     try:
         yield
-    except OSError as err:
+    except ResidualDetectronError:  # already reported (an inner block's OutputWriteError, say)
+        raise
+    except Exception as err:
         reason = refused_write(err, target)
         if reason is None:
             raise
